@@ -1,0 +1,133 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { generateKey } from '../auth/keys.js';
+import { limitsSchema } from '../config/schema.js';
+import { GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway.js';
+import type { KeyRecord } from '../store/types.js';
+import { unavailability } from '../upstream/accounts.js';
+
+const keyFields = {
+  allowed_models: z.array(z.string().min(1)).nullable().optional(),
+  expires_at: z.iso.datetime({ offset: true }).nullable().optional(),
+  limits: limitsSchema.optional(),
+};
+const createKeySchema = z.object({ name: z.string().min(1).max(200), ...keyFields }).strict();
+const patchKeySchema = z.object({ disabled: z.boolean().optional(), ...keyFields }).strict();
+
+/** The record as the admin API shows it: everything but the hash. */
+export function publicKey(record: KeyRecord) {
+  const { sha256: _hash, origin: _origin, ...rest } = record;
+  return rest;
+}
+
+function parseBody<T>(schema: z.ZodType<T>, request: FastifyRequest): T {
+  const result = schema.safeParse((request.body as { json?: unknown } | undefined)?.json ?? {});
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  throw new GatewayError('invalid_request', `${issue.path.join('.') || 'body'}: ${issue.message}`, { param: issue.path.join('.') });
+}
+
+function sameSecret(presented: string, expected: string): boolean {
+  const a = Buffer.from(presented);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** `/admin/*`: key and account administration behind the admin token; off when no token is set. */
+export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): void {
+  const token = gateway.config.adminToken;
+  if (!token) return;
+  const { store } = gateway;
+
+  app.register(async (admin) => {
+    admin.addHook('onRequest', async (request) => {
+      const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
+      if (!sameSecret(presented, token)) throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
+    });
+
+    const loadKey = async (id: string) => {
+      const record = await store.getKeyById(id);
+      if (!record) throw new GatewayError('not_found', `No key with id ${id}.`);
+      return record;
+    };
+
+    admin.post('/admin/keys', async (request, reply) => {
+      const body = parseBody(createKeySchema, request);
+      const { id, secret, sha256 } = generateKey();
+      const record: KeyRecord = {
+        id,
+        name: body.name,
+        sha256,
+        allowed_models: body.allowed_models ?? null,
+        expires_at: body.expires_at ?? null,
+        limits: body.limits ?? [],
+        disabled: false,
+        created_at: new Date().toISOString(),
+        origin: 'admin',
+      };
+      await store.putKey(record);
+      const { id: _id, ...shown } = publicKey(record);
+      return reply.code(201).send({ id, key: secret, ...shown });
+    });
+
+    admin.get('/admin/keys', async () => ({ data: (await store.listKeys()).map(publicKey) }));
+
+    admin.get<{ Params: { id: string } }>('/admin/keys/:id', async (request) => publicKey(await loadKey(request.params.id)));
+
+    admin.patch<{ Params: { id: string } }>('/admin/keys/:id', async (request) => {
+      const changes = parseBody(patchKeySchema, request);
+      const record = await loadKey(request.params.id);
+      const updated: KeyRecord = {
+        ...record,
+        ...(changes.disabled !== undefined && { disabled: changes.disabled }),
+        ...(changes.allowed_models !== undefined && { allowed_models: changes.allowed_models }),
+        ...(changes.expires_at !== undefined && { expires_at: changes.expires_at }),
+        ...(changes.limits !== undefined && { limits: changes.limits }),
+      };
+      await store.putKey(updated);
+      gateway.keys.forget(record);
+      return publicKey(updated);
+    });
+
+    admin.delete<{ Params: { id: string } }>('/admin/keys/:id', async (request, reply) => {
+      const record = await loadKey(request.params.id);
+      await store.deleteKey(record.id);
+      gateway.keys.forget(record);
+      return reply.code(204).send();
+    });
+
+    admin.get('/admin/accounts', async () => {
+      const now = Date.now();
+      const data = [];
+      for (const pool of gateway.pools.values()) {
+        const states = await store.getAccountStates(pool.accounts.map((a) => a.id));
+        for (const account of pool.accounts) {
+          const blocked = unavailability(states.get(account.id) ?? {}, now);
+          data.push({
+            id: account.id,
+            provider: pool.provider,
+            state: blocked?.reason ?? 'active',
+            cooldown_until: blocked?.reason === 'cooldown' ? new Date(blocked.until).toISOString() : null,
+            in_flight: pool.inFlightOf(account.id),
+            recent_tokens: pool.recentTokensOf(account.id, now),
+          });
+        }
+      }
+      return { data };
+    });
+
+    for (const action of ['enable', 'disable'] as const) {
+      admin.post<{ Params: { id: string } }>(`/admin/accounts/:id/${action}`, async (request) => {
+        const { id } = request.params;
+        const pool = [...gateway.pools.values()].find((p) => p.find(id));
+        if (!pool) throw new GatewayError('not_found', `No account with id ${id}.`);
+        await store.setAccountDisabled(id, action === 'disable');
+        // enabling also ends a cooldown: the operator says the account is good
+        if (action === 'enable') await store.setAccountCooldown(id, 0);
+        return { id, provider: pool.provider, state: action === 'enable' ? 'active' : 'disabled' };
+      });
+    }
+  });
+}

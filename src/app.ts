@@ -1,0 +1,107 @@
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { registerAdminRoutes } from './admin/routes.js';
+import { proxyKeyAuth } from './auth/hook.js';
+import type { Config } from './config/schema.js';
+import { GatewayError } from './errors.js';
+import { Gateway } from './gateway.js';
+import { registerModelRoutes } from './proxy/routes.js';
+import { buildHttpServer, sendError } from './server/http.js';
+import { createStore } from './store/index.js';
+import type { Store } from './store/types.js';
+import { registerUsageRoute } from './usage/routes.js';
+
+export interface App {
+  gateway: Gateway;
+  /** the public listener: model routes, usage, health, metrics, admin */
+  public: FastifyInstance;
+  /** the internal listener: owner forwarding; never exposed publicly */
+  internal: FastifyInstance;
+  listen(): Promise<{ publicUrl: string; internalUrl: string }>;
+  close(): Promise<void>;
+}
+
+export interface BuildOptions {
+  logger?: Logger;
+  /** a ready store; by default one is created from the config */
+  store?: Store;
+}
+
+const READY_TIMEOUT_MS = 1_000;
+
+/** Config keys are seeded at every start; the file is their source of truth. */
+async function seedConfigKeys(config: Config, store: Store): Promise<void> {
+  const now = new Date().toISOString();
+  for (const key of config.keys) {
+    const existing = await store.getKeyById(key.id);
+    await store.putKey({ ...key, created_at: existing?.created_at ?? now, origin: 'config' });
+  }
+}
+
+function registerHealthRoutes(app: FastifyInstance, gateway: Gateway): void {
+  app.get('/health/live', async () => ({ status: 'ok' }));
+  app.get('/health/ready', async (_request, reply) => {
+    if (gateway.draining) return sendError(reply, new GatewayError('shutting_down', 'This replica is draining.'), 'openai');
+    try {
+      await Promise.race([
+        gateway.store.ping(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('store ping timed out')), READY_TIMEOUT_MS).unref()),
+      ]);
+    } catch (err) {
+      return sendError(reply, new GatewayError('store_unavailable', 'The shared store is not reachable.', { cause: err }), 'openai');
+    }
+    return { status: 'ready', store: gateway.store.kind };
+  });
+  app.get('/metrics', async (_request, reply) =>
+    reply.type(gateway.metrics.registry.contentType).send(await gateway.metrics.registry.metrics()),
+  );
+}
+
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
+  const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const store = options.store ?? (await createStore(config));
+  await seedConfigKeys(config, store);
+  const gateway = new Gateway(config, store, logger);
+
+  const app = buildHttpServer({ logger, bodyLimit: config.server.bodyLimitBytes });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown';
+    gateway.metrics.requests.inc({ route, status: reply.statusCode });
+    gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+  });
+  registerHealthRoutes(app, gateway);
+  registerAdminRoutes(app, gateway);
+  app.register(async (proxied) => {
+    proxied.addHook('preHandler', proxyKeyAuth(gateway));
+    registerModelRoutes(proxied, gateway);
+    registerUsageRoute(proxied, gateway);
+  });
+  app.after(() => app.answerWrongMethods());
+
+  const internal = buildHttpServer({ logger, bodyLimit: config.server.bodyLimitBytes });
+  internal.get('/health/live', async () => ({ status: 'ok' }));
+  internal.after(() => internal.answerWrongMethods());
+
+  const urlOf = (server: FastifyInstance) => {
+    const address = server.server.address();
+    if (!address || typeof address === 'string') throw new Error('server is not listening on TCP');
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return `http://${host}:${address.port}`;
+  };
+
+  return {
+    gateway,
+    public: app,
+    internal,
+    async listen() {
+      await app.listen({ host: config.server.host, port: config.server.port });
+      await internal.listen({ host: config.server.internalHost, port: config.server.internalPort });
+      return { publicUrl: urlOf(app), internalUrl: urlOf(internal) };
+    },
+    async close() {
+      gateway.draining = true;
+      await Promise.all([app.close(), internal.close()]);
+      await gateway.close();
+    },
+  };
+}

@@ -1,0 +1,66 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { KeyRecord, Store } from '../store/types.js';
+
+export const KEY_PREFIX = 'sk-tg-';
+
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** A new proxy key: the secret is shown once; only its hash is stored. */
+export function generateKey(): { id: string; secret: string; sha256: string } {
+  const secret = KEY_PREFIX + randomBytes(24).toString('base64url');
+  return { id: 'key_' + randomBytes(8).toString('hex'), secret, sha256: hashSecret(secret) };
+}
+
+export function sameHash(a: string, b: string): boolean {
+  const left = Buffer.from(a, 'hex');
+  const right = Buffer.from(b, 'hex');
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+export type KeyProblem = 'unknown' | 'disabled' | 'expired';
+
+export function keyProblem(record: KeyRecord | null, now: number): KeyProblem | null {
+  if (!record) return 'unknown';
+  if (record.disabled) return 'disabled';
+  if (record.expires_at && Date.parse(record.expires_at) <= now) return 'expired';
+  return null;
+}
+
+export function modelAllowed(record: KeyRecord, model: string | undefined): boolean {
+  if (!record.allowed_models) return true;
+  return model !== undefined && record.allowed_models.includes(model);
+}
+
+/**
+ * Key lookups through a short-lived local cache, so the hot path is not one store round trip
+ * per request. Entries live at most `ttlMs`, which bounds how long a key revoked on another
+ * replica keeps working here; revocations made here are dropped at once.
+ */
+export class KeyDirectory {
+  private readonly byHash = new Map<string, { record: KeyRecord | null; expires: number }>();
+
+  constructor(private readonly store: Store, private readonly ttlMs: number) {}
+
+  async byHashOf(sha256: string): Promise<KeyRecord | null> {
+    const now = Date.now();
+    const cached = this.byHash.get(sha256);
+    if (cached && cached.expires > now) return cached.record;
+    const record = await this.store.getKeyByHash(sha256);
+    if (this.ttlMs > 0) {
+      if (this.byHash.size > 10_000) this.byHash.clear(); // bounded: unknown keys must not grow it forever
+      this.byHash.set(sha256, { record, expires: now + this.ttlMs });
+    }
+    return record && sameHash(record.sha256, sha256) ? record : null;
+  }
+
+  /** Re-reads a key by id, bypassing the cache: used where a decision must be current. */
+  byId(id: string): Promise<KeyRecord | null> {
+    return this.store.getKeyById(id);
+  }
+
+  forget(record: Pick<KeyRecord, 'sha256'>): void {
+    this.byHash.delete(record.sha256);
+  }
+}

@@ -1,0 +1,137 @@
+import { z } from 'zod';
+import { LIMIT_TYPES } from '../store/types.js';
+import { LIMIT_WINDOWS } from '../usage/windows.js';
+
+/** Defaults in one place, named so the README and the code agree. */
+export const DEFAULTS = {
+  host: '0.0.0.0',
+  port: 8080,
+  internalHost: '0.0.0.0',
+  internalPort: 8081,
+  bodyLimitBytes: 16 * 1024 * 1024,
+  upstreamConnectTimeoutMs: 10_000,
+  upstreamHeadersTimeoutMs: 300_000,
+  upstreamBodyTimeoutMs: 300_000,
+  /** when an upstream 429 gives no Retry-After */
+  cooldownMs: 30_000,
+  shutdownGraceMs: 30_000,
+  heartbeatMs: 2_000,
+  staleAfterMs: 6_000,
+  leaseMs: 15_000,
+  contextTtlSec: 30,
+  sessionIdleMs: 300_000,
+  keyCacheTtlMs: 1_000,
+} as const;
+
+export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first'] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+const limitSchema = z.object({
+  limit_type: z.enum(LIMIT_TYPES),
+  limit_window: z.enum(LIMIT_WINDOWS),
+  max_value: z.number().int().positive(),
+});
+export const limitsSchema = z.array(limitSchema);
+
+const accountSchema = z
+  .object({
+    id: z.string().min(1),
+    apiKey: z.string().min(1).optional(),
+    /** a mounted secret file holding the credential */
+    apiKeyFile: z.string().min(1).optional(),
+    /** ChatGPT accounts: the `ChatGPT-Account-Id` header */
+    accountId: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((a) => Boolean(a.apiKey) !== Boolean(a.apiKeyFile), {
+    message: 'exactly one of apiKey or apiKeyFile is required',
+    path: ['apiKey'],
+  });
+
+const providerSchema = z
+  .object({
+    baseUrl: z.url(),
+    strategy: z.enum(STRATEGIES).default('round_robin'),
+    /** whether the upstream accepts the Responses API over WebSocket */
+    websocket: z.boolean().default(true),
+    accounts: z.array(accountSchema).min(1),
+  })
+  .strict();
+
+const staticKeySchema = z
+  .object({
+    id: z.string().min(1),
+    name: z.string().min(1),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters'),
+    allowed_models: z.array(z.string()).nullable().default(null),
+    expires_at: z.iso.datetime({ offset: true }).nullable().default(null),
+    limits: limitsSchema.default([]),
+    disabled: z.boolean().default(false),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().default(DEFAULTS.host),
+        port: z.number().int().min(0).max(65535).default(DEFAULTS.port),
+        internalHost: z.string().default(DEFAULTS.internalHost),
+        internalPort: z.number().int().min(0).max(65535).default(DEFAULTS.internalPort),
+        bodyLimitBytes: z.number().int().positive().default(DEFAULTS.bodyLimitBytes),
+        shutdownGraceMs: z.number().int().min(0).default(DEFAULTS.shutdownGraceMs),
+        instanceId: z.string().min(1).optional(),
+        advertiseUrl: z.url().optional(),
+      })
+      .strict()
+      .prefault({}),
+    upstream: z
+      .object({
+        connectTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamConnectTimeoutMs),
+        headersTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamHeadersTimeoutMs),
+        bodyTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamBodyTimeoutMs),
+        cooldownMs: z.number().int().positive().default(DEFAULTS.cooldownMs),
+      })
+      .strict()
+      .prefault({}),
+    redis: z
+      .object({
+        url: z.string().min(1).optional(),
+        keyCacheTtlMs: z.number().int().min(0).max(1_000).default(DEFAULTS.keyCacheTtlMs),
+      })
+      .strict()
+      .prefault({}),
+    bridge: z
+      .object({
+        heartbeatMs: z.number().int().positive().default(DEFAULTS.heartbeatMs),
+        staleAfterMs: z.number().int().positive().default(DEFAULTS.staleAfterMs),
+        leaseMs: z.number().int().positive().default(DEFAULTS.leaseMs),
+        contextTtlSec: z.number().int().positive().default(DEFAULTS.contextTtlSec),
+        sessionIdleMs: z.number().int().positive().default(DEFAULTS.sessionIdleMs),
+      })
+      .strict()
+      .prefault({}),
+    adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
+    internalSecret: z.string().min(16, 'must be at least 16 characters').optional(),
+    providers: z
+      .object({
+        openai: providerSchema.optional(),
+        anthropic: providerSchema.optional(),
+        chatgpt: providerSchema.optional(),
+      })
+      .strict()
+      .refine((p) => Object.values(p).some(Boolean), { message: 'at least one provider is required' }),
+    keys: z.array(staticKeySchema).default([]),
+  })
+  .strict()
+  .refine((c) => !c.redis.url || c.internalSecret, {
+    message: 'required when REDIS_URL is set (TOLLGATE_INTERNAL_SECRET)',
+    path: ['internalSecret'],
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type ProviderConfig = z.infer<typeof providerSchema>;
+export type AccountConfig = z.infer<typeof accountSchema>;
+export type StaticKeyConfig = z.infer<typeof staticKeySchema>;

@@ -1,0 +1,67 @@
+import type { FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { KeyDirectory } from './auth/keys.js';
+import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
+import { GatewayError } from './errors.js';
+import { buildMetrics, type Metrics } from './metrics/metrics.js';
+import type { Store } from './store/types.js';
+import { UpstreamClient, buildAgent } from './upstream/client.js';
+import { ProviderPool } from './upstream/pool.js';
+import { UsageRecorder } from './usage/recorder.js';
+import type { TokenUsage } from './usage/tokens.js';
+import type { Agent } from 'undici';
+
+/**
+ * The runtime parts one replica is made of, built once at start and shared by its routes.
+ * Routes get this object; nothing in it reaches back into routes.
+ */
+export class Gateway {
+  readonly keys: KeyDirectory;
+  readonly pools = new Map<ProviderName, ProviderPool>();
+  readonly metrics: Metrics;
+  readonly agent: Agent;
+  readonly upstream: UpstreamClient;
+  readonly usage: UsageRecorder;
+  draining = false;
+
+  constructor(readonly config: Config, readonly store: Store, readonly log: Logger) {
+    this.metrics = buildMetrics();
+    this.keys = new KeyDirectory(store, config.redis.keyCacheTtlMs);
+    for (const provider of PROVIDERS) {
+      const providerConfig = config.providers[provider];
+      if (providerConfig) this.pools.set(provider, new ProviderPool(provider, providerConfig, store));
+    }
+    this.agent = buildAgent(config.upstream);
+    this.upstream = new UpstreamClient(this.agent, store, config.upstream.cooldownMs, {
+      onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),
+      onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
+    });
+    this.usage = new UsageRecorder(store, (err) => log.warn({ err }, 'usage write failed; buffered'));
+  }
+
+  /** The first configured provider of `preference`; 404 when none is configured. */
+  poolFor(preference: readonly ProviderName[]): ProviderPool {
+    for (const provider of preference) {
+      const pool = this.pools.get(provider);
+      if (pool) return pool;
+    }
+    throw new GatewayError('not_found', `No ${preference.join(' or ')} provider is configured on this gateway.`);
+  }
+
+  /** The end of every metered call: the store's counters, the pool's view, metrics, the log line. */
+  recordUsage(request: FastifyRequest, provider: ProviderName, accountId: string, usage: TokenUsage | null): void {
+    if (!usage) return;
+    request.facts.tokens = usage;
+    this.pools.get(provider)?.noteTokens(accountId, usage.total_tokens);
+    this.metrics.tokens.inc({ provider, type: 'input' }, usage.input_tokens);
+    this.metrics.tokens.inc({ provider, type: 'output' }, usage.output_tokens);
+    void this.usage.record(request.principal!.key.id, usage);
+  }
+
+  async close(): Promise<void> {
+    this.usage.stop();
+    await this.usage.flush().catch(() => {});
+    await this.agent.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,24 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/** Every series the gateway exports, on a registry of its own (several gateways may share a process in tests). */
+export function buildMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    requests: new Counter({ name: 'tollgate_requests_total', help: 'Requests answered', labelNames: ['route', 'status'], registers }),
+    duration: new Histogram({ name: 'tollgate_request_duration_seconds', help: 'Time to the last byte', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers }),
+    ttfb: new Histogram({ name: 'tollgate_upstream_ttfb_seconds', help: 'Time to the upstream response headers', labelNames: ['provider'], buckets: LATENCY_BUCKETS, registers }),
+    upstreamErrors: new Counter({ name: 'tollgate_upstream_errors_total', help: 'Upstream failures by account and kind', labelNames: ['provider', 'account', 'kind'], registers }),
+    cooldowns: new Counter({ name: 'tollgate_account_cooldowns_total', help: 'Accounts put in cooldown', labelNames: ['provider', 'account'], registers }),
+    authFailures: new Counter({ name: 'tollgate_auth_failures_total', help: 'Rejected proxy credentials by header', labelNames: ['source', 'reason'], registers }),
+    tokens: new Counter({ name: 'tollgate_tokens_total', help: 'Tokens reported by upstreams', labelNames: ['provider', 'type'], registers }),
+    inFlightStreams: new Gauge({ name: 'tollgate_in_flight_streams', help: 'Upstream responses being streamed', labelNames: ['provider'], registers }),
+    usageDropped: new Counter({ name: 'tollgate_usage_dropped_total', help: 'Usage records dropped while the store was unreachable', registers }),
+  };
+}
+
+export type Metrics = ReturnType<typeof buildMetrics>;

@@ -1,0 +1,475 @@
+/**
+ * Mock LLM upstream: a plain node:http + ws server speaking enough of the OpenAI
+ * (Responses, Chat Completions, Models) and Anthropic (Messages, count_tokens)
+ * wire formats for the official SDKs to work against it.
+ *
+ * It records everything it receives so tests can assert what reached the
+ * upstream, and reports deterministic token usage that varies with the request
+ * body so usage mix-ups between requests are detectable.
+ *
+ * Deliberately not Fastify: it doubles as the backend for throughput
+ * benchmarks, so the request path is kept minimal (one body buffer, one
+ * JSON.parse, a handful of writes).
+ */
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { WebSocketServer, WebSocket, type RawData } from 'ws';
+
+export interface RecordedRequest {
+  method: string;
+  path: string; // incl. query string
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  json: unknown; // parsed body or undefined
+}
+/** Normalized usage: input_tokens includes cached input; total = input + output. */
+export interface TokenUsageReport {
+  input_tokens: number;
+  output_tokens: number;
+  cached_input_tokens: number;
+  total_tokens: number;
+}
+export interface ServedCall {
+  path: string;
+  transport: 'http' | 'ws';
+  stream: boolean;
+  usage: TokenUsageReport;
+}
+export interface WsConnectionRecord {
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  frames: unknown[]; // parsed client frames (raw string if the frame was not valid JSON)
+  closed: boolean;
+  closeCode?: number;
+  /** Set when the upgrade was refused via rejectWsUpgrades(); the socket never opened. */
+  rejectedStatus?: number;
+}
+export interface ScriptedResponse {
+  status: number;
+  headers?: Record<string, string>;
+  body: string | object;
+}
+export interface MockUpstream {
+  url: string;
+  requests: RecordedRequest[];
+  served: ServedCall[];
+  wsConnections: WsConnectionRecord[];
+  enqueue(...responses: ScriptedResponse[]): void;
+  holdStreams(): () => void;
+  closeWsNext(code: number, reason: string): void;
+  rejectWsUpgrades(status: number | null): void;
+  reset(): void;
+  close(): Promise<void>;
+}
+export interface MockUpstreamOptions {
+  port?: number;
+  host?: string;
+  /** Record requests/frames/served calls (default true). Benchmarks turn this off to keep memory flat. */
+  record?: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+const TEXT_DELTAS = ['Hello', ' from', ' mock'];
+const TEXT = TEXT_DELTAS.join('');
+const MODELS = ['gpt-5', 'gpt-5-mini', 'claude-sonnet-4-5'];
+
+/**
+ * Deterministic usage derived from the request size:
+ *   input  = 10 + (bytes % 50)     (includes cached)
+ *   cached = floor(input / 4)
+ *   output = 5 + TEXT_DELTAS.length + (bytes % 7)   (0 for a ws warm-up)
+ */
+export function usageFor(bodyBytes: number, generate = true): TokenUsageReport {
+  const input = 10 + (bodyBytes % 50);
+  const cached = Math.floor(input / 4);
+  const output = generate ? 5 + TEXT_DELTAS.length + (bodyBytes % 7) : 0;
+  return { input_tokens: input, output_tokens: output, cached_input_tokens: cached, total_tokens: input + output };
+}
+
+function openaiResponsesUsage(u: TokenUsageReport): Json {
+  return {
+    input_tokens: u.input_tokens,
+    input_tokens_details: { cached_tokens: u.cached_input_tokens },
+    output_tokens: u.output_tokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: u.total_tokens,
+  };
+}
+function chatUsage(u: TokenUsageReport): Json {
+  return {
+    prompt_tokens: u.input_tokens,
+    completion_tokens: u.output_tokens,
+    total_tokens: u.total_tokens,
+    prompt_tokens_details: { cached_tokens: u.cached_input_tokens },
+    completion_tokens_details: { reasoning_tokens: 0 },
+  };
+}
+/** Anthropic reports uncached input separately from cache reads/creations. */
+function anthropicUsage(u: TokenUsageReport, outputTokens: number): Json {
+  return {
+    input_tokens: u.input_tokens - u.cached_input_tokens,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: u.cached_input_tokens,
+    output_tokens: outputTokens,
+  };
+}
+
+const openaiError = (message: string, type = 'invalid_request_error', code: string | null = null) =>
+  ({ error: { message, type, param: null, code } });
+const anthropicError = (message: string, type = 'invalid_request_error') =>
+  ({ type: 'error', error: { type, message } });
+
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const str = (v: unknown, fallback: string) => (typeof v === 'string' ? v : fallback);
+const sse = (type: string, data: unknown) => `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+
+export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise<MockUpstream> {
+  const host = opts.host ?? '127.0.0.1';
+  const record = opts.record ?? true;
+
+  const requests: RecordedRequest[] = [];
+  const served: ServedCall[] = [];
+  const wsConnections: WsConnectionRecord[] = [];
+  let scripted: ScriptedResponse[] = [];
+  let wsCloseNext: { code: number; reason: string } | null = null;
+  let wsRejectStatus: number | null = null;
+  let counter = 0; // shared by all ids so they are unique across connections
+  let wsCounter = 0;
+  const turnState = new WeakMap<IncomingMessage, number>(); // upgrade request -> connection number
+
+  // Stream hold: a gate every stream awaits after its first event.
+  let gate: { promise: Promise<void>; release: () => void } | null = null;
+  const holdStreams = () => {
+    let release!: () => void;
+    const promise = new Promise<void>((r) => (release = r));
+    const g = { promise, release };
+    gate = g;
+    return () => {
+      g.release();
+      if (gate === g) gate = null;
+    };
+  };
+
+  const serve = (call: ServedCall) => {
+    if (record) served.push(call);
+  };
+
+  /** Sends events[0], waits for a hold if any, then the rest. Returns false if the peer went away. */
+  async function emit<T>(events: T[], first: (e: T) => void, rest: (es: T[]) => void, alive: () => boolean) {
+    first(events[0]);
+    if (gate) await gate.promise;
+    if (!alive()) return false;
+    rest(events.slice(1));
+    return true;
+  }
+
+  async function sendSse(res: ServerResponse, events: string[]): Promise<boolean> {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    // One write for the tail keeps the un-held hot path cheap.
+    return emit(events, (s) => res.write(s), (rest) => res.end(rest.join('')), () => !res.destroyed);
+  }
+
+  function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>) {
+    const payload = typeof body === 'string' ? body : JSON.stringify(body);
+    const out: Record<string, string | number> = { 'content-type': 'application/json' };
+    for (const [k, v] of Object.entries(headers ?? {})) out[k.toLowerCase()] = v;
+    out['content-length'] = Buffer.byteLength(payload);
+    res.writeHead(status, out);
+    res.end(payload);
+  }
+
+  // ---- OpenAI Responses (shared by HTTP SSE, HTTP JSON and WebSocket) ----
+
+  function responseEvents(body: Json, usage: TokenUsageReport, generate: boolean): { id: string; events: Json[] } {
+    const id = `resp_${++counter}`;
+    const msgId = `msg_${counter}`;
+    const base = {
+      id, object: 'response', created_at: Math.floor(Date.now() / 1000), model: str(body.model, 'gpt-5'),
+      error: null, incomplete_details: null, instructions: body.instructions ?? null,
+      previous_response_id: body.previous_response_id ?? null, parallel_tool_calls: true,
+      tool_choice: 'auto', tools: [], metadata: {},
+    };
+    const part = { type: 'output_text', text: TEXT, annotations: [], logprobs: [] };
+    const item = { id: msgId, type: 'message', status: 'completed', role: 'assistant', content: [part] };
+    const completed = { ...base, status: 'completed', output: generate ? [item] : [], usage: openaiResponsesUsage(usage) };
+    const pos = { item_id: msgId, output_index: 0, content_index: 0 };
+    const events: Json[] = [
+      { type: 'response.created', response: { ...base, status: 'in_progress', output: [], usage: null } },
+    ];
+    if (generate) {
+      events.push(
+        { type: 'response.in_progress', response: { ...base, status: 'in_progress', output: [], usage: null } },
+        { type: 'response.output_item.added', output_index: 0, item: { ...item, status: 'in_progress', content: [] } },
+        { type: 'response.content_part.added', ...pos, part: { ...part, text: '' } },
+        ...TEXT_DELTAS.map((delta) => ({ type: 'response.output_text.delta', ...pos, delta, logprobs: [] })),
+        { type: 'response.output_text.done', ...pos, text: TEXT, logprobs: [] },
+        { type: 'response.content_part.done', ...pos, part },
+        { type: 'response.output_item.done', output_index: 0, item },
+      );
+    }
+    events.push({ type: 'response.completed', response: completed });
+    events.forEach((e, i) => (e.sequence_number = i));
+    return { id, events };
+  }
+
+  async function handleResponses(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
+    const usage = usageFor(bytes);
+    const { events } = responseEvents(body, usage, true);
+    const stream = body.stream === true;
+    if (stream) {
+      if (!(await sendSse(res, events.map((e) => sse(e.type as string, e))))) return;
+    } else {
+      sendJson(res, 200, (events.at(-1) as { response: Json }).response);
+    }
+    serve({ path: req.url ?? '', transport: 'http', stream, usage });
+  }
+
+  // ---- OpenAI Chat Completions ----
+
+  async function handleChat(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
+    const usage = usageFor(bytes);
+    const id = `chatcmpl-${++counter}`;
+    const base = { id, created: Math.floor(Date.now() / 1000), model: str(body.model, 'gpt-5'), system_fingerprint: 'fp_mock' };
+    if (body.stream !== true) {
+      sendJson(res, 200, {
+        ...base, object: 'chat.completion',
+        choices: [{ index: 0, message: { role: 'assistant', content: TEXT, refusal: null }, finish_reason: 'stop', logprobs: null }],
+        usage: chatUsage(usage),
+      });
+      serve({ path: req.url ?? '', transport: 'http', stream: false, usage });
+      return;
+    }
+    // Like the real API, usage is only streamed when explicitly requested.
+    const includeUsage = isObject(body.stream_options) && body.stream_options.include_usage === true;
+    const extra = includeUsage ? { usage: null } : {};
+    const chunk = (delta: Json, finish: string | null) => ({
+      ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }], ...extra,
+    });
+    const chunks: unknown[] = [
+      chunk({ role: 'assistant', content: '', refusal: null }, null),
+      ...TEXT_DELTAS.map((t) => chunk({ content: t }, null)),
+      chunk({}, 'stop'),
+    ];
+    if (includeUsage) chunks.push({ ...base, object: 'chat.completion.chunk', choices: [], usage: chatUsage(usage) });
+    const lines = chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`);
+    lines.push('data: [DONE]\n\n');
+    if (!(await sendSse(res, lines))) return;
+    if (includeUsage) serve({ path: req.url ?? '', transport: 'http', stream: true, usage });
+  }
+
+  // ---- Anthropic Messages ----
+
+  async function handleMessages(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
+    const usage = usageFor(bytes);
+    const id = `msg_${++counter}`;
+    const model = str(body.model, 'claude-sonnet-4-5');
+    const stream = body.stream === true;
+    if (!stream) {
+      sendJson(res, 200, {
+        id, type: 'message', role: 'assistant', model, content: [{ type: 'text', text: TEXT }],
+        stop_reason: 'end_turn', stop_sequence: null, usage: anthropicUsage(usage, usage.output_tokens),
+      });
+    } else {
+      const events: [string, unknown][] = [
+        ['message_start', {
+          type: 'message_start',
+          message: { id, type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: anthropicUsage(usage, 1) },
+        }],
+        ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+        ['ping', { type: 'ping' }],
+        ...TEXT_DELTAS.map((text): [string, unknown] => ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }]),
+        ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+        ['message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: usage.output_tokens } }],
+        ['message_stop', { type: 'message_stop' }],
+      ];
+      if (!(await sendSse(res, events.map(([t, d]) => sse(t, d))))) return;
+    }
+    serve({ path: req.url ?? '', transport: 'http', stream, usage });
+  }
+
+  // ---- HTTP dispatch ----
+
+  type Route = { suffix: string; method: string; anthropic: boolean; handler?: typeof handleResponses };
+  // Order matters: '/messages/count_tokens' must win over '/messages'.
+  const routes: Route[] = [
+    { suffix: '/responses', method: 'POST', anthropic: false, handler: handleResponses },
+    { suffix: '/chat/completions', method: 'POST', anthropic: false, handler: handleChat },
+    { suffix: '/messages/count_tokens', method: 'POST', anthropic: true },
+    { suffix: '/messages', method: 'POST', anthropic: true, handler: handleMessages },
+    { suffix: '/models', method: 'GET', anthropic: false },
+  ];
+
+  function onRequest(req: IncomingMessage, res: ServerResponse) {
+    const rec: RecordedRequest = { method: req.method ?? 'GET', path: req.url ?? '', headers: req.headers, body: '', json: undefined };
+    if (record) requests.push(rec); // pushed now so the list is in arrival order
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const raw = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+      rec.body = raw.toString('utf8');
+      if (raw.length > 0) {
+        try { rec.json = JSON.parse(rec.body); } catch { /* recorded as undefined */ }
+      }
+      dispatch(req, res, rec, raw.length).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, openaiError(String(err), 'server_error'));
+        else res.destroy();
+      });
+    });
+    req.on('error', () => res.destroy());
+  }
+
+  async function dispatch(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, bytes: number) {
+    const next = scripted.shift();
+    if (next) return sendJson(res, next.status, next.body, next.headers);
+
+    const pathname = rec.path.split('?', 1)[0];
+    const route = routes.find((r) => pathname.endsWith(r.suffix) && r.method === rec.method);
+    if (!route) return sendJson(res, 404, openaiError(`Unknown path: ${rec.method} ${pathname}`, 'not_found_error', 'unknown_url'));
+
+    if (route.suffix === '/models') {
+      return sendJson(res, 200, { object: 'list', data: MODELS.map((id) => ({ id, object: 'model', created: 0, owned_by: 'mock' })) });
+    }
+    if (!isObject(rec.json)) {
+      const msg = 'Malformed JSON body';
+      return sendJson(res, 400, route.anthropic ? anthropicError(msg) : openaiError(msg));
+    }
+    if (route.suffix === '/messages/count_tokens') {
+      return sendJson(res, 200, { input_tokens: usageFor(bytes).input_tokens });
+    }
+    await route.handler!(req, res, rec.json, bytes);
+  }
+
+  // ---- WebSocket (OpenAI Responses over ws) ----
+
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
+  wss.on('headers', (headers, req) => {
+    headers.push(`x-codex-turn-state: mock-turn-${turnState.get(req)}`, 'x-models-etag: mock-etag', 'openai-model: gpt-5');
+  });
+
+  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
+    const path = req.url ?? '';
+    const refuse = (status: number, message: string) => {
+      const body = JSON.stringify(openaiError(message));
+      socket.once('finish', () => socket.destroy());
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    };
+    if (!path.split('?', 1)[0].endsWith('/responses')) return refuse(404, `Unknown websocket path: ${path}`);
+    if (wsRejectStatus !== null) {
+      if (record) wsConnections.push({ path, headers: req.headers, frames: [], closed: true, rejectedStatus: wsRejectStatus });
+      return refuse(wsRejectStatus, 'WebSocket upgrade rejected by mock');
+    }
+    turnState.set(req, ++wsCounter);
+    wss.handleUpgrade(req, socket, head, (ws) => onWsConnection(ws, req));
+  }
+
+  function onWsConnection(ws: WebSocket, req: IncomingMessage) {
+    const conn: WsConnectionRecord = { path: req.url ?? '', headers: req.headers, frames: [], closed: false };
+    if (record) wsConnections.push(conn);
+    const ownIds = new Set<string>(); // previous_response_id is only valid on the connection that created it
+    const send = (e: unknown) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(e));
+    };
+    const sendError = (code: string, message: string, param: string | null = null) =>
+      send({ type: 'error', status: 400, error: { type: 'invalid_request_error', code, message, param } });
+
+    ws.on('close', (code) => {
+      conn.closed = true;
+      conn.closeCode = code;
+    });
+    ws.on('message', (data: RawData) => {
+      const text = data.toString();
+      let frame: unknown;
+      try {
+        frame = JSON.parse(text);
+      } catch {
+        if (record) conn.frames.push(text);
+        return sendError('invalid_json', 'Frame is not valid JSON.');
+      }
+      if (record) conn.frames.push(frame);
+      if (!isObject(frame) || frame.type !== 'response.create') {
+        const type = isObject(frame) ? String(frame.type) : typeof frame;
+        return sendError('unknown_event_type', `Unsupported event type '${type}'.`, 'type');
+      }
+      if (wsCloseNext) {
+        const { code, reason } = wsCloseNext;
+        wsCloseNext = null;
+        return ws.close(code, reason);
+      }
+      // Codex sends the Responses params at top level; accept a nested `response` too.
+      const params = isObject(frame.response) ? frame.response : frame;
+      const prev = params.previous_response_id;
+      if (typeof prev === 'string' && !ownIds.has(prev)) {
+        return sendError('previous_response_not_found', `Previous response with id '${prev}' not found.`, 'previous_response_id');
+      }
+      const generate = params.generate !== false;
+      const usage = usageFor(Buffer.byteLength(text), generate);
+      const { id, events } = responseEvents(params, usage, generate);
+      ownIds.add(id);
+      const alive = () => ws.readyState === WebSocket.OPEN;
+      void emit(events, send, (rest) => rest.forEach(send), alive).then((ok) => {
+        if (ok) serve({ path: conn.path, transport: 'ws', stream: true, usage });
+      });
+    });
+  }
+
+  // ---- lifecycle ----
+
+  const server = createServer(onRequest);
+  server.keepAliveTimeout = 65_000; // longer than typical client pools so benchmarks don't see resets
+  server.on('upgrade', onUpgrade);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    requests,
+    served,
+    wsConnections,
+    enqueue: (...r) => void scripted.push(...r),
+    holdStreams,
+    closeWsNext: (code, reason) => void (wsCloseNext = { code, reason }),
+    rejectWsUpgrades: (status) => void (wsRejectStatus = status),
+    reset() {
+      // Truncate in place: callers may hold references to these arrays.
+      requests.length = 0;
+      served.length = 0;
+      wsConnections.length = 0;
+      scripted = [];
+      wsCloseNext = null;
+      wsRejectStatus = null;
+      gate?.release(); // never leave a stream hanging
+      gate = null;
+    },
+    async close() {
+      gate?.release();
+      gate = null;
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      wss.close();
+    },
+  };
+}
+
+// Standalone: `tsx src/mock/upstream.ts` (e.g. as a benchmark backend). Recording is off: nobody reads it.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const mock = await startMockUpstream({ port: Number(process.env.MOCK_PORT ?? 9090), host: process.env.MOCK_HOST, record: false });
+  console.log(`mock upstream listening on ${mock.url}`);
+  const shutdown = () => void mock.close().then(() => process.exit(0));
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+}

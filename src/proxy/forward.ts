@@ -1,0 +1,82 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { WireFormat } from '../usage/tokens.js';
+import { createUsageMeter } from '../usage/meter.js';
+import type { TokenUsage } from '../usage/tokens.js';
+import type { UpstreamReply } from '../upstream/client.js';
+import { clientResponseHeaders } from './headers.js';
+
+/** Error bodies are buffered (bounded) so secrets can be scrubbed before they pass on. */
+const ERROR_BODY_LIMIT = 1024 * 1024;
+const REDACTED = '[redacted]';
+
+export interface RelayOptions {
+  /** the wire format to meter, or null for calls that do not count (count_tokens, models) */
+  format: WireFormat | null;
+  /** secrets that must never reach the client: account credentials, the caller's proxy key */
+  secrets: readonly string[];
+  /** called once when the upstream body has ended or was cut off, with what the upstream reported */
+  onDone: (usage: TokenUsage | null) => void;
+}
+
+export function scrubSecrets(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) if (secret.length >= 8) out = out.split(secret).join(REDACTED);
+  return out;
+}
+
+/**
+ * Sends an upstream answer to the client. Success bodies stream through unbuffered (the meter
+ * reads the same chunks as they pass); error bodies pass through with status and wording
+ * unchanged, scrubbed of our secrets.
+ */
+export async function relayUpstreamReply(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  upstream: UpstreamReply,
+  options: RelayOptions,
+): Promise<FastifyReply> {
+  const headers = clientResponseHeaders(upstream.headers);
+  if (headers['x-request-id'] !== undefined) {
+    headers['x-upstream-request-id'] = headers['x-request-id'];
+    delete headers['x-request-id'];
+  }
+  reply.code(upstream.statusCode).headers(headers);
+
+  if (upstream.statusCode >= 400) {
+    const text = await readBounded(upstream);
+    upstream.release();
+    options.onDone(null);
+    return reply.send(scrubSecrets(text, options.secrets));
+  }
+
+  const contentType = firstValue(upstream.headers['content-type']);
+  const meter = options.format ? createUsageMeter(options.format, contentType) : null;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    upstream.release();
+    options.onDone(meter ? meter.finish() : null);
+  };
+  if (meter) upstream.body.on('data', (chunk: Buffer) => meter.push(chunk));
+  upstream.body.once('end', finish);
+  upstream.body.once('close', finish);
+  upstream.body.once('error', (err) => request.log.warn({ err }, 'upstream body failed mid-stream'));
+  return reply.send(upstream.body);
+}
+
+async function readBounded(upstream: UpstreamReply): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of upstream.body) {
+    size += (chunk as Buffer).length;
+    if (size > ERROR_BODY_LIMIT) break;
+    chunks.push(chunk as Buffer);
+  }
+  if (size > ERROR_BODY_LIMIT) upstream.body.destroy();
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export function firstValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -1,0 +1,112 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { modelAllowed } from '../auth/keys.js';
+import type { ProviderName } from '../config/schema.js';
+import { GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway.js';
+import type { ParsedBody } from '../server/types.js';
+import { admitRequest } from '../usage/limits.js';
+import type { TokenUsage, WireFormat } from '../usage/tokens.js';
+import { relayUpstreamReply } from './forward.js';
+import { upstreamRequestHeaders } from './headers.js';
+
+export interface ModelRoute {
+  url: string;
+  /** providers that can serve it, in order of preference */
+  providers: ProviderName[];
+  /** the canonical upstream API path */
+  upstreamPath: string;
+  /** how to read usage; null = not a metered model call */
+  format: WireFormat | null;
+}
+
+export const MODEL_ROUTES: ModelRoute[] = [
+  { url: '/v1/responses', providers: ['openai', 'chatgpt'], upstreamPath: '/v1/responses', format: 'openai-responses' },
+  { url: '/backend-api/codex/responses', providers: ['chatgpt', 'openai'], upstreamPath: '/v1/responses', format: 'openai-responses' },
+  { url: '/v1/chat/completions', providers: ['openai'], upstreamPath: '/v1/chat/completions', format: 'openai-chat' },
+  { url: '/v1/messages', providers: ['anthropic'], upstreamPath: '/v1/messages', format: 'anthropic-messages' },
+  { url: '/v1/messages/count_tokens', providers: ['anthropic'], upstreamPath: '/v1/messages/count_tokens', format: null },
+];
+
+function queryOf(url: string): string {
+  const at = url.indexOf('?');
+  return at === -1 ? '' : url.slice(at);
+}
+
+function modelOf(json: unknown): string | undefined {
+  const model = (json as { model?: unknown } | undefined)?.model;
+  return typeof model === 'string' ? model : undefined;
+}
+
+/**
+ * Streamed Chat Completions report usage only when asked; ask for it so a streamed call is
+ * never metered as zero. The extra final chunk (`choices: []`) is part of the public API.
+ */
+function upstreamBody(route: ModelRoute, body: ParsedBody): Buffer {
+  const json = body.json as { stream?: unknown; stream_options?: { include_usage?: unknown } } | undefined;
+  if (route.format !== 'openai-chat' || json?.stream !== true || json.stream_options?.include_usage === true) return body.raw;
+  return Buffer.from(JSON.stringify({ ...json, stream_options: { ...json.stream_options, include_usage: true } }));
+}
+
+export function requireModelAllowed(request: FastifyRequest, model: string | undefined): void {
+  if (!modelAllowed(request.principal!.key, model)) {
+    throw new GatewayError('model_not_allowed', `This key may not use model "${model ?? '(none)'}".`, { param: 'model' });
+  }
+}
+
+/** A model call: route -> auth (hook) -> limits -> account selection -> upstream -> usage. */
+async function proxyModelCall(gateway: Gateway, route: ModelRoute, request: FastifyRequest, reply: FastifyReply) {
+  const pool = gateway.poolFor(route.providers);
+  const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
+  const key = request.principal!.key;
+  requireModelAllowed(request, modelOf(body.json));
+  request.facts.provider = pool.provider;
+
+  const admittedAt = route.format ? await admitRequest(gateway.store, key, Date.now()) : undefined;
+  const abort = new AbortController();
+  reply.raw.once('close', () => abort.abort());
+  let upstream;
+  try {
+    upstream = await gateway.upstream.send(pool, {
+      method: 'POST',
+      path: route.upstreamPath + queryOf(request.url),
+      headers: { ...upstreamRequestHeaders(request.headers), 'accept-encoding': 'identity' },
+      body: upstreamBody(route, body),
+      signal: abort.signal,
+    });
+  } catch (err) {
+    if (admittedAt !== undefined) await gateway.store.refundRequest(key.id, admittedAt).catch(() => {});
+    throw err;
+  }
+  request.facts.accountId = upstream.account.id;
+  return relayUpstreamReply(request, reply, upstream, {
+    format: route.format,
+    secrets: [upstream.account.secret],
+    onDone: (usage) => route.format && gateway.recordUsage(request, pool.provider, upstream.account.id, usage),
+  });
+}
+
+/** `GET /v1/models` from the upstream, filtered to the models the caller's key may use. */
+async function listModels(gateway: Gateway, request: FastifyRequest, reply: FastifyReply) {
+  const pool = gateway.poolFor(['openai', 'chatgpt', 'anthropic']);
+  const upstream = await gateway.upstream.send(pool, {
+    method: 'GET',
+    path: '/v1/models',
+    headers: { ...upstreamRequestHeaders(request.headers), 'accept-encoding': 'identity' },
+  });
+  const allowed = request.principal!.key.allowed_models;
+  if (upstream.statusCode >= 400 || !allowed) {
+    return relayUpstreamReply(request, reply, upstream, { format: null, secrets: [upstream.account.secret], onDone: () => {} });
+  }
+  const list = (await upstream.body.json()) as { data?: Array<{ id?: string }> };
+  upstream.release();
+  return reply.code(200).send({ ...list, data: (list.data ?? []).filter((m) => m.id && allowed.includes(m.id)) });
+}
+
+export function registerModelRoutes(app: FastifyInstance, gateway: Gateway): void {
+  for (const route of MODEL_ROUTES) {
+    app.post(route.url, (request, reply) => proxyModelCall(gateway, route, request, reply));
+  }
+  app.get('/v1/models', (request, reply) => listModels(gateway, request, reply));
+}
+
+export type { TokenUsage };

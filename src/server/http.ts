@@ -1,0 +1,134 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
+import type { ParsedBody } from './types.js';
+import './types.js';
+
+const REQUEST_ID = /^[\w.-]{1,128}$/;
+
+export function requestIdOf(headers: Record<string, unknown>): string {
+  const presented = headers['x-request-id'];
+  return typeof presented === 'string' && REQUEST_ID.test(presented) ? presented : randomUUID();
+}
+
+export function sendError(reply: FastifyReply, err: GatewayError, shape: ErrorShape = shapeForPath(reply.request.url)) {
+  const rendered = renderError(err, shape);
+  return reply.code(rendered.status).headers(rendered.headers).send(rendered.body);
+}
+
+/** Fastify's own failures (body limit, bad content) in the gateway's terms. */
+function asGatewayError(err: FastifyError): GatewayError {
+  if (err instanceof GatewayError) return err;
+  switch (err.statusCode) {
+    case 413:
+      return new GatewayError('request_too_large', `Request body is larger than the limit of ${err.message.match(/\d+/)?.[0] ?? 'the'} bytes.`);
+    case 415:
+      return new GatewayError('unsupported_media_type', err.message);
+    case 400:
+      return new GatewayError('invalid_request', err.message);
+    default:
+      return new GatewayError('internal_error', 'Internal gateway error.', { cause: err });
+  }
+}
+
+/**
+ * The Fastify instance both listeners share: request ids, the raw-body parser, errors in the
+ * route's provider shape, 404/405, and one access-log line per request.
+ */
+export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.logger,
+    // one access line of our own (onResponse) instead of Fastify's two
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: opts.bodyLimit,
+    genReqId: (req) => requestIdOf(req.headers),
+    requestIdHeader: false,
+    return503OnClosing: false,
+    forceCloseConnections: false,
+  }) as unknown as FastifyInstance;
+
+  app.decorateRequest('principal', null);
+  app.decorateRequest('facts', null as never);
+  app.addHook('onRequest', async (request, reply) => {
+    request.facts = {};
+    reply.header('x-request-id', request.id);
+  });
+
+  // The raw bytes are forwarded upstream unchanged; the parsed copy is only read (model, stream).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, raw: Buffer, done) => {
+    const type = request.headers['content-type'] ?? '';
+    const looksJson = /\bjson\b/i.test(type) || type === '';
+    if (raw.length === 0) return done(null, { raw, json: undefined } satisfies ParsedBody);
+    try {
+      done(null, { raw, json: JSON.parse(raw.toString('utf8')) } satisfies ParsedBody);
+    } catch (err) {
+      if (!looksJson) return done(null, { raw, json: undefined } satisfies ParsedBody);
+      done(new GatewayError('invalid_json', `Request body is not valid JSON: ${(err as Error).message}`), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const gatewayError = asGatewayError(err);
+    if (gatewayError.status >= 500) request.log.error({ err }, 'request failed');
+    return sendError(reply, gatewayError);
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, new GatewayError('not_found', `No route ${request.method} ${request.url.split('?')[0]}.`)),
+  );
+
+  answerWrongMethods(app);
+
+  app.addHook('onResponse', async (request, reply) => {
+    const facts = request.facts ?? {};
+    request.log.info(
+      {
+        reqId: request.id,
+        method: request.method,
+        url: request.url.split('?')[0],
+        status: reply.statusCode,
+        durationMs: Math.round(reply.elapsedTime),
+        keyId: facts.keyId,
+        provider: facts.provider,
+        accountId: facts.accountId,
+        tokens: facts.tokens,
+      },
+      'request',
+    );
+  });
+  return app;
+}
+
+/** Registers a 405 for the methods a known path does not serve (Fastify would say 404). */
+function answerWrongMethods(app: FastifyInstance): void {
+  const served = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    if (route.config && (route.config as { wrongMethod?: boolean }).wrongMethod) return;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const known = served.get(route.url) ?? new Set<string>();
+    methods.forEach((m) => known.add(m));
+    served.set(route.url, known);
+  });
+  app.decorate('answerWrongMethods', () => {
+    for (const [url, methods] of served) {
+      const missing = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((m) => !methods.has(m));
+      if (missing.length === 0) continue;
+      app.route({
+        method: missing as ('GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE')[],
+        url,
+        config: { wrongMethod: true },
+        handler: (request: FastifyRequest, reply: FastifyReply) =>
+          sendError(reply, new GatewayError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${[...methods].filter((m) => m !== 'HEAD').join(', ')}.`)),
+      });
+    }
+  });
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** call once after every route is registered */
+    answerWrongMethods(): void;
+  }
+}

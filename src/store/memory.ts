@@ -1,0 +1,129 @@
+import type { TokenUsage } from '../usage/tokens.js';
+import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
+import { addTokens, counterFor, emptyCounters, limitDenies } from './counters.js';
+import type { AccountState, Admission, KeyRecord, Limit, Store, UsageCounters, UsageSnapshot } from './types.js';
+
+interface Bucket {
+  start: number;
+  counters: UsageCounters;
+}
+
+interface KeyUsage {
+  allTime: UsageCounters;
+  windows: Map<LimitWindow, Bucket>;
+}
+
+/** Single-process store: for one replica, development and tests. */
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const;
+  private readonly keys = new Map<string, KeyRecord>();
+  private readonly keyIdByHash = new Map<string, string>();
+  private readonly usage = new Map<string, KeyUsage>();
+  private readonly accounts = new Map<string, AccountState>();
+
+  async putKey(record: KeyRecord): Promise<void> {
+    const previous = this.keys.get(record.id);
+    if (previous) this.keyIdByHash.delete(previous.sha256);
+    this.keys.set(record.id, structuredClone(record));
+    this.keyIdByHash.set(record.sha256, record.id);
+  }
+
+  async getKeyById(id: string): Promise<KeyRecord | null> {
+    const record = this.keys.get(id);
+    return record ? structuredClone(record) : null;
+  }
+
+  async getKeyByHash(sha256: string): Promise<KeyRecord | null> {
+    const id = this.keyIdByHash.get(sha256);
+    return id ? this.getKeyById(id) : null;
+  }
+
+  async listKeys(): Promise<KeyRecord[]> {
+    return [...this.keys.values()].map((k) => structuredClone(k));
+  }
+
+  async deleteKey(id: string): Promise<boolean> {
+    const record = this.keys.get(id);
+    if (!record) return false;
+    this.keys.delete(id);
+    this.keyIdByHash.delete(record.sha256);
+    return true;
+  }
+
+  async admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+    const usage = this.usageOf(keyId);
+    for (const limit of limits) {
+      const bucket = this.bucket(usage, limit.limit_window, now);
+      const current = counterFor(bucket.counters, limit.limit_type);
+      if (limitDenies(limit, current)) {
+        return { admitted: false, denial: { limit, current, resetAt: windowBounds(limit.limit_window, now).end } };
+      }
+    }
+    this.countRequest(usage, now, 1);
+    return { admitted: true };
+  }
+
+  async refundRequest(keyId: string, admittedAt: number): Promise<void> {
+    this.countRequest(this.usageOf(keyId), admittedAt, -1);
+  }
+
+  async recordUsage(keyId: string, tokens: TokenUsage, now: number): Promise<void> {
+    const usage = this.usageOf(keyId);
+    addTokens(usage.allTime, tokens);
+    for (const window of LIMIT_WINDOWS) addTokens(this.bucket(usage, window, now).counters, tokens);
+  }
+
+  async getUsage(keyId: string, now: number): Promise<UsageSnapshot> {
+    const usage = this.usageOf(keyId);
+    const windows = {} as Record<LimitWindow, UsageCounters>;
+    for (const window of LIMIT_WINDOWS) windows[window] = { ...this.bucket(usage, window, now).counters };
+    return { allTime: { ...usage.allTime }, windows };
+  }
+
+  async getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
+    const states = new Map<string, AccountState>();
+    for (const id of accountIds) {
+      const state = this.accounts.get(id);
+      if (state) states.set(id, { ...state });
+    }
+    return states;
+  }
+
+  async setAccountCooldown(accountId: string, until: number): Promise<void> {
+    this.accounts.set(accountId, { ...this.accounts.get(accountId), cooldownUntil: until });
+  }
+
+  async setAccountDisabled(accountId: string, disabled: boolean): Promise<void> {
+    this.accounts.set(accountId, { ...this.accounts.get(accountId), disabled });
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  private usageOf(keyId: string): KeyUsage {
+    let usage = this.usage.get(keyId);
+    if (!usage) {
+      usage = { allTime: emptyCounters(), windows: new Map() };
+      this.usage.set(keyId, usage);
+    }
+    return usage;
+  }
+
+  /** Only the current bucket of each window is kept; a new bucket starts from zero. */
+  private bucket(usage: KeyUsage, window: LimitWindow, now: number): Bucket {
+    const { start } = windowBounds(window, now);
+    let bucket = usage.windows.get(window);
+    if (!bucket || bucket.start !== start) {
+      if (bucket && bucket.start > start) return { start, counters: emptyCounters() }; // a past bucket, long gone
+      bucket = { start, counters: emptyCounters() };
+      usage.windows.set(window, bucket);
+    }
+    return bucket;
+  }
+
+  private countRequest(usage: KeyUsage, now: number, delta: number): void {
+    usage.allTime.requests += delta;
+    for (const window of LIMIT_WINDOWS) this.bucket(usage, window, now).counters.requests += delta;
+  }
+}

@@ -1,0 +1,122 @@
+import type { TokenUsage } from '../usage/tokens.js';
+import type { LimitWindow } from '../usage/windows.js';
+
+export const LIMIT_TYPES = ['requests', 'input_tokens', 'output_tokens', 'total_tokens'] as const;
+export type LimitType = (typeof LIMIT_TYPES)[number];
+
+export interface Limit {
+  limit_type: LimitType;
+  limit_window: LimitWindow;
+  max_value: number;
+}
+
+/** A proxy API key as stored: the secret itself is never kept, only its SHA-256. */
+export interface KeyRecord {
+  id: string;
+  name: string;
+  sha256: string;
+  allowed_models: string[] | null;
+  expires_at: string | null;
+  limits: Limit[];
+  disabled: boolean;
+  created_at: string;
+  /** `config` keys come from the config file and are re-seeded at every start. */
+  origin: 'config' | 'admin';
+}
+
+/** Counters of one key in one window bucket (or all time). */
+export interface UsageCounters extends TokenUsage {
+  requests: number;
+}
+
+export interface LimitDenial {
+  limit: Limit;
+  current: number;
+  /** ms since epoch when the window's bucket ends */
+  resetAt: number;
+}
+
+export type Admission = { admitted: true } | { admitted: false; denial: LimitDenial };
+
+export interface UsageSnapshot {
+  allTime: UsageCounters;
+  /** counters of the bucket containing `now`, per window */
+  windows: Record<LimitWindow, UsageCounters>;
+}
+
+export interface AccountState {
+  /** ms since epoch; absent or past = not cooling down */
+  cooldownUntil?: number;
+  disabled?: boolean;
+}
+
+export interface ReplicaInfo {
+  instanceId: string;
+  /** the internal URL other replicas forward to */
+  advertiseUrl: string;
+  /** ms since epoch of the last heartbeat */
+  lastSeen: number;
+}
+
+/** Ownership of one bridge session. `epoch` grows with every new owner and fences old ones. */
+export interface Lease {
+  instanceId: string;
+  accountId: string;
+  epoch: number;
+}
+
+/**
+ * Everything the replicas share. One interface, two implementations (memory, Redis);
+ * nothing outside `src/store` knows which one runs.
+ */
+export interface Store {
+  readonly kind: 'memory' | 'redis';
+
+  putKey(record: KeyRecord): Promise<void>;
+  getKeyById(id: string): Promise<KeyRecord | null>;
+  getKeyByHash(sha256: string): Promise<KeyRecord | null>;
+  listKeys(): Promise<KeyRecord[]>;
+  deleteKey(id: string): Promise<boolean>;
+
+  /**
+   * Atomically: if every limit has room, count one request in every window and admit;
+   * otherwise count nothing and return the first limit that denies.
+   * Request limits deny when the count would exceed max; token limits deny once the
+   * window's total has reached max.
+   */
+  admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission>;
+  /** Takes back a request counted by `admitRequest` that never reached an upstream. */
+  refundRequest(keyId: string, admittedAt: number): Promise<void>;
+  recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void>;
+  getUsage(keyId: string, now: number): Promise<UsageSnapshot>;
+
+  getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>>;
+  setAccountCooldown(accountId: string, until: number): Promise<void>;
+  setAccountDisabled(accountId: string, disabled: boolean): Promise<void>;
+
+  /** Heartbeat: records this replica as alive now. */
+  heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void>;
+  getReplica(instanceId: string): Promise<ReplicaInfo | null>;
+  listReplicas(): Promise<ReplicaInfo[]>;
+  removeReplica(instanceId: string): Promise<void>;
+
+  /**
+   * Claims `sessionKey` for `owner` if nobody holds it (atomic, with a fresh epoch), else
+   * returns the current lease untouched. `claimed` says which happened.
+   */
+  claimLease(sessionKey: string, owner: Omit<Lease, 'epoch'>, leaseMs: number): Promise<{ lease: Lease; claimed: boolean }>;
+  /** Replaces the lease only if it is still at `staleEpoch` (compare-and-set); a new epoch. */
+  takeOverLease(sessionKey: string, staleEpoch: number, owner: Omit<Lease, 'epoch'>, leaseMs: number): Promise<Lease | null>;
+  /** Extends the lease if `instanceId` still holds it at `epoch`. */
+  renewLease(sessionKey: string, instanceId: string, epoch: number, leaseMs: number): Promise<boolean>;
+  /** Deletes the lease if `instanceId` still holds it at `epoch`. */
+  releaseLease(sessionKey: string, instanceId: string, epoch: number): Promise<boolean>;
+  getLease(sessionKey: string): Promise<Lease | null>;
+
+  /** True the first time a nonce is seen; it is remembered for `ttlMs`. */
+  useNonce(nonce: string, ttlMs: number): Promise<boolean>;
+
+  /** Resolves when the store answers; rejects otherwise. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

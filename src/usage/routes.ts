@@ -1,0 +1,30 @@
+import type { FastifyInstance } from 'fastify';
+import { counterFor } from '../store/counters.js';
+import type { Gateway } from '../gateway.js';
+import { windowBounds } from './windows.js';
+
+/** `GET /v1/usage`: the calling key's totals and, for each of its limits, where it stands. */
+export function registerUsageRoute(app: FastifyInstance, gateway: Gateway): void {
+  app.get('/v1/usage', async (request) => {
+    const key = request.principal!.key;
+    const now = Date.now();
+    const usage = await gateway.store.getUsage(key.id, now);
+    return {
+      key: { id: key.id, name: key.name, expires_at: key.expires_at, allowed_models: key.allowed_models },
+      request_count: usage.allTime.requests,
+      input_tokens: usage.allTime.input_tokens,
+      output_tokens: usage.allTime.output_tokens,
+      cached_input_tokens: usage.allTime.cached_input_tokens,
+      total_tokens: usage.allTime.total_tokens,
+      limits: key.limits.map((limit) => {
+        const current = counterFor(usage.windows[limit.limit_window], limit.limit_type);
+        return {
+          ...limit,
+          current_value: current,
+          remaining_value: Math.max(0, limit.max_value - current),
+          reset_at: new Date(windowBounds(limit.limit_window, now).end).toISOString().replace('.000Z', 'Z'),
+        };
+      }),
+    };
+  });
+}

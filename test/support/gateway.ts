@@ -1,0 +1,78 @@
+import { pino } from 'pino';
+import { buildApp, type App } from '../../src/app.js';
+import { generateKey } from '../../src/auth/keys.js';
+import { buildConfig } from '../../src/config/load.js';
+import { startMockUpstream, type MockUpstream } from '../../src/mock/upstream.js';
+import type { KeyRecord, Limit, Store } from '../../src/store/types.js';
+
+export const OPENAI_SECRET = 'sk-upstream-openai-' + 'a'.repeat(24);
+export const ANTHROPIC_SECRET = 'sk-ant-upstream-' + 'b'.repeat(24);
+
+export interface TestGateway {
+  app: App;
+  url: string;
+  internalUrl: string;
+  mock: MockUpstream;
+  store: Store;
+  /** a fresh proxy key straight in the store; returns the secret */
+  createKey(overrides?: Partial<Omit<KeyRecord, 'sha256' | 'id'>> & { limits?: Limit[] }): Promise<{ id: string; secret: string }>;
+  close(): Promise<void>;
+}
+
+export interface TestGatewayOptions {
+  /** raw config merged over the default one (providers pointing at the mock) */
+  config?: (mockUrl: string) => Record<string, unknown>;
+  mock?: MockUpstream;
+  store?: Store;
+  env?: Record<string, string>;
+}
+
+/** A real gateway on loopback port 0 in front of a real mock upstream. */
+export async function startTestGateway(options: TestGatewayOptions = {}): Promise<TestGateway> {
+  const mock = options.mock ?? (await startMockUpstream());
+  const raw = {
+    server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
+    providers: {
+      openai: { baseUrl: mock.url, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }] },
+      anthropic: { baseUrl: mock.url, accounts: [{ id: 'an-1', apiKey: ANTHROPIC_SECRET }] },
+    },
+    ...options.config?.(mock.url),
+  };
+  const config = buildConfig(raw, options.env ?? {});
+  const app = await buildApp(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), store: options.store });
+  const { publicUrl, internalUrl } = await app.listen();
+  const store = app.gateway.store;
+  return {
+    app,
+    url: publicUrl,
+    internalUrl,
+    mock,
+    store,
+    async createKey(overrides = {}) {
+      const { id, secret, sha256 } = generateKey();
+      await store.putKey({
+        id,
+        sha256,
+        name: overrides.name ?? `test-${id}`,
+        allowed_models: overrides.allowed_models ?? null,
+        expires_at: overrides.expires_at ?? null,
+        limits: overrides.limits ?? [],
+        disabled: overrides.disabled ?? false,
+        created_at: new Date().toISOString(),
+        origin: 'admin',
+      });
+      return { id, secret };
+    },
+    async close() {
+      await app.close();
+      if (!options.mock) await mock.close();
+    },
+  };
+}
+
+/** Every header value the mock upstream received, lowercased names, flattened to one string. */
+export function allHeaderText(headers: Record<string, string | string[] | undefined>): string {
+  return Object.entries(headers)
+    .map(([name, value]) => `${name}: ${Array.isArray(value) ? value.join(', ') : value ?? ''}`)
+    .join('\n');
+}
