@@ -12,7 +12,7 @@ export class ConfigError extends Error {
 type Env = Record<string, string | undefined>;
 
 /** Replaces `${NAME}` in every string; an unset variable is an error, never an empty string. */
-export function interpolateEnv(value: unknown, env: Env, path: string[] = []): unknown {
+export function interpolateEnv(value: unknown, env: Env, path: PropertyKey[] = []): unknown {
   if (typeof value === 'string') {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
       const resolved = env[name];
@@ -22,7 +22,7 @@ export function interpolateEnv(value: unknown, env: Env, path: string[] = []): u
       return resolved;
     });
   }
-  if (Array.isArray(value)) return value.map((item, i) => interpolateEnv(item, env, [...path, String(i)]));
+  if (Array.isArray(value)) return value.map((item, i) => interpolateEnv(item, env, [...path, i]));
   if (value && typeof value === 'object') {
     return Object.fromEntries(
       Object.entries(value).map(([k, v]) => [k, interpolateEnv(v, env, [...path, k])]),
