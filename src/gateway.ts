@@ -32,7 +32,7 @@ export class Gateway {
       if (providerConfig) this.pools.set(provider, new ProviderPool(provider, providerConfig, store));
     }
     this.agent = buildAgent(config.upstream);
-    this.upstream = new UpstreamClient(this.agent, store, config.upstream.cooldownMs, {
+    this.upstream = new UpstreamClient(this.agent, store, config.upstream, {
       onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),
       onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
     });

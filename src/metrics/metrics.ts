@@ -17,6 +17,12 @@ export function buildMetrics() {
     authFailures: new Counter({ name: 'tollgate_auth_failures_total', help: 'Rejected proxy credentials by header', labelNames: ['source', 'reason'], registers }),
     tokens: new Counter({ name: 'tollgate_tokens_total', help: 'Tokens reported by upstreams', labelNames: ['provider', 'type'], registers }),
     inFlightStreams: new Gauge({ name: 'tollgate_in_flight_streams', help: 'Upstream responses being streamed', labelNames: ['provider'], registers }),
+    wsSessions: new Gauge({ name: 'tollgate_websocket_sessions', help: 'Open client WebSocket sessions', registers }),
+    wsFrames: new Counter({ name: 'tollgate_websocket_frames_total', help: 'WebSocket frames relayed', labelNames: ['direction'], registers }),
+    wsHandshakeFailures: new Counter({ name: 'tollgate_websocket_handshake_failures_total', help: 'Refused WebSocket handshakes by reason', labelNames: ['reason'], registers }),
+    bridgeSessions: new Gauge({ name: 'tollgate_bridge_owned_sessions', help: 'Bridge sessions owned by this replica', registers }),
+    bridgeForwards: new Counter({ name: 'tollgate_bridge_forwards_total', help: 'Owner forwards by outcome', labelNames: ['outcome'], registers }),
+    bridgeForwardLatency: new Histogram({ name: 'tollgate_bridge_forward_seconds', help: 'Time to the owner response headers', buckets: LATENCY_BUCKETS, registers }),
     usageDropped: new Counter({ name: 'tollgate_usage_dropped_total', help: 'Usage records dropped while the store was unreachable', registers }),
   };
 }

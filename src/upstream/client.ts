@@ -1,31 +1,51 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, request, type Dispatcher } from 'undici';
+import WebSocket from 'ws';
 import type { Config, ProviderName } from '../config/schema.js';
-import { upstreamFailure } from '../errors.js';
-import type { HeaderMap } from '../proxy/headers.js';
+import { GatewayError, upstreamFailure } from '../errors.js';
+import { WEBSOCKET_HANDSHAKE, type HeaderMap } from '../proxy/headers.js';
 import type { Store } from '../store/types.js';
 import type { Account } from './accounts.js';
 import { withAccountCredential } from './credentials.js';
 import type { ProviderPool } from './pool.js';
 
-export interface UpstreamRequest {
-  method: 'GET' | 'POST';
+export interface UpstreamTarget {
   /** the canonical API path, e.g. `/v1/responses`, with its query string */
   path: string;
   /** already cleaned of client credentials */
   headers: HeaderMap;
-  body?: Buffer;
-  signal?: AbortSignal;
   /** bind to this account (bridge affinity) instead of choosing one */
   accountId?: string;
+}
+
+export interface UpstreamRequest extends UpstreamTarget {
+  method: 'GET' | 'POST';
+  body?: Buffer;
+  signal?: AbortSignal;
 }
 
 export interface UpstreamReply {
   account: Account;
   statusCode: number;
-  headers: Record<string, string | string[] | undefined>;
+  headers: IncomingHttpHeaders;
   body: Dispatcher.ResponseData['body'];
   /** ends this request's in-flight slot; safe to call more than once */
   release: () => void;
+}
+
+export interface UpstreamSocket {
+  account: Account;
+  socket: WebSocket;
+  /** the upstream's handshake response headers (x-codex-turn-state, openai-model, …) */
+  headers: IncomingHttpHeaders;
+  release: () => void;
+}
+
+/** An upstream refused the WebSocket handshake on every account; the client gets the same status. */
+export class HandshakeRefused extends Error {
+  constructor(readonly statusCode: number, readonly headers: IncomingHttpHeaders, readonly body: string) {
+    super(`upstream refused the WebSocket handshake with ${statusCode}`);
+  }
 }
 
 export interface UpstreamEvents {
@@ -33,8 +53,19 @@ export interface UpstreamEvents {
   onCooldown?(provider: ProviderName, accountId: string, untilMs: number): void;
 }
 
+/** One try on one account: either an answer (any status) or a thrown connection error. */
+interface Attempt<T> {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  value: T;
+  /** frees what a failed attempt holds (read the body, close the socket) */
+  discard(): void;
+}
+
 /** Statuses worth another account: rate limited, account refused, upstream broken. */
 const RETRYABLE = (status: number) => status === 429 || status === 401 || status === 403 || status >= 500;
+
+export const MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export function upstreamUrl(account: Account, path: string): string {
   // ChatGPT's Codex backend has no `/v1` segment: its base URL already ends at `/backend-api/codex`.
@@ -60,79 +91,129 @@ export function buildAgent(config: Config['upstream']): Agent {
 }
 
 /**
- * Sends a request to one provider's accounts with failover: a connection error, 5xx, 429 or
- * 401/403 moves on to the next account, which is only possible because nothing has reached the
- * client yet. The last upstream answer passes through when every account failed.
+ * Talks to one provider's accounts with failover, over HTTP or WebSocket: a connection error,
+ * 5xx, 429 or 401/403 moves on to the next account, which is only possible because nothing
+ * has reached the client yet. The last upstream answer passes through when every account failed.
  */
 export class UpstreamClient {
   constructor(
     private readonly dispatcher: Dispatcher,
     private readonly store: Store,
-    private readonly cooldownMs: number,
+    private readonly config: Config['upstream'],
     private readonly events: UpstreamEvents = {},
   ) {}
 
   async send(pool: ProviderPool, req: UpstreamRequest): Promise<UpstreamReply> {
+    const { account, attempt, release } = await this.failover(pool, req, req.signal, async (account) => {
+      const res = await request(upstreamUrl(account, req.path), {
+        dispatcher: this.dispatcher,
+        method: req.method,
+        headers: withAccountCredential(account.provider, account, req.headers),
+        body: req.body,
+        signal: req.signal,
+      });
+      return { statusCode: res.statusCode, headers: res.headers, value: res.body, discard: () => void res.body.dump().catch(() => {}) };
+    });
+    return { account, statusCode: attempt.statusCode, headers: attempt.headers, body: attempt.value, release };
+  }
+
+  /** Opens the Responses WebSocket on an account; throws `HandshakeRefused` when every account refused. */
+  async openSocket(pool: ProviderPool, target: UpstreamTarget, signal?: AbortSignal): Promise<UpstreamSocket> {
+    const { account, attempt, release } = await this.failover(pool, target, signal, (account) => this.handshake(account, target));
+    if (attempt.statusCode !== 101) {
+      release();
+      throw new HandshakeRefused(attempt.statusCode, attempt.headers, (attempt.value as { body: string }).body);
+    }
+    return { account, socket: (attempt.value as { socket: WebSocket }).socket, headers: attempt.headers, release };
+  }
+
+  private handshake(account: Account, target: UpstreamTarget): Promise<Attempt<{ socket?: WebSocket; body: string }>> {
+    const url = upstreamUrl(account, target.path).replace(/^http/, 'ws');
+    const headers = withAccountCredential(account.provider, account, target.headers);
+    for (const name of WEBSOCKET_HANDSHAKE) delete headers[name];
+    return new Promise((resolve, reject) => {
+      const socket = new WebSocket(url, {
+        headers: headers as Record<string, string>,
+        perMessageDeflate: true,
+        maxPayload: MAX_WEBSOCKET_MESSAGE_BYTES,
+        handshakeTimeout: this.config.connectTimeoutMs,
+      });
+      let upgradeHeaders: IncomingHttpHeaders = {};
+      socket.once('upgrade', (res) => (upgradeHeaders = res.headers));
+      socket.once('open', () => {
+        socket.removeAllListeners('error');
+        resolve({ statusCode: 101, headers: upgradeHeaders, value: { socket, body: '' }, discard: () => socket.terminate() });
+      });
+      socket.once('unexpected-response', (_req, res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          socket.terminate();
+          resolve({ statusCode: res.statusCode ?? 502, headers: res.headers, value: { body: Buffer.concat(chunks).toString('utf8') }, discard: () => {} });
+        });
+      });
+      socket.once('error', reject);
+    });
+  }
+
+  private async failover<T>(
+    pool: ProviderPool,
+    target: UpstreamTarget,
+    signal: AbortSignal | undefined,
+    attemptOn: (account: Account) => Promise<Attempt<T>>,
+  ): Promise<{ account: Account; attempt: Attempt<T>; release: () => void }> {
     const tried = new Set<string>();
-    let lastReply: UpstreamReply | undefined;
+    let last: { account: Account; attempt: Attempt<T>; release: () => void } | undefined;
     let lastError: unknown;
     for (;;) {
       let account: Account;
       try {
-        account = req.accountId ? this.boundAccount(pool, req.accountId, tried) : await pool.choose(tried);
+        account = target.accountId ? this.boundAccount(pool, target.accountId, tried) : await pool.choose(tried);
       } catch (noneLeft) {
-        if (lastReply) return lastReply;
+        if (last) return last;
         if (lastError) throw upstreamFailure(lastError);
         throw noneLeft;
       }
       tried.add(account.id);
       const release = pool.begin(account.id);
-      let reply: UpstreamReply;
+      let attempt: Attempt<T>;
       try {
-        const res = await request(upstreamUrl(account, req.path), {
-          dispatcher: this.dispatcher,
-          method: req.method,
-          headers: withAccountCredential(account.provider, account, req.headers),
-          body: req.body,
-          signal: req.signal,
-        });
-        reply = { account, statusCode: res.statusCode, headers: res.headers, body: res.body, release };
+        attempt = await attemptOn(account);
       } catch (err) {
         release();
-        if (req.signal?.aborted) throw err;
+        if (signal?.aborted) throw err;
         this.events.onUpstreamError?.(pool.provider, account.id, (err as { code?: string }).code ?? 'error');
         lastError = err;
         continue;
       }
-      if (!RETRYABLE(reply.statusCode)) return reply;
-      await this.noteFailure(pool, reply);
-      if (lastReply) discard(lastReply);
-      lastReply = reply;
+      if (RETRYABLE(attempt.statusCode)) await this.noteFailure(pool, account, attempt);
+      if (last) {
+        last.release();
+        last.attempt.discard();
+      }
+      last = { account, attempt, release };
+      if (!RETRYABLE(attempt.statusCode)) return last;
     }
   }
 
+  /** A session bound to an account gets that account or nothing: affinity over availability. */
   private boundAccount(pool: ProviderPool, accountId: string, tried: ReadonlySet<string>): Account {
     const account = pool.find(accountId);
-    if (!account || tried.has(accountId)) throw new Error('bound account already tried');
+    if (!account || tried.has(accountId)) {
+      throw new GatewayError('no_accounts', `Account ${accountId} of this session is not available.`, { retryAfter: 5 });
+    }
     return account;
   }
 
-  private async noteFailure(pool: ProviderPool, reply: UpstreamReply): Promise<void> {
-    const { account, statusCode } = reply;
-    this.events.onUpstreamError?.(pool.provider, account.id, String(statusCode));
-    if (statusCode === 429) {
-      const until = Date.now() + (retryAfterMs(reply.headers['retry-after']) ?? this.cooldownMs);
+  private async noteFailure(pool: ProviderPool, account: Account, attempt: Attempt<unknown>): Promise<void> {
+    this.events.onUpstreamError?.(pool.provider, account.id, String(attempt.statusCode));
+    if (attempt.statusCode === 429) {
+      const until = Date.now() + (retryAfterMs(attempt.headers['retry-after']) ?? this.config.cooldownMs);
       await this.store.setAccountCooldown(account.id, until);
       this.events.onCooldown?.(pool.provider, account.id, until);
-    } else if (statusCode === 401 || statusCode === 403) {
+    } else if (attempt.statusCode === 401 || attempt.statusCode === 403) {
       // the account's credential was refused: unusable until an operator re-enables it
       await this.store.setAccountDisabled(account.id, true);
     }
   }
-}
-
-/** A failed attempt's body must be read or dumped, or the connection hangs on a busy pool. */
-function discard(reply: UpstreamReply): void {
-  reply.release();
-  reply.body.dump().catch(() => {});
 }
