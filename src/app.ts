@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
+import { Bridge, type ReplicaIdentity } from './bridge/bridge.js';
+import { registerInternalRoutes } from './bridge/internal-routes.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { proxyKeyAuth } from './auth/hook.js';
 import type { Config } from './config/schema.js';
@@ -13,6 +17,7 @@ import { registerUsageRoute } from './usage/routes.js';
 
 export interface App {
   gateway: Gateway;
+  bridge: Bridge;
   /** the public listener: model routes, usage, health, metrics, admin */
   public: FastifyInstance;
   /** the internal listener: owner forwarding; never exposed publicly */
@@ -57,11 +62,23 @@ function registerHealthRoutes(app: FastifyInstance, gateway: Gateway): void {
   );
 }
 
+/** Other replicas need a reachable address, not the wildcard the listener is bound to. */
+function advertisedUrl(bindHost: string, listeningUrl: string): string {
+  const url = new URL(listeningUrl);
+  if (bindHost === '0.0.0.0' || bindHost === '::') url.hostname = hostname();
+  return url.origin;
+}
+
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
   const gateway = new Gateway(config, store, logger);
+  const identity: ReplicaIdentity = {
+    instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
+    advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
+  };
+  const bridge = new Bridge(gateway, identity);
 
   const app = buildHttpServer({ logger, bodyLimit: config.server.bodyLimitBytes });
   app.addHook('onResponse', async (request, reply) => {
@@ -73,13 +90,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   registerAdminRoutes(app, gateway);
   app.register(async (proxied) => {
     proxied.addHook('preHandler', proxyKeyAuth(gateway));
-    registerModelRoutes(proxied, gateway);
+    registerModelRoutes(proxied, gateway, bridge);
     registerUsageRoute(proxied, gateway);
   });
   app.after(() => app.answerWrongMethods());
 
   const internal = buildHttpServer({ logger, bodyLimit: config.server.bodyLimitBytes });
   internal.get('/health/live', async () => ({ status: 'ok' }));
+  registerInternalRoutes(internal, gateway, bridge);
   internal.after(() => internal.answerWrongMethods());
 
   const urlOf = (server: FastifyInstance) => {
@@ -91,16 +109,22 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   return {
     gateway,
+    bridge,
     public: app,
     internal,
     async listen() {
       await app.listen({ host: config.server.host, port: config.server.port });
       await internal.listen({ host: config.server.internalHost, port: config.server.internalPort });
-      return { publicUrl: urlOf(app), internalUrl: urlOf(internal) };
+      const internalUrl = urlOf(internal);
+      identity.advertiseUrl ||= advertisedUrl(config.server.internalHost, internalUrl);
+      bridge.start();
+      return { publicUrl: urlOf(app), internalUrl };
     },
     async close() {
       gateway.draining = true;
+      await bridge.drain();
       await Promise.all([app.close(), internal.close()]);
+      await bridge.close();
       await gateway.close();
     },
   };

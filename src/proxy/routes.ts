@@ -1,11 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { modelAllowed } from '../auth/keys.js';
 import type { ProviderName } from '../config/schema.js';
+import type { Bridge } from '../bridge/bridge.js';
+import { TURN_STATE_HEADER, sessionOf } from '../bridge/session-key.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
 import { admitRequest } from '../usage/limits.js';
-import type { TokenUsage, WireFormat } from '../usage/tokens.js';
+import type { WireFormat } from '../usage/tokens.js';
 import { relayUpstreamReply } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
 
@@ -19,8 +21,10 @@ export interface ModelRoute {
   format: WireFormat | null;
 }
 
+export const RESPONSES_PROVIDERS: ProviderName[] = ['openai', 'chatgpt'];
+
 export const MODEL_ROUTES: ModelRoute[] = [
-  { url: '/v1/responses', providers: ['openai', 'chatgpt'], upstreamPath: '/v1/responses', format: 'openai-responses' },
+  { url: '/v1/responses', providers: RESPONSES_PROVIDERS, upstreamPath: '/v1/responses', format: 'openai-responses' },
   { url: '/backend-api/codex/responses', providers: ['chatgpt', 'openai'], upstreamPath: '/v1/responses', format: 'openai-responses' },
   { url: '/v1/chat/completions', providers: ['openai'], upstreamPath: '/v1/chat/completions', format: 'openai-chat' },
   { url: '/v1/messages', providers: ['anthropic'], upstreamPath: '/v1/messages', format: 'anthropic-messages' },
@@ -32,9 +36,13 @@ function queryOf(url: string): string {
   return at === -1 ? '' : url.slice(at);
 }
 
-function modelOf(json: unknown): string | undefined {
+export function modelOf(json: unknown): string | undefined {
   const model = (json as { model?: unknown } | undefined)?.model;
   return typeof model === 'string' ? model : undefined;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /**
@@ -53,13 +61,24 @@ export function requireModelAllowed(request: FastifyRequest, model: string | und
   }
 }
 
-/** A model call: route -> auth (hook) -> limits -> account selection -> upstream -> usage. */
-async function proxyModelCall(gateway: Gateway, route: ModelRoute, request: FastifyRequest, reply: FastifyReply) {
+/**
+ * A model call: route -> auth (hook) -> limits -> account selection -> upstream -> usage.
+ * Responses calls that name a session go through the bridge instead.
+ */
+async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRoute, request: FastifyRequest, reply: FastifyReply) {
   const pool = gateway.poolFor(route.providers);
   const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
   const key = request.principal!.key;
   requireModelAllowed(request, modelOf(body.json));
   request.facts.provider = pool.provider;
+
+  const session = route.format === 'openai-responses' && isObject(body.json) ? sessionOf(request.headers, key.id) : null;
+  let accountId: string | undefined;
+  if (session) {
+    if (pool.websocket) return bridge.serve(request, reply, { pool, session, body, forwarded: false });
+    accountId = await bridge.affinityAccount(session, pool);
+    reply.header(TURN_STATE_HEADER, session.turnState);
+  }
 
   const admittedAt = route.format ? await admitRequest(gateway.store, key, Date.now()) : undefined;
   const abort = new AbortController();
@@ -72,6 +91,7 @@ async function proxyModelCall(gateway: Gateway, route: ModelRoute, request: Fast
       headers: { ...upstreamRequestHeaders(request.headers), 'accept-encoding': 'identity' },
       body: upstreamBody(route, body),
       signal: abort.signal,
+      accountId,
     });
   } catch (err) {
     if (admittedAt !== undefined) await gateway.store.refundRequest(key.id, admittedAt).catch(() => {});
@@ -102,11 +122,10 @@ async function listModels(gateway: Gateway, request: FastifyRequest, reply: Fast
   return reply.code(200).send({ ...list, data: (list.data ?? []).filter((m) => m.id && allowed.includes(m.id)) });
 }
 
-export function registerModelRoutes(app: FastifyInstance, gateway: Gateway): void {
+export function registerModelRoutes(app: FastifyInstance, gateway: Gateway, bridge: Bridge): void {
   for (const route of MODEL_ROUTES) {
-    app.post(route.url, (request, reply) => proxyModelCall(gateway, route, request, reply));
+    app.post(route.url, (request, reply) => proxyModelCall(gateway, bridge, route, request, reply));
   }
   app.get('/v1/models', (request, reply) => listModels(gateway, request, reply));
 }
 
-export type { TokenUsage };

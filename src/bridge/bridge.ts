@@ -1,0 +1,194 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { request as undiciRequest } from 'undici';
+import { GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway.js';
+import { clientResponseHeaders, upstreamRequestHeaders } from '../proxy/headers.js';
+import type { ParsedBody } from '../server/types.js';
+import type { Lease, ReplicaInfo } from '../store/types.js';
+import type { ProviderPool } from '../upstream/pool.js';
+import { admitRequest } from '../usage/limits.js';
+import { CONTEXT_HEADER, signContext } from './context.js';
+import { decideOwnership, isStale, takeOver } from './ownership.js';
+import { BridgeSession } from './session.js';
+import { TURN_STATE_HEADER, type SessionIdentity } from './session-key.js';
+
+export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
+
+export interface ReplicaIdentity {
+  instanceId: string;
+  advertiseUrl: string;
+}
+
+export interface BridgedCall {
+  pool: ProviderPool;
+  session: SessionIdentity;
+  body: ParsedBody;
+  /** the request came over the internal port: it is served here or refused, never forwarded again */
+  forwarded: boolean;
+}
+
+/**
+ * HTTP-bridge sessions of this replica: decides (through the store) who owns a session, serves
+ * the ones it owns over their upstream WebSocket, forwards the rest to their owner with a signed
+ * re-auth context, keeps the heartbeat and leases fresh, and lets go of everything on drain.
+ */
+export class Bridge {
+  private readonly sessions = new Map<string, BridgeSession>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private draining = false;
+
+  constructor(private readonly gateway: Gateway, readonly identity: ReplicaIdentity) {}
+
+  private get bounds() {
+    return this.gateway.config.bridge;
+  }
+
+  start(): void {
+    const beat = () =>
+      this.gateway.store.heartbeat(this.identity, Date.now()).catch((err) => this.gateway.log.debug({ err }, 'heartbeat failed'));
+    void beat();
+    this.timers.push(setInterval(beat, this.bounds.heartbeatMs).unref());
+    this.timers.push(setInterval(() => void this.maintain(), Math.min(this.bounds.leaseMs / 3, 5_000)).unref());
+  }
+
+  /** A bridged `POST /v1/responses`, from a client or forwarded by another replica. */
+  async serve(request: FastifyRequest, reply: FastifyReply, call: BridgedCall): Promise<unknown> {
+    const { store } = this.gateway;
+    const ownership = await decideOwnership(store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
+    if (ownership.kind === 'local') return this.serveLocal(request, reply, call, ownership.lease);
+    if (call.forwarded) {
+      this.gateway.metrics.bridgeForwards.inc({ outcome: 'loop' });
+      throw new GatewayError('forward_loop', `Session is owned by ${ownership.owner.instanceId}; a forwarded request is not forwarded again.`);
+    }
+    return this.forward(request, reply, call, ownership.lease, ownership.owner);
+  }
+
+  /** Account affinity for providers without WebSocket support: the session's account, any replica. */
+  async affinityAccount(session: SessionIdentity, pool: ProviderPool): Promise<string> {
+    const { store } = this.gateway;
+    const { lease } = await store.claimLease(session.key, { instanceId: '', accountId: (await pool.choose()).id }, this.bounds.leaseMs);
+    await store.renewLease(session.key, '', lease.epoch, this.bounds.leaseMs);
+    return lease.accountId;
+  }
+
+  private async serveLocal(request: FastifyRequest, reply: FastifyReply, call: BridgedCall, lease: Lease): Promise<unknown> {
+    const { gateway } = this;
+    let session = this.sessions.get(call.session.key);
+    if (session && session.lease.epoch !== lease.epoch) {
+      this.drop(session);
+      session = undefined;
+    }
+    if (!session) {
+      if (this.draining) throw new GatewayError('shutting_down', 'This replica is draining and takes no new bridge sessions.');
+      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, upstreamRequestHeaders(request.headers));
+      this.sessions.set(call.session.key, session);
+      gateway.metrics.bridgeSessions.set(this.sessions.size);
+    }
+    request.facts.provider = call.pool.provider;
+    request.facts.accountId = lease.accountId;
+    const key = request.principal!.key;
+    const admittedAt = await admitRequest(gateway.store, key);
+    let reachedUpstream = false;
+    try {
+      await session.run({
+        body: call.body.json as Record<string, unknown>,
+        reply,
+        responseHeaders: { [TURN_STATE_HEADER]: call.session.turnState },
+        onUsage: (usage) => gateway.recordUsage(request, call.pool.provider, lease.accountId, usage),
+        onSent: () => (reachedUpstream = true),
+      });
+    } catch (err) {
+      if (!reachedUpstream) await gateway.store.refundRequest(key.id, admittedAt).catch(() => {});
+      throw err;
+    }
+    return reply;
+  }
+
+  private async forward(request: FastifyRequest, reply: FastifyReply, call: BridgedCall, lease: Lease, owner: ReplicaInfo): Promise<unknown> {
+    const { gateway } = this;
+    const secret = gateway.config.internalSecret;
+    if (!secret) throw new GatewayError('owner_unavailable', 'Owner forwarding needs TOLLGATE_INTERNAL_SECRET.');
+    const principal = request.principal!;
+    const context = signContext(
+      {
+        keyId: principal.key.id,
+        authSource: principal.source,
+        originInstance: this.identity.instanceId,
+        targetInstance: owner.instanceId,
+        sessionKey: call.session.key,
+        body: call.body.raw,
+        ttlSec: this.bounds.contextTtlSec,
+      },
+      secret,
+    );
+    const query = request.url.includes('?') ? request.url.slice(request.url.indexOf('?')) : '';
+    const started = performance.now();
+    const abort = new AbortController();
+    reply.raw.once('close', () => abort.abort());
+    let res;
+    try {
+      res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + query, {
+        dispatcher: gateway.agent,
+        method: 'POST',
+        headers: { ...upstreamRequestHeaders(request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },
+        body: call.body.raw,
+        signal: abort.signal,
+      });
+    } catch (err) {
+      gateway.metrics.bridgeForwards.inc({ outcome: 'unreachable' });
+      // an owner that cannot be reached is taken over only once its heartbeat is stale
+      if (isStale(await gateway.store.getReplica(owner.instanceId), this.bounds, Date.now())) {
+        const taken = await takeOver(gateway.store, call.session.key, lease, this.identity.instanceId, this.bounds);
+        if (taken) return this.serveLocal(request, reply, call, taken);
+      }
+      throw new GatewayError('owner_unavailable', `The owner of this session (${owner.instanceId}) is not reachable; retry shortly.`, {
+        retryAfter: 1,
+        cause: err,
+      });
+    }
+    gateway.metrics.bridgeForwardLatency.observe((performance.now() - started) / 1000);
+    gateway.metrics.bridgeForwards.inc({ outcome: res.statusCode < 400 ? 'ok' : `status_${res.statusCode}` });
+    request.facts.provider = call.pool.provider;
+    return reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
+  }
+
+  /** Renews the leases of sessions held here, closes idle ones, and drops the ones lost to another owner. */
+  private async maintain(now = Date.now()): Promise<void> {
+    const { store } = this.gateway;
+    for (const session of [...this.sessions.values()]) {
+      if (!session.busy && (this.draining || now - session.lastUsed > this.bounds.sessionIdleMs)) {
+        await this.release(session);
+        continue;
+      }
+      const renewed = await store.renewLease(session.key, this.identity.instanceId, session.lease.epoch, this.bounds.leaseMs).catch(() => true);
+      if (!renewed && !session.busy) this.drop(session);
+    }
+  }
+
+  private drop(session: BridgeSession): void {
+    session.close();
+    if (this.sessions.get(session.key) === session) this.sessions.delete(session.key);
+    this.gateway.metrics.bridgeSessions.set(this.sessions.size);
+  }
+
+  private async release(session: BridgeSession): Promise<void> {
+    this.drop(session);
+    await this.gateway.store.releaseLease(session.key, this.identity.instanceId, session.lease.epoch).catch(() => false);
+  }
+
+  /**
+   * SIGTERM: take no new sessions, leave the registry so others stop forwarding here, and
+   * release every session as soon as its in-flight turn is done.
+   */
+  async drain(): Promise<void> {
+    this.draining = true;
+    await this.gateway.store.removeReplica(this.identity.instanceId).catch(() => {});
+    await this.maintain();
+  }
+
+  async close(): Promise<void> {
+    this.draining = true;
+    for (const timer of this.timers) clearInterval(timer);
+    await Promise.all([...this.sessions.values()].map((session) => this.release(session)));
+  }
+}

@@ -1,0 +1,96 @@
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { AuthSource } from '../auth/authenticate.js';
+import { GatewayError } from '../errors.js';
+
+export const CONTEXT_HEADER = 'x-tollgate-context';
+const VERSION = 1;
+
+/**
+ * The signed re-auth context of an owner-forward hop: it stands in for the caller's raw
+ * credential, which never travels between replicas.
+ */
+export interface ReauthContext {
+  v: number;
+  keyId: string;
+  authSource: AuthSource;
+  originInstance: string;
+  targetInstance: string;
+  sessionKey: string;
+  /** seconds since epoch */
+  issuedAt: number;
+  expiresAt: number;
+  nonce: string;
+  bodySha256: string;
+}
+
+export function bodyDigest(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex');
+}
+
+function hmac(secret: string, payload: string): Buffer {
+  return createHmac('sha256', secret).update(payload).digest();
+}
+
+export function signContext(
+  fields: Omit<ReauthContext, 'v' | 'issuedAt' | 'expiresAt' | 'nonce' | 'bodySha256'> & { body: Buffer; ttlSec: number },
+  secret: string,
+  now = Date.now(),
+): string {
+  const issuedAt = Math.floor(now / 1000);
+  const context: ReauthContext = {
+    v: VERSION,
+    keyId: fields.keyId,
+    authSource: fields.authSource,
+    originInstance: fields.originInstance,
+    targetInstance: fields.targetInstance,
+    sessionKey: fields.sessionKey,
+    issuedAt,
+    expiresAt: issuedAt + fields.ttlSec,
+    nonce: randomBytes(16).toString('base64url'),
+    bodySha256: bodyDigest(fields.body),
+  };
+  const payload = Buffer.from(JSON.stringify(context)).toString('base64url');
+  return `${payload}.${hmac(secret, payload).toString('base64url')}`;
+}
+
+const malformed = (why: string) => new GatewayError('context_malformed', `Internal context header is malformed: ${why}.`);
+
+/**
+ * Checks signature, version, target, expiry and body digest; the nonce's single use is the
+ * caller's job (it needs the store). Throws a GatewayError with a specific code on any failure.
+ */
+export function verifyContext(
+  header: string | undefined,
+  secret: string,
+  expect: { instanceId: string; body: Buffer },
+  now = Date.now(),
+): ReauthContext {
+  if (!header) throw new GatewayError('context_bad_signature', `Missing ${CONTEXT_HEADER} header.`);
+  const [payload, signature, extra] = header.split('.');
+  if (!payload || !signature || extra !== undefined) throw malformed('expected <payload>.<signature>');
+  const expected = hmac(secret, payload);
+  const presented = Buffer.from(signature, 'base64url');
+  if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) {
+    throw new GatewayError('context_bad_signature', 'Internal context signature does not verify.');
+  }
+  let context: ReauthContext;
+  try {
+    context = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+  } catch {
+    throw malformed('payload is not JSON');
+  }
+  if (context.v !== VERSION) throw malformed(`unsupported version ${String(context.v)}`);
+  for (const field of ['keyId', 'originInstance', 'targetInstance', 'sessionKey', 'nonce', 'bodySha256'] as const) {
+    if (typeof context[field] !== 'string' || !context[field]) throw malformed(`${field} missing`);
+  }
+  if (context.authSource !== 'bearer' && context.authSource !== 'x-api-key') throw malformed('authSource invalid');
+  if (!Number.isFinite(context.issuedAt) || !Number.isFinite(context.expiresAt)) throw malformed('times missing');
+  if (context.targetInstance !== expect.instanceId) {
+    throw new GatewayError('context_wrong_target', `Internal context is for ${context.targetInstance}, not this replica.`);
+  }
+  if (context.expiresAt * 1000 <= now) throw new GatewayError('context_expired', 'Internal context has expired.');
+  if (context.bodySha256 !== bodyDigest(expect.body)) {
+    throw new GatewayError('context_body_mismatch', 'Request body does not match the internal context digest.');
+  }
+  return context;
+}

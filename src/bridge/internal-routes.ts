@@ -1,0 +1,38 @@
+import type { FastifyInstance } from 'fastify';
+import { keyProblem } from '../auth/keys.js';
+import { GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway.js';
+import { RESPONSES_PROVIDERS, requireModelAllowed, modelOf } from '../proxy/routes.js';
+import type { ParsedBody } from '../server/types.js';
+import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
+import { CONTEXT_HEADER, verifyContext } from './context.js';
+import { sessionOf } from './session-key.js';
+
+/**
+ * The owner side of a forward, on the internal port only. The caller's credential never came
+ * along: the signed context stands in for it, and the key is re-validated by id here.
+ */
+export function registerInternalRoutes(internal: FastifyInstance, gateway: Gateway, bridge: Bridge): void {
+  internal.post(INTERNAL_BRIDGE_PATH, async (request, reply) => {
+    const secret = gateway.config.internalSecret;
+    if (!secret) throw new GatewayError('context_bad_signature', 'Owner forwarding is off: no internal secret is configured.');
+    const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
+    const header = request.headers[CONTEXT_HEADER];
+    const context = verifyContext(Array.isArray(header) ? header[0] : header, secret, { instanceId: bridge.identity.instanceId, body: body.raw });
+    const now = Date.now();
+    if (!(await gateway.store.useNonce(context.nonce, context.expiresAt * 1000 - now + 1_000))) {
+      throw new GatewayError('context_replayed', 'Internal context was already used.');
+    }
+    const key = await gateway.keys.byId(context.keyId);
+    const problem = keyProblem(key, now);
+    if (problem) throw new GatewayError('invalid_api_key', `The caller's API key is ${problem === 'unknown' ? 'revoked' : problem}.`);
+    request.principal = { key: key!, source: context.authSource };
+    request.facts.keyId = key!.id;
+    const session = sessionOf(request.headers, key!.id);
+    if (!session || session.key !== context.sessionKey) {
+      throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
+    }
+    requireModelAllowed(request, modelOf(body.json));
+    return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
+  });
+}
