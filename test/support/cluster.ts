@@ -1,0 +1,120 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { generateKey } from '../../src/auth/keys.js';
+import type { MockUpstream } from '../../src/mock/upstream.js';
+import { OPENAI_SECRET, ANTHROPIC_SECRET } from './gateway.js';
+
+export const ADMIN_TOKEN = 'cluster-admin-token-' + 'z'.repeat(12);
+export const INTERNAL_SECRET = 'cluster-internal-secret-' + 'y'.repeat(12);
+
+/** Short bridge bounds so failure tests take seconds, not the production defaults. */
+export const TEST_BRIDGE = { heartbeatMs: 200, staleAfterMs: 800, leaseMs: 3_000, contextTtlSec: 30, sessionIdleMs: 60_000 };
+
+export interface Replica {
+  instanceId: string;
+  url: string;
+  internalUrl: string;
+  process: ChildProcess;
+  /** resolves with the exit code once the process has ended */
+  exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface ClusterOptions {
+  redisUrl: string;
+  mock: MockUpstream;
+  /** raw config merged over the default one */
+  config?: Record<string, unknown>;
+}
+
+function writeConfig(options: ClusterOptions): string {
+  const config = {
+    providers: {
+      openai: { baseUrl: options.mock.url, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }] },
+      anthropic: { baseUrl: options.mock.url, accounts: [{ id: 'an-1', apiKey: ANTHROPIC_SECRET }] },
+    },
+    bridge: TEST_BRIDGE,
+    ...options.config,
+  };
+  const path = join(mkdtempSync(join(tmpdir(), 'tollgate-cluster-')), 'tollgate.json');
+  writeFileSync(path, JSON.stringify(config)); // YAML is a superset of JSON
+  return path;
+}
+
+/** A real replica process (`src/main.ts`) on loopback ports chosen by the OS. */
+export async function startReplica(instanceId: string, options: ClusterOptions, configPath = writeConfig(options)): Promise<Replica> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: {
+      ...process.env,
+      TOLLGATE_CONFIG: configPath,
+      TOLLGATE_HOST: '127.0.0.1',
+      TOLLGATE_PORT: '0',
+      TOLLGATE_INTERNAL_HOST: '127.0.0.1',
+      TOLLGATE_INTERNAL_PORT: '0',
+      TOLLGATE_INSTANCE_ID: instanceId,
+      REDIS_URL: options.redisUrl,
+      TOLLGATE_INTERNAL_SECRET: INTERNAL_SECRET,
+      TOLLGATE_ADMIN_TOKEN: ADMIN_TOKEN,
+      LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let stderr = '';
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
+  const listening = await new Promise<{ publicUrl: string; internalUrl: string }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`replica ${instanceId} did not start in time: ${stderr}`)), 20_000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (process.env.TEST_LOG_LEVEL) process.stdout.write(`[${instanceId}] ${line}\n`);
+      try {
+        const entry = JSON.parse(line);
+        if (entry.msg === 'tollgate listening') {
+          clearTimeout(timer);
+          resolve(entry);
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    void exited.then((code) => reject(new Error(`replica ${instanceId} exited with ${code}: ${stderr}`)));
+  });
+  return {
+    instanceId,
+    url: listening.publicUrl,
+    internalUrl: listening.internalUrl,
+    process: child,
+    exited,
+    async kill(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export async function startCluster(count: number, options: ClusterOptions): Promise<{ replicas: Replica[]; configPath: string; stop(): Promise<void> }> {
+  const configPath = writeConfig(options);
+  const replicas = await Promise.all(Array.from({ length: count }, (_, i) => startReplica(`replica-${String.fromCharCode(97 + i)}`, options, configPath)));
+  return {
+    replicas,
+    configPath,
+    async stop() {
+      await Promise.all(replicas.map((r) => r.kill('SIGKILL')));
+    },
+  };
+}
+
+/** Creates a key through one replica's admin API. */
+export async function createKeyVia(replica: Replica, body: Record<string, unknown> = { name: 'cluster-test' }): Promise<{ id: string; key: string }> {
+  const res = await fetch(`${replica.url}/admin/keys`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (res.status !== 201) throw new Error(`key creation failed: ${res.status} ${await res.text()}`);
+  return res.json() as Promise<{ id: string; key: string }>;
+}
+
+export { generateKey };
