@@ -18,11 +18,11 @@ export function sendError(reply: FastifyReply, err: GatewayError, shape: ErrorSh
 }
 
 /** Fastify's own failures (body limit, bad content) in the gateway's terms. */
-function asGatewayError(err: FastifyError): GatewayError {
+function asGatewayError(err: FastifyError, bodyLimit: number): GatewayError {
   if (err instanceof GatewayError) return err;
   switch (err.statusCode) {
     case 413:
-      return new GatewayError('request_too_large', `Request body is larger than the limit of ${err.message.match(/\d+/)?.[0] ?? 'the'} bytes.`);
+      return new GatewayError('request_too_large', `Request body is larger than the limit of ${bodyLimit} bytes.`);
     case 415:
       return new GatewayError('unsupported_media_type', err.message);
     case 400:
@@ -45,7 +45,6 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
     genReqId: (req) => requestIdOf(req.headers),
     requestIdHeader: false,
     return503OnClosing: false,
-    forceCloseConnections: false,
   }) as unknown as FastifyInstance;
 
   app.decorateRequest('principal', null);
@@ -70,7 +69,7 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
-    const gatewayError = asGatewayError(err);
+    const gatewayError = asGatewayError(err, opts.bodyLimit);
     if (gatewayError.status >= 500) request.log.error({ err }, 'request failed');
     return sendError(reply, gatewayError);
   });

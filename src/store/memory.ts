@@ -1,7 +1,17 @@
 import type { TokenUsage } from '../usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { addTokens, counterFor, emptyCounters, limitDenies } from './counters.js';
-import type { AccountState, Admission, KeyRecord, Limit, Store, UsageCounters, UsageSnapshot } from './types.js';
+import type {
+  AccountState,
+  Admission,
+  KeyRecord,
+  Lease,
+  Limit,
+  ReplicaInfo,
+  Store,
+  UsageCounters,
+  UsageSnapshot,
+} from './types.js';
 
 interface Bucket {
   start: number;
@@ -13,6 +23,15 @@ interface KeyUsage {
   windows: Map<LimitWindow, Bucket>;
 }
 
+interface HeldLease {
+  lease: Lease;
+  /** ms since epoch (wall clock, `Date.now()`) */
+  expiresAt: number;
+}
+
+/** Expired leases and nonces are checked on read; this sweep only keeps the maps from growing. */
+const SWEEP_INTERVAL_MS = 30_000;
+
 /** Single-process store: for one replica, development and tests. */
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
@@ -20,6 +39,13 @@ export class MemoryStore implements Store {
   private readonly keyIdByHash = new Map<string, string>();
   private readonly usage = new Map<string, KeyUsage>();
   private readonly accounts = new Map<string, AccountState>();
+  private readonly replicas = new Map<string, ReplicaInfo>();
+  private readonly leases = new Map<string, HeldLease>();
+  /** nonce → expiresAt */
+  private readonly nonces = new Map<string, number>();
+  /** Shared by all sessions: epochs only ever grow, which is all fencing needs. */
+  private lastEpoch = 0;
+  private lastSweep = Date.now();
 
   async putKey(record: KeyRecord): Promise<void> {
     const previous = this.keys.get(record.id);
@@ -97,6 +123,61 @@ export class MemoryStore implements Store {
     this.accounts.set(accountId, { ...this.accounts.get(accountId), disabled });
   }
 
+  async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {
+    this.replicas.set(replica.instanceId, { instanceId: replica.instanceId, advertiseUrl: replica.advertiseUrl, lastSeen: now });
+  }
+
+  async getReplica(instanceId: string): Promise<ReplicaInfo | null> {
+    const replica = this.replicas.get(instanceId);
+    return replica ? { ...replica } : null;
+  }
+
+  async listReplicas(): Promise<ReplicaInfo[]> {
+    return [...this.replicas.values()].map((r) => ({ ...r }));
+  }
+
+  async removeReplica(instanceId: string): Promise<void> {
+    this.replicas.delete(instanceId);
+  }
+
+  async claimLease(sessionKey: string, owner: Omit<Lease, 'epoch'>, leaseMs: number): Promise<{ lease: Lease; claimed: boolean }> {
+    const held = this.liveLease(sessionKey);
+    if (held) return { lease: { ...held.lease }, claimed: false };
+    return { lease: this.grantLease(sessionKey, owner, leaseMs), claimed: true };
+  }
+
+  async takeOverLease(sessionKey: string, staleEpoch: number, owner: Omit<Lease, 'epoch'>, leaseMs: number): Promise<Lease | null> {
+    const held = this.liveLease(sessionKey);
+    if (!held || held.lease.epoch !== staleEpoch) return null;
+    return this.grantLease(sessionKey, owner, leaseMs);
+  }
+
+  async renewLease(sessionKey: string, instanceId: string, epoch: number, leaseMs: number): Promise<boolean> {
+    const held = this.heldBy(sessionKey, instanceId, epoch);
+    if (held) held.expiresAt = Date.now() + leaseMs;
+    return held !== undefined;
+  }
+
+  async releaseLease(sessionKey: string, instanceId: string, epoch: number): Promise<boolean> {
+    const held = this.heldBy(sessionKey, instanceId, epoch);
+    if (held) this.leases.delete(sessionKey);
+    return held !== undefined;
+  }
+
+  async getLease(sessionKey: string): Promise<Lease | null> {
+    const held = this.liveLease(sessionKey);
+    return held ? { ...held.lease } : null;
+  }
+
+  async useNonce(nonce: string, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const expiresAt = this.nonces.get(nonce);
+    if (expiresAt !== undefined && expiresAt > now) return false;
+    this.sweepExpired(now);
+    this.nonces.set(nonce, now + ttlMs);
+    return true;
+  }
+
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
@@ -120,6 +201,35 @@ export class MemoryStore implements Store {
       usage.windows.set(window, bucket);
     }
     return bucket;
+  }
+
+  private liveLease(sessionKey: string): HeldLease | undefined {
+    const held = this.leases.get(sessionKey);
+    if (held && held.expiresAt <= Date.now()) {
+      this.leases.delete(sessionKey);
+      return undefined;
+    }
+    return held;
+  }
+
+  private heldBy(sessionKey: string, instanceId: string, epoch: number): HeldLease | undefined {
+    const held = this.liveLease(sessionKey);
+    return held && held.lease.instanceId === instanceId && held.lease.epoch === epoch ? held : undefined;
+  }
+
+  private grantLease(sessionKey: string, owner: Omit<Lease, 'epoch'>, leaseMs: number): Lease {
+    const now = Date.now();
+    this.sweepExpired(now);
+    const lease: Lease = { instanceId: owner.instanceId, accountId: owner.accountId, epoch: ++this.lastEpoch };
+    this.leases.set(sessionKey, { lease, expiresAt: now + leaseMs });
+    return { ...lease };
+  }
+
+  private sweepExpired(now: number): void {
+    if (now - this.lastSweep < SWEEP_INTERVAL_MS) return;
+    this.lastSweep = now;
+    for (const [key, held] of this.leases) if (held.expiresAt <= now) this.leases.delete(key);
+    for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
   }
 
   private countRequest(usage: KeyUsage, now: number, delta: number): void {

@@ -1,0 +1,531 @@
+import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { GatewayError } from '../errors.js';
+import type { TokenUsage } from '../usage/tokens.js';
+import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
+import { emptyCounters } from './counters.js';
+import type {
+  AccountState,
+  Admission,
+  KeyRecord,
+  Lease,
+  Limit,
+  ReplicaInfo,
+  Store,
+  UsageCounters,
+  UsageSnapshot,
+} from './types.js';
+
+/**
+ * How to reach Redis. `url` (redis:// or rediss://) always gives credentials and TLS; with
+ * `sentinels` the master named `sentinelName` (default "mymaster") is found through them, with
+ * `cluster` these seed nodes are used instead of the URL's host. `keyPrefix` goes before every key
+ * (several deployments or test runs in one Redis); it must not contain `{` or `}`.
+ */
+export interface RedisStoreOptions {
+  sentinels?: { host: string; port: number }[];
+  sentinelName?: string;
+  cluster?: { host: string; port: number }[];
+  keyPrefix?: string;
+}
+
+type Client = Redis | Cluster;
+
+const READY_TIMEOUT_MS = 5_000;
+/** Buckets stay a day past their window's end (late refunds, clock skew), then Redis drops them. */
+const BUCKET_GRACE_MS = 24 * 3_600_000;
+/** Epoch counters must outlive their leases so a session's epochs keep growing; refreshed on use. */
+const EPOCH_TTL_MS = 7 * 24 * 3_600_000;
+/** A replica silent this long is certainly gone: forgotten even if it never deregistered. */
+const REPLICA_FORGET_MS = 24 * 3_600_000;
+
+/*
+ * Key layout. A `{…}` hash tag groups the keys one script, MULTI or pipeline touches into one
+ * Redis Cluster slot; tags start with a letter so a `}` at the start of an id cannot empty them.
+ *   tg:{keys}:key:<id>            KeyRecord JSON
+ *   tg:{keys}:hash:<sha256>       → key id
+ *   tg:{keys}:ids                 set of key ids
+ *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
+ *   tg:{u:<keyId>}:all            all-time usage hash
+ *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
+ *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
+ *   tg:{replicas}:index           sorted set: instanceId by lastSeen
+ *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
+ *   tg:{s:<sessionKey>}:epoch     epoch counter of the session
+ *   tg:nonce:<nonce>              "1", PX ttl
+ */
+
+const SCRIPTS = {
+  /*
+   * KEYS: one bucket hash per window, then the all-time hash.
+   * ARGV: each bucket's PEXPIREAT, then per limit: bucket index (1-based), counter field, max.
+   * Returns {-1} when admitted, else {index of the denying limit, its current value}.
+   */
+  tgAdmit: `
+    local buckets = #KEYS - 1
+    for i = buckets + 1, #ARGV, 3 do
+      local field, max = ARGV[i + 1], tonumber(ARGV[i + 2])
+      local raw = redis.call('HGET', KEYS[tonumber(ARGV[i])], field) or '0'
+      local current = tonumber(raw)
+      local denies
+      if field == 'requests' then denies = current + 1 > max else denies = current >= max end
+      if denies then return {(i - buckets - 1) / 3, raw} end
+    end
+    for b = 1, buckets do
+      redis.call('HINCRBY', KEYS[b], 'requests', 1)
+      redis.call('PEXPIREAT', KEYS[b], ARGV[b])
+    end
+    redis.call('HINCRBY', KEYS[#KEYS], 'requests', 1)
+    return {-1}`,
+  /*
+   * Claim (staleEpoch '') or compare-and-set takeover of a lease, with a fresh epoch.
+   * KEYS: lease, epoch counter. ARGV: instanceId, accountId, leaseMs, epoch TTL, staleEpoch.
+   * Returns {1, lease} when granted, {0, current lease} or {0} otherwise.
+   */
+  tgGrantLease: `
+    local current = redis.call('GET', KEYS[1])
+    if ARGV[5] == '' then
+      if current then return {0, current} end
+    elseif not current or cjson.decode(current).epoch ~= tonumber(ARGV[5]) then
+      return {0}
+    end
+    local epoch = redis.call('INCR', KEYS[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+    local lease = cjson.encode({instanceId = ARGV[1], accountId = ARGV[2], epoch = epoch})
+    redis.call('SET', KEYS[1], lease, 'PX', ARGV[3])
+    return {1, lease}`,
+  /*
+   * Renews (leaseMs given) or releases (leaseMs '') a lease still held by instanceId at epoch.
+   * KEYS: lease, epoch counter. ARGV: instanceId, epoch, leaseMs, epoch TTL. Returns 1 or 0.
+   */
+  tgHeldLease: `
+    local current = redis.call('GET', KEYS[1])
+    if not current then return 0 end
+    local lease = cjson.decode(current)
+    if lease.instanceId ~= ARGV[1] or lease.epoch ~= tonumber(ARGV[2]) then return 0 end
+    if ARGV[3] == '' then
+      redis.call('DEL', KEYS[1])
+    else
+      redis.call('PEXPIRE', KEYS[1], ARGV[3])
+      redis.call('PEXPIRE', KEYS[2], ARGV[4])
+    end
+    return 1`,
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+type ScriptCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>;
+
+const reconnectDelay = (attempt: number): number => Math.min(100 * attempt, 1_000);
+
+/** The one place a client is built: fail fast on every call, reconnect forever in the background. */
+function createClient(url: string, options: RedisStoreOptions): Client {
+  const failFast: RedisOptions = {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: 1_000,
+    connectTimeout: 2_000,
+    retryStrategy: reconnectDelay,
+  };
+  if (options.cluster?.length) {
+    const { username, password, protocol } = new URL(url);
+    return new Cluster(options.cluster, {
+      enableOfflineQueue: false,
+      clusterRetryStrategy: reconnectDelay,
+      redisOptions: {
+        ...failFast,
+        username: decodeURIComponent(username) || undefined,
+        password: decodeURIComponent(password) || undefined,
+        tls: protocol === 'rediss:' ? {} : undefined,
+      },
+    });
+  }
+  if (options.sentinels?.length) {
+    return new Redis(url, { ...failFast, sentinels: options.sentinels, name: options.sentinelName ?? 'mymaster' });
+  }
+  return new Redis(url, failFast);
+}
+
+/** Where we tried to connect, for error messages: never the password. */
+function describeTarget(url: string, options: RedisStoreOptions): string {
+  if (options.cluster?.length) return `cluster ${options.cluster.map((n) => `${n.host}:${n.port}`).join(',')}`;
+  if (options.sentinels?.length) return `sentinel master "${options.sentinelName ?? 'mymaster'}"`;
+  const { protocol, host } = new URL(url);
+  return `${protocol}//${host}`;
+}
+
+function waitReady(client: Client, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      reject(new Error(`not ready after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onReady = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    client.once('ready', onReady);
+  });
+}
+
+/** Runs a MULTI or pipeline; any failed command fails the whole call. */
+async function execAll(batch: ChainableCommander): Promise<unknown[]> {
+  const results = await batch.exec();
+  if (!results) throw new Error('transaction aborted');
+  return results.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
+}
+
+function parseCounters(hash: Record<string, string>): UsageCounters {
+  const counters = emptyCounters();
+  for (const field of Object.keys(counters) as (keyof UsageCounters)[]) counters[field] = Number(hash[field] ?? 0);
+  return counters;
+}
+
+function parseLease(json: string): Lease {
+  const { instanceId, accountId, epoch } = JSON.parse(json) as Lease;
+  return { instanceId, accountId, epoch: Number(epoch) };
+}
+
+/** The shared store of a multi-replica deployment. */
+export class RedisStore implements Store {
+  readonly kind = 'redis' as const;
+
+  private constructor(
+    private readonly client: Client,
+    /** keyPrefix + "tg:" */
+    private readonly prefix: string,
+  ) {
+    for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { lua });
+  }
+
+  static async connect(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
+    const keyPrefix = options.keyPrefix ?? '';
+    if (/[{}]/.test(keyPrefix)) throw new Error('RedisStore keyPrefix must not contain "{" or "}" (Redis Cluster hash tags).');
+    const client = createClient(url, options);
+    let lastError: unknown;
+    // Without a listener ioredis prints every connection error; callers see failures as GatewayErrors.
+    client.on('error', (err: unknown) => {
+      lastError = err;
+    });
+    try {
+      await waitReady(client, READY_TIMEOUT_MS);
+    } catch (timeout) {
+      client.disconnect();
+      const reason = lastError instanceof Error ? `: ${lastError.message.replace(/\.+$/, '')}` : '';
+      throw new GatewayError(
+        'store_unavailable',
+        `The shared store (Redis, ${describeTarget(url, options)}) was not reachable within ${READY_TIMEOUT_MS / 1000} s${reason}.`,
+        { cause: lastError ?? timeout },
+      );
+    }
+    return new RedisStore(client, `${keyPrefix}tg:`);
+  }
+
+  // --- keys -------------------------------------------------------------------
+
+  async putKey(record: KeyRecord): Promise<void> {
+    await this.run(async () => {
+      const previous = await this.client.get(this.keyRecordKey(record.id));
+      const previousHash = previous ? (JSON.parse(previous) as KeyRecord).sha256 : null;
+      const tx = this.client
+        .multi()
+        .set(this.keyRecordKey(record.id), JSON.stringify(record))
+        .set(this.keyHashKey(record.sha256), record.id)
+        .sadd(this.keyIdsKey(), record.id);
+      if (previousHash && previousHash !== record.sha256) tx.del(this.keyHashKey(previousHash));
+      await execAll(tx);
+    });
+  }
+
+  async getKeyById(id: string): Promise<KeyRecord | null> {
+    return this.run(async () => {
+      const json = await this.client.get(this.keyRecordKey(id));
+      return json ? (JSON.parse(json) as KeyRecord) : null;
+    });
+  }
+
+  async getKeyByHash(sha256: string): Promise<KeyRecord | null> {
+    return this.run(async () => {
+      const id = await this.client.get(this.keyHashKey(sha256));
+      const record = id ? await this.getKeyById(id) : null;
+      // An index entry left behind by a concurrent re-key must not resolve to another secret.
+      return record?.sha256 === sha256 ? record : null;
+    });
+  }
+
+  async listKeys(): Promise<KeyRecord[]> {
+    return this.run(async () => {
+      const ids = await this.client.smembers(this.keyIdsKey());
+      if (ids.length === 0) return [];
+      const jsons = await this.client.mget(ids.map((id) => this.keyRecordKey(id)));
+      return jsons.filter((json): json is string => json !== null).map((json) => JSON.parse(json) as KeyRecord);
+    });
+  }
+
+  async deleteKey(id: string): Promise<boolean> {
+    return this.run(async () => {
+      const json = await this.client.get(this.keyRecordKey(id));
+      if (!json) return false;
+      const { sha256 } = JSON.parse(json) as KeyRecord;
+      const [deleted] = await execAll(
+        this.client.multi().del(this.keyRecordKey(id)).del(this.keyHashKey(sha256)).srem(this.keyIdsKey(), id),
+      );
+      return deleted === 1;
+    });
+  }
+
+  // --- usage ------------------------------------------------------------------
+
+  async admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+    return this.run(async () => {
+      const buckets = this.buckets(keyId, now);
+      const args: (string | number)[] = buckets.windows.map((b) => b.expireAt);
+      for (const limit of limits) {
+        args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, limit.limit_type, limit.max_value);
+      }
+      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime];
+      const [index, current] = (await this.script('tgAdmit', keys, args)) as [number, string?];
+      if (index < 0) return { admitted: true };
+      const limit = limits[index];
+      return {
+        admitted: false,
+        denial: { limit, current: Number(current), resetAt: windowBounds(limit.limit_window, now).end },
+      };
+    });
+  }
+
+  async refundRequest(keyId: string, admittedAt: number): Promise<void> {
+    await this.addToBuckets(keyId, admittedAt, { requests: -1 });
+  }
+
+  async recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void> {
+    // Counters are integers in Redis (HINCRBY); upstream token counts are whole numbers anyway.
+    await this.addToBuckets(keyId, now, {
+      input_tokens: Math.round(usage.input_tokens),
+      output_tokens: Math.round(usage.output_tokens),
+      cached_input_tokens: Math.round(usage.cached_input_tokens),
+      total_tokens: Math.round(usage.total_tokens),
+    });
+  }
+
+  async getUsage(keyId: string, now: number): Promise<UsageSnapshot> {
+    return this.run(async () => {
+      const buckets = this.buckets(keyId, now);
+      const batch = this.client.pipeline();
+      for (const bucket of buckets.windows) batch.hgetall(bucket.key);
+      batch.hgetall(buckets.allTime);
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      const windows = {} as Record<LimitWindow, UsageCounters>;
+      LIMIT_WINDOWS.forEach((window, i) => (windows[window] = parseCounters(hashes[i])));
+      return { allTime: parseCounters(hashes[LIMIT_WINDOWS.length]), windows };
+    });
+  }
+
+  // --- accounts ---------------------------------------------------------------
+
+  async getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
+    return this.run(async () => {
+      const states = new Map<string, AccountState>();
+      if (accountIds.length === 0) return states;
+      const batch = this.client.pipeline();
+      for (const id of accountIds) batch.hgetall(this.accountKey(id));
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      accountIds.forEach((id, i) => {
+        const hash = hashes[i];
+        if (Object.keys(hash).length === 0) return;
+        const state: AccountState = {};
+        if (hash.cooldownUntil !== undefined) state.cooldownUntil = Number(hash.cooldownUntil);
+        if (hash.disabled !== undefined) state.disabled = hash.disabled === '1';
+        states.set(id, state);
+      });
+      return states;
+    });
+  }
+
+  async setAccountCooldown(accountId: string, until: number): Promise<void> {
+    await this.run(() => this.client.hset(this.accountKey(accountId), 'cooldownUntil', until));
+  }
+
+  async setAccountDisabled(accountId: string, disabled: boolean): Promise<void> {
+    await this.run(() => this.client.hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0'));
+  }
+
+  // --- replicas ---------------------------------------------------------------
+
+  async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {
+    await this.run(() =>
+      execAll(
+        this.client
+          .multi()
+          .hset(this.replicaKey(replica.instanceId), { advertiseUrl: replica.advertiseUrl, lastSeen: now })
+          .pexpire(this.replicaKey(replica.instanceId), REPLICA_FORGET_MS)
+          .zadd(this.replicaIndexKey(), now, replica.instanceId)
+          .zremrangebyscore(this.replicaIndexKey(), '-inf', `(${now - REPLICA_FORGET_MS}`),
+      ),
+    );
+  }
+
+  async getReplica(instanceId: string): Promise<ReplicaInfo | null> {
+    return this.run(async () => replicaFrom(instanceId, await this.client.hgetall(this.replicaKey(instanceId))));
+  }
+
+  async listReplicas(): Promise<ReplicaInfo[]> {
+    return this.run(async () => {
+      const ids = await this.client.zrange(this.replicaIndexKey(), 0, -1);
+      if (ids.length === 0) return [];
+      const batch = this.client.pipeline();
+      for (const id of ids) batch.hgetall(this.replicaKey(id));
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      return ids.map((id, i) => replicaFrom(id, hashes[i])).filter((r): r is ReplicaInfo => r !== null);
+    });
+  }
+
+  async removeReplica(instanceId: string): Promise<void> {
+    await this.run(() =>
+      execAll(this.client.multi().del(this.replicaKey(instanceId)).zrem(this.replicaIndexKey(), instanceId)),
+    );
+  }
+
+  // --- leases -----------------------------------------------------------------
+
+  async claimLease(sessionKey: string, owner: Omit<Lease, 'epoch'>, leaseMs: number): Promise<{ lease: Lease; claimed: boolean }> {
+    return this.run(async () => {
+      const [granted, json] = await this.grantLease(sessionKey, owner, leaseMs, '');
+      return { lease: parseLease(json!), claimed: granted === 1 };
+    });
+  }
+
+  async takeOverLease(sessionKey: string, staleEpoch: number, owner: Omit<Lease, 'epoch'>, leaseMs: number): Promise<Lease | null> {
+    return this.run(async () => {
+      const [granted, json] = await this.grantLease(sessionKey, owner, leaseMs, staleEpoch);
+      return granted === 1 ? parseLease(json!) : null;
+    });
+  }
+
+  async renewLease(sessionKey: string, instanceId: string, epoch: number, leaseMs: number): Promise<boolean> {
+    return this.run(async () => (await this.script('tgHeldLease', this.leaseKeys(sessionKey), [instanceId, epoch, leaseMs, EPOCH_TTL_MS])) === 1);
+  }
+
+  async releaseLease(sessionKey: string, instanceId: string, epoch: number): Promise<boolean> {
+    return this.run(async () => (await this.script('tgHeldLease', this.leaseKeys(sessionKey), [instanceId, epoch, '', EPOCH_TTL_MS])) === 1);
+  }
+
+  async getLease(sessionKey: string): Promise<Lease | null> {
+    return this.run(async () => {
+      const json = await this.client.get(this.leaseKeys(sessionKey)[0]);
+      return json ? parseLease(json) : null;
+    });
+  }
+
+  async useNonce(nonce: string, ttlMs: number): Promise<boolean> {
+    return this.run(async () => (await this.client.set(`${this.prefix}nonce:${nonce}`, '1', 'PX', ttlMs, 'NX')) === 'OK');
+  }
+
+  // --- lifecycle --------------------------------------------------------------
+
+  async ping(): Promise<void> {
+    await this.run(() => this.client.ping());
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.client.quit();
+    } catch {
+      // Redis is down: nothing to say goodbye to.
+    } finally {
+      this.client.disconnect(); // also stops reconnect attempts
+    }
+  }
+
+  // --- helpers ----------------------------------------------------------------
+
+  /** Every failure of Redis reaches callers as one error they can map to 503. */
+  private async run<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (cause) {
+      if (cause instanceof GatewayError) throw cause;
+      throw new GatewayError('store_unavailable', 'The shared store (Redis) is unreachable.', { cause });
+    }
+  }
+
+  private script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const command = (this.client as unknown as Record<ScriptName, ScriptCommand>)[name].bind(this.client);
+    return command(keys.length, ...keys, ...args);
+  }
+
+  private async grantLease(
+    sessionKey: string,
+    owner: Omit<Lease, 'epoch'>,
+    leaseMs: number,
+    staleEpoch: number | '',
+  ): Promise<[number, string?]> {
+    const args = [owner.instanceId, owner.accountId, leaseMs, EPOCH_TTL_MS, staleEpoch];
+    return (await this.script('tgGrantLease', this.leaseKeys(sessionKey), args)) as [number, string?];
+  }
+
+  /** The bucket hash of every window containing `now`, with its expiry, and the all-time hash. */
+  private buckets(keyId: string, now: number): { windows: { key: string; expireAt: number }[]; allTime: string } {
+    const base = `${this.prefix}{u:${keyId}}`;
+    const windows = LIMIT_WINDOWS.map((window) => {
+      const { start, end } = windowBounds(window, now);
+      return { key: `${base}:${window}:${start}`, expireAt: end + BUCKET_GRACE_MS };
+    });
+    return { windows, allTime: `${base}:all` };
+  }
+
+  /** Adds to counters of every window bucket containing `at` and of all time, atomically. */
+  private async addToBuckets(keyId: string, at: number, deltas: Partial<UsageCounters>): Promise<void> {
+    await this.run(() => {
+      const buckets = this.buckets(keyId, at);
+      const tx = this.client.multi();
+      const add = (key: string): void => {
+        for (const [field, delta] of Object.entries(deltas)) tx.hincrby(key, field, delta);
+      };
+      for (const bucket of buckets.windows) {
+        add(bucket.key);
+        // Also for a bucket that already expired: a past PEXPIREAT deletes what we just created.
+        tx.pexpireat(bucket.key, bucket.expireAt);
+      }
+      add(buckets.allTime);
+      return execAll(tx);
+    });
+  }
+
+  private keyRecordKey(id: string): string {
+    return `${this.prefix}{keys}:key:${id}`;
+  }
+
+  private keyHashKey(sha256: string): string {
+    return `${this.prefix}{keys}:hash:${sha256}`;
+  }
+
+  private keyIdsKey(): string {
+    return `${this.prefix}{keys}:ids`;
+  }
+
+  private accountKey(accountId: string): string {
+    return `${this.prefix}{acct}:${accountId}`;
+  }
+
+  private replicaKey(instanceId: string): string {
+    return `${this.prefix}{replicas}:r:${instanceId}`;
+  }
+
+  private replicaIndexKey(): string {
+    return `${this.prefix}{replicas}:index`;
+  }
+
+  /** [lease, epoch counter]: one slot, so the lease scripts may touch both. */
+  private leaseKeys(sessionKey: string): [string, string] {
+    const base = `${this.prefix}{s:${sessionKey}}`;
+    return [`${base}:lease`, `${base}:epoch`];
+  }
+}
+
+function replicaFrom(instanceId: string, hash: Record<string, string>): ReplicaInfo | null {
+  if (hash.advertiseUrl === undefined) return null;
+  return { instanceId, advertiseUrl: hash.advertiseUrl, lastSeen: Number(hash.lastSeen) };
+}

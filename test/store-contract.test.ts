@@ -1,0 +1,425 @@
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { GatewayError } from '../src/errors.js';
+import { MemoryStore } from '../src/store/memory.js';
+import { RedisStore } from '../src/store/redis.js';
+import type { KeyRecord, Limit, LimitType, Store } from '../src/store/types.js';
+import type { TokenUsage } from '../src/usage/tokens.js';
+import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../src/usage/windows.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+
+let redis: TestRedis;
+let prefixes = 0;
+/** Every Redis-backed store gets its own key prefix: tests never see each other's data. */
+const freshPrefix = (): string => `t${process.pid}-${++prefixes}:`;
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+
+afterAll(async () => {
+  await redis?.stop();
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function keyRecord(id: string, overrides: Partial<KeyRecord> = {}): KeyRecord {
+  return {
+    id,
+    name: `key ${id}`,
+    sha256: `sha-${id}`,
+    allowed_models: null,
+    expires_at: null,
+    limits: [],
+    disabled: false,
+    created_at: '2026-11-23T00:00:00.000Z',
+    origin: 'admin',
+    ...overrides,
+  };
+}
+
+const limit = (limit_type: LimitType, limit_window: LimitWindow, max_value: number): Limit => ({ limit_type, limit_window, max_value });
+
+const tokens = (input: number, output: number, cached = 0): TokenUsage => ({
+  input_tokens: input,
+  output_tokens: output,
+  cached_input_tokens: cached,
+  total_tokens: input + output,
+});
+
+const owner = (instanceId: string, accountId = 'acct-1') => ({ instanceId, accountId });
+
+const stores: [string, () => Promise<Store>][] = [
+  ['memory', async () => new MemoryStore()],
+  ['redis', () => RedisStore.connect(redis.url, { keyPrefix: freshPrefix() })],
+];
+
+describe.each(stores)('%s store contract', (kind, create) => {
+  let store: Store;
+  // Real time, not a fixed date: Redis drops buckets a day after their window ended.
+  let now: number;
+
+  beforeEach(async () => {
+    store = await create();
+    now = Date.now();
+  });
+
+  afterEach(async () => {
+    await store.close();
+  });
+
+  it('reports its kind and answers ping', async () => {
+    expect(store.kind).toBe(kind);
+    await expect(store.ping()).resolves.toBeUndefined();
+  });
+
+  describe('keys', () => {
+    it('stores, finds by id and by hash, lists and deletes', async () => {
+      const a = keyRecord('a', { allowed_models: ['gpt-5'], limits: [limit('requests', 'daily', 10)], expires_at: '2027-01-01T00:00:00.000Z' });
+      const b = keyRecord('b', { origin: 'config', disabled: true });
+      await store.putKey(a);
+      await store.putKey(b);
+
+      expect(await store.getKeyById('a')).toEqual(a);
+      expect(await store.getKeyByHash('sha-b')).toEqual(b);
+      expect(await store.getKeyById('nope')).toBeNull();
+      expect(await store.getKeyByHash('sha-nope')).toBeNull();
+      expect((await store.listKeys()).sort((x, y) => x.id.localeCompare(y.id))).toEqual([a, b]);
+
+      expect(await store.deleteKey('a')).toBe(true);
+      expect(await store.deleteKey('a')).toBe(false);
+      expect(await store.getKeyById('a')).toBeNull();
+      expect(await store.getKeyByHash('sha-a')).toBeNull();
+      expect(await store.listKeys()).toEqual([b]);
+    });
+
+    it('replacing a record moves its hash index and returns copies', async () => {
+      await store.putKey(keyRecord('a'));
+      const rekeyed = keyRecord('a', { sha256: 'sha-new', name: 'renamed' });
+      await store.putKey(rekeyed);
+
+      expect(await store.getKeyByHash('sha-a')).toBeNull();
+      expect(await store.getKeyByHash('sha-new')).toEqual(rekeyed);
+      expect(await store.listKeys()).toEqual([rekeyed]);
+
+      const copy = (await store.getKeyById('a'))!;
+      copy.name = 'mutated';
+      copy.limits.push(limit('requests', 'daily', 1));
+      expect(await store.getKeyById('a')).toEqual(rekeyed);
+    });
+  });
+
+  describe('admitRequest', () => {
+    it.each(LIMIT_WINDOWS)('a requests limit in the %s window denies past max, with the window reset', async (window) => {
+      const limits = [limit('requests', window, 2)];
+      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+      expect(await store.admitRequest('k', limits, now)).toEqual({
+        admitted: false,
+        denial: { limit: limits[0], current: 2, resetAt: windowBounds(window, now).end },
+      });
+      // A denied request counts nothing.
+      const usage = await store.getUsage('k', now);
+      expect(usage.windows[window].requests).toBe(2);
+      expect(usage.allTime.requests).toBe(2);
+      // The next window starts from zero.
+      expect(await store.admitRequest('k', limits, windowBounds(window, now).end)).toEqual({ admitted: true });
+    });
+
+    it.each(['input_tokens', 'output_tokens', 'total_tokens'] as const)('a %s limit denies once the total reached max', async (type) => {
+      const limits = [limit(type, 'daily', 100)];
+      await store.recordUsage('k', tokens(30, 30), now); // input 30, output 30, total 60
+      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+      await store.recordUsage('k', type === 'total_tokens' ? tokens(20, 20) : tokens(70, 70), now);
+      expect(await store.admitRequest('k', limits, now)).toEqual({
+        admitted: false,
+        denial: { limit: limits[0], current: 100, resetAt: windowBounds('daily', now).end },
+      });
+      expect((await store.getUsage('k', now)).windows.daily.requests).toBe(1);
+    });
+
+    it('returns the first limit that denies and counts every window at once', async () => {
+      const limits = [limit('total_tokens', 'monthly', 1000), limit('requests', 'weekly', 1), limit('requests', '5h', 1)];
+      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+      const usage = await store.getUsage('k', now);
+      for (const window of LIMIT_WINDOWS) expect(usage.windows[window].requests).toBe(1);
+
+      const second = await store.admitRequest('k', limits, now);
+      expect(second).toEqual({ admitted: false, denial: { limit: limits[1], current: 1, resetAt: windowBounds('weekly', now).end } });
+    });
+
+    it('admits without limits and keeps keys apart', async () => {
+      expect(await store.admitRequest('a', [], now)).toEqual({ admitted: true });
+      expect(await store.admitRequest('b', [limit('requests', 'daily', 1)], now)).toEqual({ admitted: true });
+      expect((await store.getUsage('a', now)).allTime.requests).toBe(1);
+      expect((await store.getUsage('b', now)).allTime.requests).toBe(1);
+    });
+  });
+
+  describe('usage', () => {
+    it('refundRequest takes back an admitted request everywhere', async () => {
+      const limits = [limit('requests', 'daily', 1)];
+      await store.admitRequest('k', limits, now);
+      await store.refundRequest('k', now);
+      const usage = await store.getUsage('k', now);
+      expect(usage.allTime.requests).toBe(0);
+      for (const window of LIMIT_WINDOWS) expect(usage.windows[window].requests).toBe(0);
+      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+    });
+
+    it('recordUsage adds up in every window and all time; getUsage starts at zero', async () => {
+      const zero = { requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 };
+      const empty = await store.getUsage('k', now);
+      expect(empty.allTime).toEqual(zero);
+      for (const window of LIMIT_WINDOWS) expect(empty.windows[window]).toEqual(zero);
+
+      await store.admitRequest('k', [], now);
+      await store.recordUsage('k', tokens(100, 20, 40), now);
+      await store.recordUsage('k', tokens(5, 7, 1), now);
+      await store.recordUsage('other', tokens(1, 1), now);
+
+      const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132 };
+      const usage = await store.getUsage('k', now);
+      expect(usage.allTime).toEqual(expected);
+      for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
+    });
+
+    it.each(LIMIT_WINDOWS)('the %s bucket rolls over at its end; all time and longer windows keep counting', async (window) => {
+      await store.admitRequest('k', [], now);
+      await store.recordUsage('k', tokens(10, 5), now);
+      const next = windowBounds(window, now).end;
+
+      const usage = await store.getUsage('k', next);
+      expect(usage.windows[window]).toEqual({ requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 });
+      expect(usage.allTime.total_tokens).toBe(15);
+      for (const other of LIMIT_WINDOWS) {
+        const sameBucket = windowBounds(other, now).end > next;
+        expect(usage.windows[other].total_tokens, other).toBe(sameBucket ? 15 : 0);
+      }
+
+      await store.recordUsage('k', tokens(1, 1), next);
+      expect((await store.getUsage('k', next)).windows[window].total_tokens).toBe(2);
+    });
+  });
+
+  it('account states: cooldown and disabled per account, unknown accounts absent', async () => {
+    expect((await store.getAccountStates(['a', 'b'])).size).toBe(0);
+    expect((await store.getAccountStates([])).size).toBe(0);
+
+    await store.setAccountCooldown('a', now + 60_000);
+    await store.setAccountDisabled('a', true);
+    await store.setAccountDisabled('b', false);
+    expect(await store.getAccountStates(['a', 'b', 'c'])).toEqual(
+      new Map([
+        ['a', { cooldownUntil: now + 60_000, disabled: true }],
+        ['b', { disabled: false }],
+      ]),
+    );
+
+    await store.setAccountCooldown('a', 0);
+    await store.setAccountDisabled('a', false);
+    expect((await store.getAccountStates(['a'])).get('a')).toEqual({ cooldownUntil: 0, disabled: false });
+  });
+
+  it('replicas: heartbeat registers and refreshes, list and remove', async () => {
+    expect(await store.listReplicas()).toEqual([]);
+    await store.heartbeat({ instanceId: 'r1', advertiseUrl: 'http://10.0.0.1:9090' }, now);
+    await store.heartbeat({ instanceId: 'r2', advertiseUrl: 'http://10.0.0.2:9090' }, now + 1);
+    await store.heartbeat({ instanceId: 'r1', advertiseUrl: 'http://10.0.0.9:9090' }, now + 2_000);
+
+    expect(await store.getReplica('r1')).toEqual({ instanceId: 'r1', advertiseUrl: 'http://10.0.0.9:9090', lastSeen: now + 2_000 });
+    expect(await store.getReplica('nope')).toBeNull();
+    expect((await store.listReplicas()).sort((x, y) => x.instanceId.localeCompare(y.instanceId))).toEqual([
+      { instanceId: 'r1', advertiseUrl: 'http://10.0.0.9:9090', lastSeen: now + 2_000 },
+      { instanceId: 'r2', advertiseUrl: 'http://10.0.0.2:9090', lastSeen: now + 1 },
+    ]);
+
+    await store.removeReplica('r1');
+    await store.removeReplica('never-registered');
+    expect(await store.getReplica('r1')).toBeNull();
+    expect(await store.listReplicas()).toEqual([{ instanceId: 'r2', advertiseUrl: 'http://10.0.0.2:9090', lastSeen: now + 1 }]);
+  });
+
+  describe('leases', () => {
+    it('claim: the first caller wins, others get the current lease untouched', async () => {
+      expect(await store.getLease('s')).toBeNull();
+      const first = await store.claimLease('s', owner('r1'), 10_000);
+      expect(first.claimed).toBe(true);
+      expect(first.lease).toMatchObject(owner('r1'));
+      expect(first.lease.epoch).toBeGreaterThan(0);
+
+      expect(await store.claimLease('s', owner('r2', 'acct-2'), 10_000)).toEqual({ lease: first.lease, claimed: false });
+      expect(await store.getLease('s')).toEqual(first.lease);
+      // Sessions are independent.
+      expect((await store.claimLease('other', owner('r2'), 10_000)).claimed).toBe(true);
+    });
+
+    it('renew and release only for the holder at its epoch; a new claim gets a higher epoch', async () => {
+      const { lease } = await store.claimLease('s', owner('r1'), 10_000);
+      expect(await store.renewLease('s', 'r1', lease.epoch + 1, 10_000)).toBe(false);
+      expect(await store.renewLease('s', 'r2', lease.epoch, 10_000)).toBe(false);
+      expect(await store.renewLease('s', 'r1', lease.epoch, 10_000)).toBe(true);
+
+      expect(await store.releaseLease('s', 'r1', lease.epoch - 1)).toBe(false);
+      expect(await store.releaseLease('s', 'r2', lease.epoch)).toBe(false);
+      expect(await store.getLease('s')).toEqual(lease);
+      expect(await store.releaseLease('s', 'r1', lease.epoch)).toBe(true);
+      expect(await store.getLease('s')).toBeNull();
+      expect(await store.releaseLease('s', 'r1', lease.epoch)).toBe(false);
+      expect(await store.renewLease('s', 'r1', lease.epoch, 10_000)).toBe(false);
+
+      const again = await store.claimLease('s', owner('r2'), 10_000);
+      expect(again.claimed).toBe(true);
+      expect(again.lease.epoch).toBeGreaterThan(lease.epoch);
+    });
+
+    it('takeover is a compare-and-set on the epoch and fences the old owner', async () => {
+      const { lease: stale } = await store.claimLease('s', owner('r1'), 10_000);
+      const taken = await store.takeOverLease('s', stale.epoch, owner('r2', 'acct-2'), 10_000);
+      expect(taken).toEqual({ instanceId: 'r2', accountId: 'acct-2', epoch: expect.any(Number) });
+      expect(taken!.epoch).toBeGreaterThan(stale.epoch);
+      expect(await store.getLease('s')).toEqual(taken);
+
+      // A second replica racing with the same stale view loses.
+      expect(await store.takeOverLease('s', stale.epoch, owner('r3'), 10_000)).toBeNull();
+      expect(await store.renewLease('s', 'r1', stale.epoch, 10_000)).toBe(false);
+      expect(await store.releaseLease('s', 'r1', stale.epoch)).toBe(false);
+      expect(await store.getLease('s')).toEqual(taken);
+
+      // Nothing to take over: the caller claims instead.
+      expect(await store.takeOverLease('free', 1, owner('r3'), 10_000)).toBeNull();
+    });
+
+    it('a lease expires after leaseMs unless renewed', async () => {
+      const { lease } = await store.claimLease('s', owner('r1'), 150);
+      const { lease: kept } = await store.claimLease('kept', owner('r1'), 150);
+      await sleep(75);
+      expect(await store.renewLease('kept', 'r1', kept.epoch, 1_000)).toBe(true);
+      await sleep(175);
+
+      expect(await store.getLease('s')).toBeNull();
+      expect(await store.renewLease('s', 'r1', lease.epoch, 1_000)).toBe(false);
+      expect(await store.getLease('kept')).toEqual(kept);
+
+      const next = await store.claimLease('s', owner('r2'), 1_000);
+      expect(next.claimed).toBe(true);
+      expect(next.lease.epoch).toBeGreaterThan(lease.epoch);
+    });
+  });
+
+  it('nonces are single use and forgotten after their ttl', async () => {
+    expect(await store.useNonce('n1', 150)).toBe(true);
+    expect(await store.useNonce('n1', 150)).toBe(false);
+    expect(await store.useNonce('n2', 150)).toBe(true);
+    await sleep(250);
+    expect(await store.useNonce('n1', 150)).toBe(true);
+  });
+});
+
+describe('redis store only', () => {
+  it('admits exactly max requests under concurrency from several connections', async () => {
+    const keyPrefix = freshPrefix();
+    const connections = await Promise.all([1, 2, 3].map(() => RedisStore.connect(redis.url, { keyPrefix })));
+    try {
+      const limits = [limit('requests', 'daily', 50)];
+      const now = Date.now();
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => connections[i % 3].admitRequest('k', limits, now)));
+      expect(results.filter((r) => r.admitted)).toHaveLength(50);
+      expect(results.filter((r) => !r.admitted).every((r) => !r.admitted && r.denial.current === 50)).toBe(true);
+      const usage = await connections[0].getUsage('k', now);
+      expect(usage.allTime.requests).toBe(50);
+      for (const window of LIMIT_WINDOWS) expect(usage.windows[window].requests).toBe(50);
+    } finally {
+      await Promise.all(connections.map((c) => c.close()));
+    }
+  });
+
+  it('usage buckets expire after their window; all-time counters and epoch counters outlive leases', async () => {
+    const keyPrefix = freshPrefix();
+    const store = await RedisStore.connect(redis.url, { keyPrefix });
+    const raw = new Redis(redis.url);
+    try {
+      const now = Date.now();
+      await store.admitRequest('k', [], now);
+      await store.claimLease('s', owner('r1'), 1_000);
+      const keys = await raw.keys(`${keyPrefix}*`);
+      for (const key of keys) {
+        const ttl = await raw.pttl(key);
+        const window = LIMIT_WINDOWS.find((w) => key.includes(`:${w}:`));
+        if (window) {
+          expect(ttl, key).toBeGreaterThan(windowBounds(window, now).end - now);
+          expect(ttl, key).toBeLessThanOrEqual(windowBounds(window, now).end - now + 24 * 3_600_000);
+        } else if (key.endsWith(':all')) {
+          expect(ttl, key).toBe(-1);
+        } else if (key.endsWith(':lease')) {
+          expect(ttl, key).toBeLessThanOrEqual(1_000);
+        } else if (key.endsWith(':epoch')) {
+          expect(ttl, key).toBeGreaterThan(24 * 3_600_000);
+        }
+      }
+      expect(keys.filter((k) => LIMIT_WINDOWS.some((w) => k.includes(`:${w}:`)))).toHaveLength(LIMIT_WINDOWS.length);
+    } finally {
+      raw.disconnect();
+      await store.close();
+    }
+  });
+
+  describe('when Redis goes away', () => {
+    it('fails fast with store_unavailable and recovers by itself when Redis returns', async () => {
+      const store = await RedisStore.connect(redis.url, { keyPrefix: freshPrefix() });
+      try {
+        await store.putKey(keyRecord('a'));
+        await redis.kill();
+
+        const calls: Array<() => Promise<unknown>> = [
+          () => store.ping(),
+          () => store.admitRequest('k', [limit('requests', 'daily', 5)], Date.now()),
+          () => store.getKeyByHash('sha-a'),
+          () => store.getUsage('k', Date.now()),
+          () => store.recordUsage('k', tokens(1, 1), Date.now()),
+          () => store.claimLease('s', owner('r1'), 1_000),
+          () => store.getAccountStates(['a']),
+        ];
+        for (const call of calls) {
+          const started = Date.now();
+          const err = await call().then(
+            () => null,
+            (e: unknown) => e,
+          );
+          expect(err).toBeInstanceOf(GatewayError);
+          expect((err as GatewayError).code).toBe('store_unavailable');
+          expect(Date.now() - started).toBeLessThan(2_000);
+        }
+
+        await redis.restart();
+        const deadline = Date.now() + 5_000;
+        while (!(await store.ping().then(() => true, () => false))) {
+          expect(Date.now()).toBeLessThan(deadline);
+          await sleep(100);
+        }
+        // The data is gone with the old server, the connection works again.
+        expect(await store.admitRequest('k', [limit('requests', 'daily', 5)], Date.now())).toEqual({ admitted: true });
+        expect(await store.getKeyById('a')).toBeNull();
+      } finally {
+        await store.close();
+      }
+    }, 20_000);
+
+    it('connect() gives up with a clear error instead of hanging', async () => {
+      await redis.kill();
+      try {
+        const started = Date.now();
+        const err = await RedisStore.connect(redis.url).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(GatewayError);
+        expect((err as GatewayError).code).toBe('store_unavailable');
+        expect((err as GatewayError).message).toContain(`redis://127.0.0.1:${redis.port}`);
+        expect(Date.now() - started).toBeLessThan(7_000);
+      } finally {
+        await redis.restart();
+      }
+    }, 15_000);
+  });
+});

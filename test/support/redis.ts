@@ -1,0 +1,110 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  /** Graceful shutdown (SIGTERM), waits for the process to exit. */
+  stop(): Promise<void>;
+  /** Starts again on the same port; the data is gone. */
+  restart(): Promise<void>;
+  /** SIGKILL: the server vanishes the way a crashed one does. */
+  kill(): Promise<void>;
+}
+
+const READY_TIMEOUT_MS = 5_000;
+
+function onPath(command: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    try {
+      accessSync(join(dir, command), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A port nobody listens on right now (the kernel picks it, we release it). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** One raw PING over TCP: true on +PONG. */
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Spawns a throwaway `redis-server` (no persistence) on a free loopback port. */
+export async function startRedis(): Promise<TestRedis> {
+  if (!onPath('redis-server')) throw new Error('redis-server not found on PATH (apt-get install redis-server)');
+  const port = await freePort();
+  let child: ChildProcess | null = null;
+
+  const start = async (): Promise<void> => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      cwd: tmpdir(),
+      stdio: 'ignore',
+    });
+    child = proc;
+    let failure: Error | null = null;
+    proc.once('error', (err) => (failure = err));
+    proc.once('exit', (code, signal) => (failure ??= new Error(`redis-server exited early (code ${code}, signal ${signal})`)));
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!(await answersPing(port))) {
+      if (failure) throw failure;
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`redis-server on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  const signal = async (sig: NodeJS.Signals): Promise<void> => {
+    const proc = child;
+    child = null;
+    if (!proc) return;
+    proc.kill(sig);
+    await exited(proc);
+  };
+
+  await start();
+  // A crashed test run must not leave servers behind.
+  process.once('exit', () => child?.kill('SIGKILL'));
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    stop: () => signal('SIGTERM'),
+    kill: () => signal('SIGKILL'),
+    restart: async () => {
+      await signal('SIGTERM');
+      await start();
+    },
+  };
+}
