@@ -1,15 +1,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import net from 'node:net';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
 export interface TestRedis {
   url: string;
   port: number;
-  /** Graceful shutdown (SIGTERM), waits for the process to exit. */
+  /** Graceful shutdown that keeps the data (SHUTDOWN SAVE); waits for the process to exit. */
   stop(): Promise<void>;
-  /** Starts again on the same port; the data is gone. */
+  /** Starts again on the same port with the data of the last `stop()`. */
+  start(): Promise<void>;
+  /** stop() then start(). */
   restart(): Promise<void>;
   /** SIGKILL: the server vanishes the way a crashed one does. */
   kill(): Promise<void>;
@@ -60,15 +63,28 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-/** Spawns a throwaway `redis-server` (no persistence) on a free loopback port. */
+/** One raw command over TCP, for SHUTDOWN SAVE (the connection just closes). */
+function sendCommand(port: number, command: string): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1' }, () => socket.write(`${command}\r\n`));
+    socket.once('error', () => resolve());
+    socket.once('close', () => resolve());
+  });
+}
+
+/**
+ * Spawns a `redis-server` on a free loopback port in a directory of its own: no periodic saves,
+ * but `stop()` saves, so a stop/start keeps the data as a real restart would.
+ */
 export async function startRedis(): Promise<TestRedis> {
   if (!onPath('redis-server')) throw new Error('redis-server not found on PATH (apt-get install redis-server)');
   const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-redis-'));
   let child: ChildProcess | null = null;
 
   const start = async (): Promise<void> => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      cwd: tmpdir(),
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+      cwd: dir,
       stdio: 'ignore',
     });
     child = proc;
@@ -94,16 +110,25 @@ export async function startRedis(): Promise<TestRedis> {
     await exited(proc);
   };
 
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    child = null;
+    if (!proc) return;
+    await sendCommand(port, 'SHUTDOWN SAVE');
+    await exited(proc);
+  };
+
   await start();
   // A crashed test run must not leave servers behind.
   process.once('exit', () => child?.kill('SIGKILL'));
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
-    stop: () => signal('SIGTERM'),
+    stop,
+    start,
     kill: () => signal('SIGKILL'),
     restart: async () => {
-      await signal('SIGTERM');
+      await stop();
       await start();
     },
   };

@@ -1,0 +1,109 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
+import { createKeyVia, startCluster, type Replica } from './support/cluster.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+
+let redis: TestRedis;
+let mock: MockUpstream;
+let cluster: Awaited<ReturnType<typeof startCluster>>;
+let replicas: Replica[];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  mock = await startMockUpstream();
+  cluster = await startCluster(2, { redisUrl: redis.url, mock });
+  replicas = cluster.replicas;
+}, 60_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+  await mock?.close();
+  await redis?.stop();
+});
+
+interface Outcome {
+  status: number;
+  code?: string;
+  retryAfter: string | null;
+}
+
+async function respond(replica: Replica, key: string, path: '/v1/responses' | '/v1/messages'): Promise<Outcome> {
+  const body = path === '/v1/responses' ? { model: 'gpt-5', input: 'x' } : { model: 'claude-sonnet-4-6', max_tokens: 8, messages: [{ role: 'user', content: 'x' }] };
+  // a hang would fail the run: every request must be answered within a few seconds
+  const res = await fetch(replica.url + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': key },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const json = await res.json();
+  return { status: res.status, code: json.error?.code, retryAfter: res.headers.get('retry-after') };
+}
+
+describe('Redis going away mid-traffic', () => {
+  it('answers clear 503s while it is gone, recovers by itself, and loses no usage of completed requests', async () => {
+    const { key } = await createKeyVia(replicas[0]!);
+    const outcomes: Outcome[] = [];
+    let running = true;
+    const workers = Array.from({ length: 4 }, async (_, w) => {
+      for (let i = 0; running; i++) {
+        outcomes.push(await respond(replicas[(w + i) % 2]!, key, i % 2 ? '/v1/messages' : '/v1/responses'));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    });
+
+    await new Promise((r) => setTimeout(r, 700));
+    // three streams admitted before the outage that complete during it: their usage must survive
+    const release = mock.holdStreams();
+    const heldStreams = replicas.concat(replicas[0]!).map(async (replica) => {
+      const res = await fetch(`${replica.url}/v1/responses`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model: 'gpt-5', input: 'held across the outage', stream: true }),
+      });
+      return { status: res.status, text: await res.text() };
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    await redis.stop();
+    release();
+    for (const held of await Promise.all(heldStreams)) {
+      expect(held.status).toBe(200);
+      expect(held.text).toContain('response.completed');
+    }
+    const ready = await fetch(`${replicas[1]!.url}/health/ready`);
+    expect(ready.status).toBe(503);
+    expect((await ready.json()).error.code).toBe('store_unavailable');
+    await new Promise((r) => setTimeout(r, 2_000));
+    const duringOutage = outcomes.length;
+    await redis.start();
+    await expect.poll(async () => (await fetch(`${replicas[0]!.url}/health/ready`)).status, { timeout: 10_000 }).toBe(200);
+    await new Promise((r) => setTimeout(r, 700));
+    running = false;
+    await Promise.all(workers);
+
+    const served = outcomes.filter((o) => o.status === 200);
+    const unavailable = outcomes.filter((o) => o.status === 503);
+    expect(served.length).toBeGreaterThan(0);
+    expect(unavailable.length).toBeGreaterThan(0);
+    for (const o of unavailable) {
+      expect(o.code).toBe('store_unavailable');
+      expect(Number(o.retryAfter)).toBeGreaterThan(0);
+    }
+    // nothing but success and clear 503s: no 500, no hang
+    expect(served.length + unavailable.length).toBe(outcomes.length);
+    // requests after recovery succeed again
+    expect(outcomes.slice(duringOutage).some((o) => o.status === 200)).toBe(true);
+    expect((await respond(replicas[1]!, key, '/v1/responses')).status).toBe(200);
+
+    // usage of requests that completed while Redis was gone was buffered and written after
+    const expected = mock.served.reduce((sum, s) => sum + s.usage.total_tokens, 0);
+    await expect
+      .poll(async () => (await (await fetch(`${replicas[0]!.url}/v1/usage`, { headers: { 'x-api-key': key } })).json()).total_tokens, { timeout: 10_000 })
+      .toBe(expected);
+    const usage = await (await fetch(`${replicas[1]!.url}/v1/usage`, { headers: { 'x-api-key': key } })).json();
+    // every served request is counted; an admission in flight at the very instant Redis shut
+    // down may have been counted although its caller got a 503 (at most one per worker)
+    expect(usage.request_count).toBeGreaterThanOrEqual(mock.served.length);
+    expect(usage.request_count - mock.served.length).toBeLessThanOrEqual(4);
+  });
+});
