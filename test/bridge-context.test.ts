@@ -61,7 +61,7 @@ async function forward(header: string | undefined, body: Buffer = BODY, extra: R
   const res = await fetch(`${gw.internalUrl}/internal/bridge/responses`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...SESSION, ...extra, ...(header !== undefined && { [CONTEXT_HEADER]: header }) },
-    body,
+    body: body.toString(),
   });
   return { status: res.status, body: await res.json() };
 }
@@ -128,7 +128,7 @@ describe('signed re-auth context on the internal route', () => {
       const res = await fetch(`${gw.internalUrl}/internal/bridge/responses`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', ...SESSION, [CONTEXT_HEADER]: context({ keyId: k.id, sessionKey: sessionOf(SESSION, k.id)!.key }) },
-        body: BODY,
+        body: BODY.toString(),
       });
       expect(res.status).toBe(401);
       expect((await res.json()).error.code).toBe('invalid_api_key');
@@ -157,7 +157,7 @@ describe('the public port and internal headers', () => {
     const res = await fetch(`${gw.url}/internal/bridge/responses`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...SESSION, [CONTEXT_HEADER]: context() },
-      body: BODY,
+      body: BODY.toString(),
     });
     expect(res.status).toBe(404);
     expectNothingUpstream();
@@ -168,14 +168,14 @@ describe('the public port and internal headers', () => {
     const forged = await fetch(`${gw.url}/v1/responses`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', [CONTEXT_HEADER]: context() },
-      body: BODY,
+      body: BODY.toString(),
     });
     expect(forged.status).toBe(401);
     // with a real key it is stripped before the upstream
     const res = await fetch(`${gw.url}/v1/responses`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${key.secret}`, [CONTEXT_HEADER]: 'forged', 'x-tollgate-origin': 'evil' },
-      body: BODY,
+      body: BODY.toString(),
     });
     expect(res.status).toBe(200);
     const seen = gw.mock.requests[0]!.headers;

@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import type { Gateway } from '../gateway.js';
 import { authenticate } from './authenticate.js';
 
-/** preHandler for every route a proxy key opens; sets `request.principal`. */
+/** onRequest hook of every route a proxy key opens; sets `request.principal`. */
 export function proxyKeyAuth(gateway: Gateway) {
   return async (request: FastifyRequest): Promise<void> => {
     request.principal = await authenticate(request.headers, gateway.keys, (source, reason) =>

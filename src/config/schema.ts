@@ -28,6 +28,8 @@ export type ProviderName = (typeof PROVIDERS)[number];
 export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
+const hostPortSchema = z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict();
+
 const limitSchema = z.object({
   limit_type: z.enum(LIMIT_TYPES),
   limit_window: z.enum(LIMIT_WINDOWS),
@@ -43,6 +45,8 @@ const accountSchema = z
     apiKeyFile: z.string().min(1).optional(),
     /** ChatGPT accounts: the `ChatGPT-Account-Id` header */
     accountId: z.string().min(1).optional(),
+    /** this account's own base URL; the provider's by default */
+    baseUrl: z.url().optional(),
   })
   .strict()
   .refine((a) => Boolean(a.apiKey) !== Boolean(a.apiKeyFile), {
@@ -99,6 +103,12 @@ export const configSchema = z
     redis: z
       .object({
         url: z.string().min(1).optional(),
+        /** Sentinel: the master `sentinelName` is found through these */
+        sentinels: z.array(hostPortSchema).min(1).optional(),
+        sentinelName: z.string().min(1).optional(),
+        /** Cluster: seed nodes, used instead of the URL's host */
+        cluster: z.array(hostPortSchema).min(1).optional(),
+        keyPrefix: z.string().regex(/^[^{}]*$/, 'must not contain { or }').optional(),
         keyCacheTtlMs: z.number().int().min(0).max(1_000).default(DEFAULTS.keyCacheTtlMs),
       })
       .strict()

@@ -17,6 +17,11 @@ export function sendError(reply: FastifyReply, err: GatewayError, shape: ErrorSh
   return reply.code(rendered.status).headers(rendered.headers).send(rendered.body);
 }
 
+/** Node sets `upgrade` (untyped) on a request it gave to the server's 'upgrade' listener instead of its parser. */
+function handedToUpgradeListener(request: FastifyRequest): boolean {
+  return (request.raw as { upgrade?: boolean }).upgrade === true;
+}
+
 /** Fastify's own failures (body limit, bad content) in the gateway's terms. */
 function asGatewayError(err: FastifyError, bodyLimit: number): GatewayError {
   if (err instanceof GatewayError) return err;
@@ -52,6 +57,8 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
   app.addHook('onRequest', async (request, reply) => {
     request.facts = {};
     reply.header('x-request-id', request.id);
+    // An `Upgrade` request answered over HTTP (refused, or a route without WebSocket) ends its connection.
+    if (handedToUpgradeListener(request)) reply.header('connection', 'close');
   });
 
   // The raw bytes are forwarded upstream unchanged; the parsed copy is only read (model, stream).
@@ -81,6 +88,9 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
   answerWrongMethods(app);
 
   app.addHook('onResponse', async (request, reply) => {
+    // With an 'upgrade' listener (WebSocket routes) Node detaches its HTTP parser from such a
+    // connection: nothing more can be read on it, and left open it would hold off server.close().
+    if (handedToUpgradeListener(request)) request.raw.socket.end(() => request.raw.socket.destroy());
     const facts = request.facts ?? {};
     request.log.info(
       {
@@ -118,8 +128,11 @@ function answerWrongMethods(app: FastifyInstance): void {
         method: missing as ('GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE')[],
         url,
         config: { wrongMethod: true },
-        handler: (request: FastifyRequest, reply: FastifyReply) =>
-          sendError(reply, new GatewayError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${[...methods].filter((m) => m !== 'HEAD').join(', ')}.`)),
+        handler: (request: FastifyRequest, reply: FastifyReply) => {
+          const allowed = [...methods].filter((m) => m !== 'HEAD').join(', ');
+          reply.header('allow', allowed);
+          return sendError(reply, new GatewayError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${allowed}.`));
+        },
       });
     }
   });

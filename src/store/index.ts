@@ -8,5 +8,6 @@ export type { Store } from './types.js';
 export async function createStore(config: Config): Promise<Store> {
   if (!config.redis.url) return new MemoryStore();
   const { RedisStore } = await import('./redis.js');
-  return RedisStore.connect(config.redis.url);
+  const { url, sentinels, sentinelName, cluster, keyPrefix } = config.redis;
+  return RedisStore.connect(url, { sentinels, sentinelName, cluster, keyPrefix });
 }

@@ -165,6 +165,11 @@ export class UpstreamClient {
     const tried = new Set<string>();
     let last: { account: Account; attempt: Attempt<T>; release: () => void } | undefined;
     let lastError: unknown;
+    const dropLast = () => {
+      last?.release();
+      last?.attempt.discard();
+      last = undefined;
+    };
     for (;;) {
       let account: Account;
       try {
@@ -181,18 +186,19 @@ export class UpstreamClient {
         attempt = await attemptOn(account);
       } catch (err) {
         release();
-        if (signal?.aborted) throw err;
+        if (signal?.aborted) {
+          dropLast();
+          throw err;
+        }
         this.events.onUpstreamError?.(pool.provider, account.id, (err as { code?: string }).code ?? 'error');
         lastError = err;
         continue;
       }
-      if (RETRYABLE(attempt.statusCode)) await this.noteFailure(pool, account, attempt);
-      if (last) {
-        last.release();
-        last.attempt.discard();
-      }
+      const retryable = RETRYABLE(attempt.statusCode);
+      if (retryable) await this.noteFailure(pool, account, attempt);
+      dropLast();
       last = { account, attempt, release };
-      if (!RETRYABLE(attempt.statusCode)) return last;
+      if (!retryable) return last;
     }
   }
 
