@@ -52,7 +52,7 @@ export function accountsOf(provider: ProviderName, config: ProviderConfig): Acco
   return config.accounts.map((a) => ({
     id: a.id,
     provider,
-    baseUrl: config.baseUrl.replace(/\/+$/, ''),
+    baseUrl: (a.baseUrl ?? config.baseUrl).replace(/\/+$/, ''),
     // a mounted secret file is read once at start; rotate by restarting the replica
     secret: a.apiKey ?? readFileSync(a.apiKeyFile!, 'utf8').trim(),
     chatgptAccountId: a.accountId,
