@@ -36,7 +36,10 @@ export class Gateway {
       onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),
       onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
     });
-    this.usage = new UsageRecorder(store, (err) => log.warn({ err }, 'usage write failed; buffered'));
+    this.usage = new UsageRecorder(store, {
+      onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
+      onDrop: () => this.metrics.usageDropped.inc(),
+    });
   }
 
   /** The first configured provider of `preference`; 404 when none is configured. */

@@ -83,6 +83,8 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   const admittedAt = route.format ? await admitRequest(gateway.store, key, Date.now()) : undefined;
   const abort = new AbortController();
   reply.raw.once('close', () => abort.abort());
+  const { metrics } = gateway;
+  const sentAt = performance.now();
   let upstream;
   try {
     upstream = await gateway.upstream.send(pool, {
@@ -98,10 +100,15 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     throw err;
   }
   request.facts.accountId = upstream.account.id;
+  metrics.ttfb.observe({ provider: pool.provider }, (performance.now() - sentAt) / 1000);
+  metrics.inFlightStreams.inc({ provider: pool.provider });
   return relayUpstreamReply(request, reply, upstream, {
     format: route.format,
     secrets: [upstream.account.secret],
-    onDone: (usage) => route.format && gateway.recordUsage(request, pool.provider, upstream.account.id, usage),
+    onDone: (usage) => {
+      metrics.inFlightStreams.dec({ provider: pool.provider });
+      if (route.format) gateway.recordUsage(request, pool.provider, upstream.account.id, usage);
+    },
   });
 }
 

@@ -13,18 +13,20 @@ interface PendingUsage {
 /**
  * Writes usage of completed requests to the store. When the store is unreachable the usage is
  * kept in a bounded buffer and written when it answers again; past `USAGE_BUFFER_LIMIT`
- * entries the oldest are dropped (and counted in `dropped`) so memory stays bounded.
+ * entries the oldest are dropped (reported through `onDrop`) so memory stays bounded.
  */
 export class UsageRecorder {
   private readonly pending: PendingUsage[] = [];
   private timer: NodeJS.Timeout | undefined;
-  dropped = 0;
 
-  constructor(private readonly store: Store, private readonly onError?: (err: unknown) => void) {}
+  constructor(
+    private readonly store: Store,
+    private readonly events: { onError?(err: unknown): void; onDrop?(): void } = {},
+  ) {}
 
   record(keyId: string, usage: TokenUsage, at = Date.now()): Promise<void> {
     return this.store.recordUsage(keyId, usage, at).catch((err) => {
-      this.onError?.(err);
+      this.events.onError?.(err);
       this.buffer({ keyId, usage, at });
     });
   }
@@ -56,7 +58,7 @@ export class UsageRecorder {
     this.pending.push(entry);
     if (this.pending.length > USAGE_BUFFER_LIMIT) {
       this.pending.shift();
-      this.dropped++;
+      this.events.onDrop?.();
     }
     this.schedule();
   }
