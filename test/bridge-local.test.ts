@@ -1,0 +1,120 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { sessionOf } from '../src/bridge/session-key.js';
+import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
+
+let gw: TestGateway | undefined;
+afterEach(async () => {
+  await gw?.close();
+  gw = undefined;
+});
+
+async function turn(g: TestGateway, secret: string, headers: Record<string, string>, body: Record<string, unknown>) {
+  const res = await fetch(`${g.url}/v1/responses`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}`, ...headers },
+    body: JSON.stringify({ model: 'gpt-5', store: false, ...body }),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) };
+}
+
+describe('bridge sessions on one replica', () => {
+  it('returns x-codex-turn-state that continues the same session when replayed alone', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    const first = await turn(gw, secret, { 'thread-id': 'thread-1' }, { input: 'one' });
+    expect(first.status).toBe(200);
+    const turnState = first.headers.get('x-codex-turn-state')!;
+    expect(turnState).toBeTruthy();
+    // Codex replays the turn state; the session continues on the same upstream connection
+    const second = await turn(gw, secret, { 'x-codex-turn-state': turnState }, { input: 'two', previous_response_id: first.json().id });
+    expect(second.status).toBe(200);
+    expect(second.headers.get('x-codex-turn-state')).toBe(turnState);
+    expect(gw.mock.wsConnections).toHaveLength(1);
+    expect(gw.mock.requests).toHaveLength(0);
+  });
+
+  it('passes the upstream error of a failed continuation through as an HTTP error, and the session stays usable', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    const bad = await turn(gw, secret, { 'session-id': 's-err' }, { input: 'x', previous_response_id: 'resp_unknown' });
+    expect(bad.status).toBe(400);
+    expect(bad.json().error.code).toBe('previous_response_not_found');
+    const streamedBad = await turn(gw, secret, { 'session-id': 's-err' }, { input: 'x', previous_response_id: 'resp_unknown', stream: true });
+    expect(streamedBad.status).toBe(400);
+    const good = await turn(gw, secret, { 'session-id': 's-err' }, { input: 'y', stream: true });
+    expect(good.status).toBe(200);
+    expect(good.headers.get('content-type')).toContain('text/event-stream');
+    expect(good.text).toContain('event: response.completed');
+    expect(gw.mock.wsConnections).toHaveLength(1);
+  });
+
+  it('a caller leaving mid-turn does not break the next turn', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    const release = gw.mock.holdStreams();
+    const abort = new AbortController();
+    const res = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}`, 'session-id': 's-leave' },
+      body: JSON.stringify({ model: 'gpt-5', input: 'long', stream: true }),
+      signal: abort.signal,
+    });
+    const reader = res.body!.getReader();
+    await reader.read(); // the first event arrived
+    abort.abort();
+    release();
+    const next = await turn(gw, secret, { 'session-id': 's-leave' }, { input: 'next' });
+    expect(next.status).toBe(200);
+    expect(next.json().status).toBe('completed');
+    expect(gw.mock.wsConnections).toHaveLength(1);
+    // both turns reached the upstream and both are metered
+    await expect.poll(async () => (await (await fetch(`${gw!.url}/v1/usage`, { headers: { 'x-api-key': secret } })).json()).request_count).toBe(2);
+  });
+
+  it('closes an idle session: the upstream socket closes and the lease is released', async () => {
+    gw = await startTestGateway({ config: () => ({ bridge: { sessionIdleMs: 300, leaseMs: 600 } }) });
+    const { id, secret } = await gw.createKey();
+    expect((await turn(gw, secret, { 'session-id': 's-idle' }, { input: 'x' })).status).toBe(200);
+    const sessionKey = sessionOf({ 'session-id': 's-idle' }, id)!.key;
+    expect(await gw.store.getLease(sessionKey)).not.toBeNull();
+    await expect.poll(() => gw!.mock.wsConnections[0]!.closed, { timeout: 3_000 }).toBe(true);
+    expect(await gw.store.getLease(sessionKey)).toBeNull();
+    // the next turn opens a new session
+    expect((await turn(gw, secret, { 'session-id': 's-idle' }, { input: 'y' })).status).toBe(200);
+    expect(gw.mock.wsConnections).toHaveLength(2);
+  });
+
+  it('renews the lease while the session lives, keeping the epoch', async () => {
+    gw = await startTestGateway({ config: () => ({ bridge: { leaseMs: 450 } }) });
+    const { id, secret } = await gw.createKey();
+    expect((await turn(gw, secret, { 'session-id': 's-renew' }, { input: 'x' })).status).toBe(200);
+    const sessionKey = sessionOf({ 'session-id': 's-renew' }, id)!.key;
+    const lease = await gw.store.getLease(sessionKey);
+    await new Promise((r) => setTimeout(r, 1_200)); // well past one lease length
+    expect(await gw.store.getLease(sessionKey)).toEqual(lease);
+  });
+
+  it('a provider without WebSocket support keeps a session on one account over plain HTTP', async () => {
+    gw = await startTestGateway({
+      config: (mockUrl) => ({
+        providers: {
+          openai: { baseUrl: mockUrl, websocket: false, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }, { id: 'oa-2', apiKey: 'sk-second-account-' + 'c'.repeat(20) }] },
+        },
+      }),
+    });
+    const { secret } = await gw.createKey();
+    for (let i = 0; i < 4; i++) {
+      const res = await turn(gw, secret, { 'session-id': 'affinity' }, { input: `turn ${i}` });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-codex-turn-state')).toBeTruthy();
+    }
+    const credentials = new Set(gw.mock.requests.map((r) => r.headers.authorization));
+    expect(gw.mock.requests).toHaveLength(4);
+    expect(credentials.size).toBe(1);
+    expect(gw.mock.wsConnections).toHaveLength(0);
+    // without a session, round robin alternates
+    for (let i = 0; i < 2; i++) expect((await turn(gw, secret, {}, { input: 'plain' })).status).toBe(200);
+    expect(new Set(gw.mock.requests.slice(4).map((r) => r.headers.authorization)).size).toBe(2);
+  });
+});
