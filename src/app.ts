@@ -10,6 +10,7 @@ import type { Config } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { Gateway } from './gateway.js';
 import { registerModelRoutes } from './proxy/routes.js';
+import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
@@ -89,9 +90,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   registerHealthRoutes(app, gateway);
   registerAdminRoutes(app, gateway);
   app.register(async (proxied) => {
-    proxied.addHook('preHandler', proxyKeyAuth(gateway));
+    // before the body is read: an unauthenticated caller cannot make us read 16 MiB
+    proxied.addHook('onRequest', proxyKeyAuth(gateway));
     registerModelRoutes(proxied, gateway, bridge);
     registerUsageRoute(proxied, gateway);
+    await registerResponsesWebSocket(proxied, gateway);
   });
   app.after(() => app.answerWrongMethods());
 
@@ -123,7 +126,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     async close() {
       gateway.draining = true;
       await bridge.drain();
-      await Promise.all([app.close(), internal.close()]);
+      // Node closes only the connections idle at close time; ones that finish a response while
+      // draining would otherwise linger for the keep-alive timeout
+      const sweep = setInterval(() => [app, internal].forEach((s) => s.server.closeIdleConnections()), 100);
+      await Promise.all([app.close(), internal.close()]).finally(() => clearInterval(sweep));
       await bridge.close();
       await gateway.close();
     },

@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { request as undiciRequest } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
+import { clientGoneSignal } from '../proxy/forward.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../proxy/headers.js';
 import type { ParsedBody } from '../server/types.js';
 import type { Lease, ReplicaInfo } from '../store/types.js';
@@ -123,8 +124,7 @@ export class Bridge {
     );
     const query = request.url.includes('?') ? request.url.slice(request.url.indexOf('?')) : '';
     const started = performance.now();
-    const abort = new AbortController();
-    reply.raw.once('close', () => abort.abort());
+    const signal = clientGoneSignal(reply);
     let res;
     try {
       res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + query, {
@@ -132,7 +132,7 @@ export class Bridge {
         method: 'POST',
         headers: { ...upstreamRequestHeaders(request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },
         body: call.body.raw,
-        signal: abort.signal,
+        signal,
       });
     } catch (err) {
       gateway.metrics.bridgeForwards.inc({ outcome: 'unreachable' });

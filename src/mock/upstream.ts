@@ -40,7 +40,9 @@ export interface ServedCall {
 export interface WsConnectionRecord {
   path: string;
   headers: Record<string, string | string[] | undefined>;
-  frames: unknown[]; // parsed client frames (raw string if the frame was not valid JSON)
+  frames: unknown[]; // parsed client text frames (raw string if the frame was not valid JSON)
+  /** Binary client frames: not Responses events; each is echoed back as a binary frame. */
+  binaryFrames: Buffer[];
   closed: boolean;
   closeCode?: number;
   /** Set when the upgrade was refused via rejectWsUpgrades(); the socket never opened. */
@@ -361,7 +363,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     };
     if (!path.split('?', 1)[0].endsWith('/responses')) return refuse(404, `Unknown websocket path: ${path}`);
     if (wsRejectStatus !== null) {
-      if (record) wsConnections.push({ path, headers: req.headers, frames: [], closed: true, rejectedStatus: wsRejectStatus });
+      if (record) wsConnections.push({ path, headers: req.headers, frames: [], binaryFrames: [], closed: true, rejectedStatus: wsRejectStatus });
       return refuse(wsRejectStatus, 'WebSocket upgrade rejected by mock');
     }
     turnState.set(req, ++wsCounter);
@@ -369,7 +371,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   }
 
   function onWsConnection(ws: WebSocket, req: IncomingMessage) {
-    const conn: WsConnectionRecord = { path: req.url ?? '', headers: req.headers, frames: [], closed: false };
+    const conn: WsConnectionRecord = { path: req.url ?? '', headers: req.headers, frames: [], binaryFrames: [], closed: false };
     if (record) wsConnections.push(conn);
     const ownIds = new Set<string>(); // previous_response_id is only valid on the connection that created it
     const send = (e: unknown) => {
@@ -382,7 +384,12 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       conn.closed = true;
       conn.closeCode = code;
     });
-    ws.on('message', (data: RawData) => {
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (isBinary) {
+        if (record) conn.binaryFrames.push(Buffer.from(data as Buffer));
+        if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true });
+        return;
+      }
       const text = data.toString();
       let frame: unknown;
       try {

@@ -18,6 +18,18 @@ export interface RelayOptions {
   onDone: (usage: TokenUsage | null) => void;
 }
 
+/**
+ * A signal that fires when the client goes away before its response finished, to cancel the
+ * upstream call. A response that finished normally aborts nothing (aborting is not free).
+ */
+export function clientGoneSignal(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
+
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const secret of secrets) if (secret.length >= 8) out = out.split(secret).join(REDACTED);

@@ -8,7 +8,7 @@ import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
 import { admitRequest } from '../usage/limits.js';
 import type { WireFormat } from '../usage/tokens.js';
-import { relayUpstreamReply } from './forward.js';
+import { clientGoneSignal, relayUpstreamReply } from './forward.js';
 import { upstreamRequestHeaders } from './headers.js';
 
 export interface ModelRoute {
@@ -81,8 +81,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   }
 
   const admittedAt = route.format ? await admitRequest(gateway.store, key, Date.now()) : undefined;
-  const abort = new AbortController();
-  reply.raw.once('close', () => abort.abort());
+  const signal = clientGoneSignal(reply);
   const { metrics } = gateway;
   const sentAt = performance.now();
   let upstream;
@@ -92,7 +91,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
       path: route.upstreamPath + queryOf(request.url),
       headers: { ...upstreamRequestHeaders(request.headers), 'accept-encoding': 'identity' },
       body: upstreamBody(route, body),
-      signal: abort.signal,
+      signal,
       accountId,
     });
   } catch (err) {

@@ -77,6 +77,21 @@ const SCRIPTS = {
     redis.call('HINCRBY', KEYS[#KEYS], 'requests', 1)
     return {-1}`,
   /*
+   * Adds deltas to every window bucket and the all-time hash, in one command.
+   * KEYS: one bucket hash per window, then the all-time hash.
+   * ARGV: each bucket's PEXPIREAT, then field/delta pairs.
+   */
+  tgAddUsage: `
+    local buckets = #KEYS - 1
+    for k = 1, #KEYS do
+      for i = buckets + 1, #ARGV, 2 do
+        redis.call('HINCRBY', KEYS[k], ARGV[i], ARGV[i + 1])
+      end
+      -- also for a bucket already past: a past PEXPIREAT deletes what was just created
+      if k <= buckets then redis.call('PEXPIREAT', KEYS[k], ARGV[k]) end
+    end
+    return 1`,
+  /*
    * Claim (staleEpoch '') or compare-and-set takeover of a lease, with a fresh epoch.
    * KEYS: lease, epoch counter. ARGV: instanceId, accountId, leaseMs, epoch TTL, staleEpoch.
    * Returns {1, lease} when granted, {0, current lease} or {0} otherwise.
@@ -480,17 +495,9 @@ export class RedisStore implements Store {
   private async addToBuckets(keyId: string, at: number, deltas: Partial<UsageCounters>): Promise<void> {
     await this.run(() => {
       const buckets = this.buckets(keyId, at);
-      const tx = this.client.multi();
-      const add = (key: string): void => {
-        for (const [field, delta] of Object.entries(deltas)) tx.hincrby(key, field, delta);
-      };
-      for (const bucket of buckets.windows) {
-        add(bucket.key);
-        // Also for a bucket that already expired: a past PEXPIREAT deletes what we just created.
-        tx.pexpireat(bucket.key, bucket.expireAt);
-      }
-      add(buckets.allTime);
-      return execAll(tx);
+      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime];
+      const args = [...buckets.windows.map((b) => b.expireAt), ...Object.entries(deltas).flat()];
+      return this.script('tgAddUsage', keys, args);
     });
   }
 
