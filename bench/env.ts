@@ -1,0 +1,80 @@
+/**
+ * What scenarios run against: one mock upstream and any number of gateway variants in front of
+ * it, each in its own child process, started on first use and shared by every scenario after.
+ */
+import { join } from 'node:path';
+import { generateKey } from '../src/auth/keys.js';
+import { startRedis } from '../test/support/redis.js';
+import { spawnTsChild, startTracked } from './children.js';
+
+/** Where a scenario sends its requests. */
+export interface HttpTarget {
+  /** base URL, no trailing slash */
+  url: string;
+  /** headers every request carries (auth) */
+  headers: Record<string, string>;
+  /** the process that serves it (mock or gateway), whose CPU time per request is reported */
+  pid?: number;
+}
+
+/** Raw config (the YAML file's shape) merged over the default bench gateway config. */
+export type GatewayConfigPatch = (env: BenchEnv) => Promise<Record<string, unknown>>;
+
+export const UPSTREAM_SECRET = 'sk-bench-upstream-' + 'x'.repeat(24);
+/** ≥16 chars, required with a Redis store */
+export const INTERNAL_SECRET = 'bench-internal-secret-0123456789';
+
+export class BenchEnv {
+  /** one proxy key, seeded into every gateway through its config */
+  readonly key = generateKey();
+  private mockTarget?: Promise<HttpTarget>;
+  private redisUrl?: Promise<string>;
+  private readonly gateways = new Map<string, Promise<HttpTarget>>();
+
+  /** The mock upstream, called directly (no auth needed). */
+  mock(): Promise<HttpTarget> {
+    this.mockTarget ??= spawnTsChild<{ url: string }>('mock upstream', './mock-process.ts').then(({ child, ready }) => ({
+      url: ready.url,
+      headers: {},
+      pid: child.proc.pid,
+    }));
+    return this.mockTarget;
+  }
+
+  /** A throwaway redis-server (the tests' helper), stopped with the children at the end. */
+  redis(): Promise<string> {
+    this.redisUrl ??= startTracked(startRedis, (redis) => redis.stop()).then((redis) => redis.url);
+    return this.redisUrl;
+  }
+
+  /** The gateway variant `name` (built once) in front of the mock, with the proxy key as Bearer. */
+  gateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
+    let target = this.gateways.get(name);
+    if (!target) {
+      target = this.startGateway(name, patch);
+      this.gateways.set(name, target);
+    }
+    return target;
+  }
+
+  private async startGateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
+    const mock = await this.mock();
+    const raw = {
+      server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
+      providers: { openai: { baseUrl: mock.url, accounts: [{ id: 'bench-openai-1', apiKey: UPSTREAM_SECRET }] } },
+      keys: [{ id: this.key.id, name: 'bench', sha256: this.key.sha256 }],
+      ...(await patch?.(this)),
+    };
+    // BENCH_CPU_PROFILE_DIR: each gateway writes V8 CPU profiles (one per thread; the main
+    // thread's is the big one) to <dir>/gateway-<name>/ when it stops
+    const profileDir = process.env.BENCH_CPU_PROFILE_DIR;
+    const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `gateway-${name}`)}`] : [];
+    const { child, ready } = await spawnTsChild<{ publicUrl: string }>(
+      `gateway (${name})`,
+      './gateway-process.ts',
+      { BENCH_GATEWAY_CONFIG: JSON.stringify(raw) },
+      nodeArgs,
+    );
+    return { url: ready.publicUrl, headers: { authorization: `Bearer ${this.key.secret}` }, pid: child.proc.pid };
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * Child process: one gateway built from the raw config in `BENCH_GATEWAY_CONFIG` (JSON, validated
+ * by `buildConfig` exactly like a config file, without reading this process's env), listening
+ * on loopback port 0. Prints `BENCH_READY {"publicUrl": ..., "internalUrl": ...}` once listening.
+ *
+ * Logging stays at the production default level (`info`: one access line per request) so its
+ * cost is part of the measurement; lines go to /dev/null. `BENCH_LOG_LEVEL=silent` measures
+ * without it.
+ */
+import { destination, pino } from 'pino';
+import { buildApp } from '../src/app.js';
+import { buildConfig } from '../src/config/load.js';
+import { announceReady, exitWithParent } from './child-support.js';
+
+const rawJson = process.env.BENCH_GATEWAY_CONFIG;
+if (!rawJson) throw new Error('BENCH_GATEWAY_CONFIG is not set');
+
+const config = buildConfig(JSON.parse(rawJson), {});
+const logger = pino({ level: process.env.BENCH_LOG_LEVEL ?? 'info' }, destination({ dest: '/dev/null', sync: true }));
+const app = await buildApp(config, { logger });
+exitWithParent(() => app.close());
+const { publicUrl, internalUrl } = await app.listen();
+announceReady({ publicUrl, internalUrl, store: app.gateway.store.kind, pid: process.pid });
