@@ -17,7 +17,11 @@ export interface HttpTarget {
   pid?: number;
 }
 
-/** Raw config (the YAML file's shape) merged over the default bench gateway config. */
+/**
+ * Raw config (the YAML file's shape) merged over the default bench gateway config: objects are
+ * merged key by key (so `{ server: { instanceId } }` keeps the default listeners), anything
+ * else (arrays included) replaces the default.
+ */
 export type GatewayConfigPatch = (env: BenchEnv) => Promise<Record<string, unknown>>;
 
 export const UPSTREAM_SECRET = 'sk-bench-upstream-' + 'x'.repeat(24);
@@ -59,12 +63,14 @@ export class BenchEnv {
 
   private async startGateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
     const mock = await this.mock();
-    const raw = {
+    // internalHost 127.0.0.1: the advertise URL (how another replica reaches this one's internal
+    // port, for owner forwarding) defaults to the internal listener's own URL
+    const defaults = {
       server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
       providers: { openai: { baseUrl: mock.url, accounts: [{ id: 'bench-openai-1', apiKey: UPSTREAM_SECRET }] } },
       keys: [{ id: this.key.id, name: 'bench', sha256: this.key.sha256 }],
-      ...(await patch?.(this)),
     };
+    const raw = mergeConfig(defaults, (await patch?.(this)) ?? {});
     // BENCH_CPU_PROFILE_DIR: each gateway writes V8 CPU profiles (one per thread; the main
     // thread's is the big one) to <dir>/gateway-<name>/ when it stops
     const profileDir = process.env.BENCH_CPU_PROFILE_DIR;
@@ -77,4 +83,16 @@ export class BenchEnv {
     );
     return { url: ready.publicUrl, headers: { authorization: `Bearer ${this.key.secret}` }, pid: child.proc.pid };
   }
+}
+
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+function mergeConfig(base: Record<string, unknown>, patch: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(patch)) {
+    const current = out[key];
+    out[key] = isPlainObject(current) && isPlainObject(value) ? mergeConfig(current, value) : value;
+  }
+  return out;
 }

@@ -16,7 +16,7 @@ const rawJson = process.env.BENCH_GATEWAY_CONFIG;
 if (!rawJson) throw new Error('BENCH_GATEWAY_CONFIG is not set');
 
 const config = buildConfig(JSON.parse(rawJson), {});
-const logger = pino({ level: process.env.BENCH_LOG_LEVEL ?? 'info' }, destination({ dest: '/dev/null', sync: true }));
+const logger = pino({ level: process.env.BENCH_LOG_LEVEL ?? 'info' }, destination({ dest: '/dev/null', sync: false }));
 const app = await buildApp(config, { logger });
 exitWithParent(() => app.close());
 const { publicUrl, internalUrl } = await app.listen();

@@ -123,6 +123,18 @@ export interface ProbeSpec {
   until: ProbeUntil;
   /** the content type a correct answer has, e.g. text/event-stream */
   contentType: string;
+  /** headers every request of the probe carries on top of the target's own, e.g. a session id */
+  headers?: Record<string, string>;
+}
+
+/**
+ * One checked request to each target, in order (the baseline first), before the warm-up: a
+ * misconfigured target fails here, and state a probe relies on is set up in a known order
+ * (e.g. the baseline's request makes it the owner of a bridge session).
+ */
+export async function probePreflight(targets: HttpTarget[], spec: ProbeSpec): Promise<void> {
+  const body = JSON.stringify(spec.body);
+  for (const target of targets) await oneRequest(target, undefined, spec, body);
 }
 
 /**
@@ -149,12 +161,12 @@ export async function probe(targets: HttpTarget[], spec: ProbeSpec, warmup: numb
   });
 }
 
-async function oneRequest(target: HttpTarget, dispatcher: Agent, spec: ProbeSpec, body: string): Promise<number> {
+async function oneRequest(target: HttpTarget, dispatcher: Agent | undefined, spec: ProbeSpec, body: string): Promise<number> {
   const start = performance.now();
   const res = await request(target.url + spec.path, {
     dispatcher,
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...target.headers },
+    headers: { 'content-type': 'application/json', ...target.headers, ...spec.headers },
     body,
   });
   let stop: number | undefined;
@@ -170,4 +182,24 @@ async function oneRequest(target: HttpTarget, dispatcher: Agent, spec: ProbeSpec
   }
   if (spec.until === 'first-byte' && stop === undefined) throw new Error(`${target.url}${spec.path} answered an empty body`);
   return (stop ?? end) - start;
+}
+
+/**
+ * Sum of a Prometheus series in a target's `GET /metrics` (every line of `name` whose labels
+ * include all of `labels`); 0 when no line matches (a counter not incremented yet).
+ */
+export async function metricValue(target: HttpTarget, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const res = await request(target.url + '/metrics');
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${target.url}/metrics answered ${res.statusCode}: ${text.slice(0, 300)}`);
+  const wanted = Object.entries(labels).map(([label, value]) => `${label}="${value}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== '{' && line[name.length] !== ' ')) continue;
+    const labelText = line[name.length] === '{' ? line.slice(name.length + 1, line.indexOf('}')) : '';
+    const present = labelText ? labelText.split(',') : [];
+    if (!wanted.every((pair) => present.includes(pair))) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }

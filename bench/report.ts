@@ -16,6 +16,8 @@ export interface LoadRow {
 
 export interface ProbeRow {
   label: string;
+  /** the issue's target for the probe's first subject, if it has one */
+  target?: { label: string; maxAddedP50Ms: number };
   outcome: Outcome<{ baseline: { label: string; result: LatencyResult }; subjects: { label: string; result: LatencyResult }[] }>;
 }
 
@@ -79,7 +81,7 @@ export function probeTable(rows: ProbeRow[]): string {
   return table(['probe / target', 'p50 ms', 'p99 ms', 'added p50', 'added p99', 'samples'], body);
 }
 
-export function targetLines(rows: LoadRow[], direct: LoadResult): string {
+export function targetLines(rows: LoadRow[], direct: LoadResult, probeRows: ProbeRow[] = []): string {
   const mark = (met: boolean) => (met ? 'met' : 'MISSED');
   const lines = [
     `Targets (issue): a gateway serves >= ${pct(MIN_THROUGHPUT_RATIO)} of direct req/s and adds < ${MAX_ADDED_P50_MS} ms p50, under the same load`,
@@ -95,6 +97,22 @@ export function targetLines(rows: LoadRow[], direct: LoadResult): string {
     lines.push(
       `  ${row.label}: throughput ${pct(ratio)} of direct -> ${mark(ratio >= MIN_THROUGHPUT_RATIO)}; ` +
         `added p50 ${signedMs(added)} ms -> ${mark(added < MAX_ADDED_P50_MS)}`,
+    );
+  }
+  for (const row of probeRows) {
+    if (!row.target) continue;
+    const head = `${row.target.label} < ${row.target.maxAddedP50Ms} ms p50`;
+    const subject = row.outcome.ok ? row.outcome.value.subjects[0] : undefined;
+    if (!row.outcome.ok || !subject) {
+      lines.push(`  ${head}: not measured (${row.label} failed)`);
+      continue;
+    }
+    const { baseline } = row.outcome.value;
+    const addedP50 = subject.result.p50 - baseline.result.p50;
+    const addedP99 = subject.result.p99 - baseline.result.p99;
+    lines.push(
+      `  ${head}: ${mark(addedP50 < row.target.maxAddedP50Ms)} (measured ${signedMs(addedP50)} ms p50, ${signedMs(addedP99)} ms p99; ` +
+        `p50 ${ms(subject.result.p50)} vs ${ms(baseline.result.p50)} ms, sequential, no load)`,
     );
   }
   return lines.join('\n');

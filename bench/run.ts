@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
 import { installCleanup, stopAllChildren } from './children.js';
 import { BenchEnv } from './env.js';
-import { load, preflight, probe, type LoadResult, type LoadSettings } from './measure.js';
+import { load, preflight, probe, probePreflight, type LoadResult, type LoadSettings } from './measure.js';
 import { loadTable, probeTable, targetLines, type LoadRow, type Outcome, type ProbeRow } from './report.js';
 import { LATENCY_PROBES, LOAD_SCENARIOS } from './scenarios.js';
 
@@ -84,13 +84,19 @@ async function runProbes(env: BenchEnv): Promise<ProbeRow[]> {
     const outcome = await attempt(p.label, async () => {
       const subjects = [p.baseline, ...p.subjects];
       const targets = await Promise.all(subjects.map((s) => s.target(env)));
+      await probePreflight(targets, p.spec);
+      const check = await p.watch?.(targets);
       const [base, ...rest] = await probe(targets, p.spec, PROBE_WARMUP, PROBE_SAMPLES);
+      await check?.(PROBE_WARMUP + PROBE_SAMPLES);
+      progress(
+        `  ${[base, ...rest].map((r, i) => `${subjects[i].label}: p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`).join('; ')}`,
+      );
       return {
         baseline: { label: p.baseline.label, result: base },
         subjects: p.subjects.map((s, i) => ({ label: s.label, result: rest[i] })),
       };
     });
-    rows.push({ label: p.label, outcome });
+    rows.push({ label: p.label, target: p.target, outcome });
   }
   return rows;
 }
@@ -132,11 +138,15 @@ async function main(): Promise<number> {
   console.log(loadTable(loadRows, direct));
   console.log('server CPU µs/req: user+system CPU of the serving process (mock for direct, else the gateway alone) per request.');
   console.log('');
-  console.log(`Sequential latency (no concurrent load): ${PROBE_SAMPLES} requests per target after ${PROBE_WARMUP} warm-up, targets alternating`);
+  console.log(
+    `Sequential latency (no concurrent load): one checked request per target (baseline first), then ${PROBE_SAMPLES} ` +
+      `requests per target after ${PROBE_WARMUP} warm-up, targets alternating`,
+  );
   console.log('');
   console.log(probeTable(probeRows));
+  for (const p of LATENCY_PROBES) if (p.note) console.log(p.note);
   console.log('');
-  console.log(targetLines(loadRows, direct));
+  console.log(targetLines(loadRows, direct, probeRows));
 
   const failures = [...loadRows, ...probeRows].filter((r) => !r.outcome.ok);
   if (failures.length > 0) {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import { pino, type Logger } from 'pino';
+import { destination, pino, type Logger } from 'pino';
 import { Bridge, type ReplicaIdentity } from './bridge/bridge.js';
 import { registerInternalRoutes } from './bridge/internal-routes.js';
 import { registerAdminRoutes } from './admin/routes.js';
@@ -71,7 +71,8 @@ function advertisedUrl(bindHost: string, listeningUrl: string): string {
 }
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
-  const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  // asynchronous writes: one access line per request must not cost a blocking syscall each
+  const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination({ sync: false }));
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
   const gateway = new Gateway(config, store, logger);
@@ -94,7 +95,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     proxied.addHook('onRequest', proxyKeyAuth(gateway));
     registerModelRoutes(proxied, gateway, bridge);
     registerUsageRoute(proxied, gateway);
-    await registerResponsesWebSocket(proxied, gateway);
+    // a scope of its own: the WebSocket plugin's per-request hooks stay off the HTTP routes
+    proxied.register((scope) => registerResponsesWebSocket(scope, gateway));
   });
   app.after(() => app.answerWrongMethods());
 

@@ -24,11 +24,12 @@ async function main(): Promise<void> {
     app.gateway.log.info({ signal }, 'draining: readiness fails, in-flight streams may finish');
     // past the grace period, in-flight streams are cut off
     setTimeout(() => process.exit(1), config.server.shutdownGraceMs).unref();
+    const exit = (code: number) => app.gateway.log.flush(() => process.exit(code));
     app.close().then(
-      () => process.exit(0),
+      () => exit(0),
       (err) => {
         app.gateway.log.error({ err }, 'shutdown failed');
-        process.exit(1);
+        exit(1);
       },
     );
   };

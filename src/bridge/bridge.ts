@@ -3,7 +3,7 @@ import { request as undiciRequest } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { clientGoneSignal } from '../proxy/forward.js';
-import { clientResponseHeaders, upstreamRequestHeaders } from '../proxy/headers.js';
+import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../proxy/headers.js';
 import type { ParsedBody } from '../server/types.js';
 import type { Lease, ReplicaInfo } from '../store/types.js';
 import type { ProviderPool } from '../upstream/pool.js';
@@ -37,6 +37,8 @@ export class Bridge {
   private readonly sessions = new Map<string, BridgeSession>();
   private readonly timers: NodeJS.Timeout[] = [];
   private draining = false;
+  /** when this replica's heartbeat last reached the store */
+  private heartbeatOkAt = 0;
 
   constructor(private readonly gateway: Gateway, readonly identity: ReplicaIdentity) {}
 
@@ -45,8 +47,13 @@ export class Bridge {
   }
 
   start(): void {
-    const beat = () =>
-      this.gateway.store.heartbeat(this.identity, Date.now()).catch((err) => this.gateway.log.debug({ err }, 'heartbeat failed'));
+    const beat = () => {
+      const at = Date.now();
+      return this.gateway.store.heartbeat(this.identity, at).then(
+        () => void (this.heartbeatOkAt = at),
+        (err) => this.gateway.log.debug({ err }, 'heartbeat failed'),
+      );
+    };
     void beat();
     this.timers.push(setInterval(beat, this.bounds.heartbeatMs).unref());
     this.timers.push(setInterval(() => void this.maintain(), Math.min(this.bounds.leaseMs / 3, 5_000)).unref());
@@ -55,6 +62,8 @@ export class Bridge {
   /** A bridged `POST /v1/responses`, from a client or forwarded by another replica. */
   async serve(request: FastifyRequest, reply: FastifyReply, call: BridgedCall): Promise<unknown> {
     const { store } = this.gateway;
+    const held = this.sessions.get(call.session.key);
+    if (held && this.surelyOwns(held)) return this.serveLocal(request, reply, call, held.lease);
     const ownership = await decideOwnership(store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
     if (ownership.kind === 'local') return this.serveLocal(request, reply, call, ownership.lease);
     if (call.forwarded) {
@@ -62,6 +71,19 @@ export class Bridge {
       throw new GatewayError('forward_loop', `Session is owned by ${ownership.owner.instanceId}; a forwarded request is not forwarded again.`);
     }
     return this.forward(request, reply, call, ownership.lease, ownership.owner);
+  }
+
+  /**
+   * Whether a session held here is still ours without asking the store: its lease has not run
+   * out, and our heartbeat is fresh enough that no other replica may take it over yet. A third
+   * of each bound is kept as margin for clock skew and the time a turn takes to start.
+   */
+  private surelyOwns(session: BridgeSession, now = Date.now()): boolean {
+    return (
+      !this.draining &&
+      session.leaseValidUntil - now > this.bounds.leaseMs / 3 &&
+      this.heartbeatOkAt + this.bounds.staleAfterMs - now > this.bounds.staleAfterMs / 3
+    );
   }
 
   /** Account affinity for providers without WebSocket support: the session's account, any replica. */
@@ -81,7 +103,7 @@ export class Bridge {
     }
     if (!session) {
       if (this.draining) throw new GatewayError('shutting_down', 'This replica is draining and takes no new bridge sessions.');
-      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, upstreamRequestHeaders(request.headers));
+      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, upstreamRequestHeaders(request.headers), this.bounds.leaseMs);
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
     }
@@ -122,12 +144,11 @@ export class Bridge {
       },
       secret,
     );
-    const query = request.url.includes('?') ? request.url.slice(request.url.indexOf('?')) : '';
     const started = performance.now();
     const signal = clientGoneSignal(reply);
     let res;
     try {
-      res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + query, {
+      res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + queryOf(request.url), {
         dispatcher: gateway.agent,
         method: 'POST',
         headers: { ...upstreamRequestHeaders(request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },
@@ -160,8 +181,11 @@ export class Bridge {
         await this.release(session);
         continue;
       }
-      const renewed = await store.renewLease(session.key, this.identity.instanceId, session.lease.epoch, this.bounds.leaseMs).catch(() => true);
-      if (!renewed && !session.busy) this.drop(session);
+      const renewedAt = Date.now();
+      const renewed = await store.renewLease(session.key, this.identity.instanceId, session.lease.epoch, this.bounds.leaseMs).catch(() => undefined);
+      if (renewed) session.leaseValidUntil = renewedAt + this.bounds.leaseMs;
+      // lost to another owner: let go; a store that did not answer is asked again next round
+      else if (renewed === false && !session.busy) this.drop(session);
     }
   }
 

@@ -20,10 +20,12 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
     const header = request.headers[CONTEXT_HEADER];
     const context = verifyContext(Array.isArray(header) ? header[0] : header, secret, { instanceId: bridge.identity.instanceId, body: body.raw });
     const now = Date.now();
-    if (!(await gateway.store.useNonce(context.nonce, context.expiresAt * 1000 - now + 1_000))) {
-      throw new GatewayError('context_replayed', 'Internal context was already used.');
-    }
-    const key = await gateway.keys.byId(context.keyId);
+    // both round trips at once; the nonce is spent either way
+    const [fresh, key] = await Promise.all([
+      gateway.store.useNonce(context.nonce, context.expiresAt * 1000 - now + 1_000),
+      gateway.keys.byId(context.keyId),
+    ]);
+    if (!fresh) throw new GatewayError('context_replayed', 'Internal context was already used.');
     const problem = keyProblem(key, now);
     if (problem) throw new GatewayError('invalid_api_key', `The caller's API key is ${problem === 'unknown' ? 'revoked' : problem}.`);
     request.principal = { key: key!, source: context.authSource };

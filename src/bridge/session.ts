@@ -32,6 +32,8 @@ export class BridgeSession {
   private queue: Promise<void> = Promise.resolve();
   private active = 0;
   lastUsed = Date.now();
+  /** until when the lease is known to be ours: its last grant or renewal plus its length */
+  leaseValidUntil: number;
 
   constructor(
     readonly key: string,
@@ -40,7 +42,10 @@ export class BridgeSession {
     private readonly pool: ProviderPool,
     /** handshake headers of the first request (session-id, OpenAI-Beta, …), already cleaned */
     private readonly handshakeHeaders: HeaderMap,
-  ) {}
+    leaseMs: number,
+  ) {
+    this.leaseValidUntil = Date.now() + leaseMs;
+  }
 
   get busy(): boolean {
     return this.active > 0;

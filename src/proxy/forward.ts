@@ -3,7 +3,7 @@ import type { WireFormat } from '../usage/tokens.js';
 import { createUsageMeter } from '../usage/meter.js';
 import type { TokenUsage } from '../usage/tokens.js';
 import type { UpstreamReply } from '../upstream/client.js';
-import { clientResponseHeaders } from './headers.js';
+import { firstValue, upstreamResponseHeaders } from './headers.js';
 
 /** Error bodies are buffered (bounded) so secrets can be scrubbed before they pass on. */
 const ERROR_BODY_LIMIT = 1024 * 1024;
@@ -47,12 +47,7 @@ export async function relayUpstreamReply(
   upstream: UpstreamReply,
   options: RelayOptions,
 ): Promise<FastifyReply> {
-  const headers = clientResponseHeaders(upstream.headers);
-  if (headers['x-request-id'] !== undefined) {
-    headers['x-upstream-request-id'] = headers['x-request-id'];
-    delete headers['x-request-id'];
-  }
-  reply.code(upstream.statusCode).headers(headers);
+  reply.code(upstream.statusCode).headers(upstreamResponseHeaders(upstream.headers));
 
   if (upstream.statusCode >= 400) {
     const text = await readBounded(upstream);
@@ -61,6 +56,9 @@ export async function relayUpstreamReply(
     return reply.send(scrubSecrets(text, options.secrets));
   }
 
+  // the body passes unchanged: its length lets Node send it without chunked encoding
+  const length = upstream.headers['content-length'];
+  if (length !== undefined) reply.header('content-length', length);
   const contentType = firstValue(upstream.headers['content-type']);
   const meter = options.format ? createUsageMeter(options.format, contentType) : null;
   let done = false;
@@ -87,8 +85,4 @@ async function readBounded(upstream: UpstreamReply): Promise<string> {
   }
   if (size > ERROR_BODY_LIMIT) upstream.body.destroy();
   return Buffer.concat(chunks).toString('utf8');
-}
-
-export function firstValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
 }

@@ -69,3 +69,25 @@ export function clientResponseHeaders(headers: IncomingHttpHeaders | HeaderMap):
   }
   return out;
 }
+
+/**
+ * An upstream's response headers for the client: the gateway's own `x-request-id` stays the
+ * request id, so the upstream's travels as `x-upstream-request-id`.
+ */
+export function upstreamResponseHeaders(headers: IncomingHttpHeaders | HeaderMap): HeaderMap {
+  const out = clientResponseHeaders(headers);
+  if (out['x-request-id'] !== undefined) {
+    out['x-upstream-request-id'] = out['x-request-id'];
+    delete out['x-request-id'];
+  }
+  return out;
+}
+
+export function queryOf(url: string): string {
+  const at = url.indexOf('?');
+  return at === -1 ? '' : url.slice(at);
+}
+
+export function firstValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

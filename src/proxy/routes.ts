@@ -9,7 +9,7 @@ import type { ParsedBody } from '../server/types.js';
 import { admitRequest } from '../usage/limits.js';
 import type { WireFormat } from '../usage/tokens.js';
 import { clientGoneSignal, relayUpstreamReply } from './forward.js';
-import { upstreamRequestHeaders } from './headers.js';
+import { queryOf, upstreamRequestHeaders } from './headers.js';
 
 export interface ModelRoute {
   url: string;
@@ -30,11 +30,6 @@ export const MODEL_ROUTES: ModelRoute[] = [
   { url: '/v1/messages', providers: ['anthropic'], upstreamPath: '/v1/messages', format: 'anthropic-messages' },
   { url: '/v1/messages/count_tokens', providers: ['anthropic'], upstreamPath: '/v1/messages/count_tokens', format: null },
 ];
-
-function queryOf(url: string): string {
-  const at = url.indexOf('?');
-  return at === -1 ? '' : url.slice(at);
-}
 
 export function modelOf(json: unknown): string | undefined {
   const model = (json as { model?: unknown } | undefined)?.model;

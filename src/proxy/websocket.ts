@@ -13,7 +13,7 @@ import { admitRequest } from '../usage/limits.js';
 import { usageFromResponsesEvent } from '../usage/meter.js';
 import type { TokenUsage } from '../usage/tokens.js';
 import { scrubSecrets } from './forward.js';
-import { WEBSOCKET_HANDSHAKE, clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { WEBSOCKET_HANDSHAKE, firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
 import { MODEL_ROUTES, type ModelRoute } from './routes.js';
 
 /** A receiving side holding more than this pauses its sender; below the low mark it resumes. */
@@ -49,15 +49,6 @@ interface PendingSession {
   handOver(): void;
 }
 
-function queryOf(url: string): string {
-  const at = url.indexOf('?');
-  return at === -1 ? '' : url.slice(at);
-}
-
-function firstValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
 /**
  * An upgrade request, even one refused before the plugin's own onRequest hook set `request.ws`
  * (proxy-key auth runs first); Node flags the requests it handed to the 'upgrade' listener.
@@ -77,12 +68,10 @@ function handshakeProblem(request: FastifyRequest): string | null {
 
 /** The upstream's handshake headers the client's 101 carries: not hop-by-hop, handshake or cookies. */
 function handshakeHeaderLines(upstreamHeaders: UpstreamSocket['headers'], requestId: string): string[] {
-  const headers = clientResponseHeaders(upstreamHeaders);
   const lines: string[] = [];
-  for (const [name, value] of Object.entries(headers)) {
+  for (const [name, value] of Object.entries(upstreamResponseHeaders(upstreamHeaders))) {
     if (name.startsWith('sec-websocket-') || name === 'set-cookie') continue;
-    const outName = name === 'x-request-id' ? 'x-upstream-request-id' : name;
-    for (const item of Array.isArray(value) ? value : [value]) lines.push(`${outName}: ${item}`);
+    for (const item of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${item}`);
   }
   lines.push(`x-request-id: ${requestId}`);
   return lines;
@@ -177,6 +166,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
   async function openUpstream(route: ModelRoute, request: FastifyRequest, reply: FastifyReply) {
     const problem = handshakeProblem(request);
     if (problem) throw new GatewayError('invalid_request', problem);
+    if (gateway.draining) throw new GatewayError('shutting_down', 'This replica is draining; connect again to reach another one.');
     const pool = gateway.poolFor(route.providers);
     request.facts.provider = pool.provider;
     if (!pool.websocket) {
@@ -196,13 +186,8 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;
       failureReason.set(request.raw, `upstream_${err.statusCode}`);
-      const headers = clientResponseHeaders(err.headers);
-      if (headers['x-request-id'] !== undefined) {
-        headers['x-upstream-request-id'] = headers['x-request-id'];
-        delete headers['x-request-id'];
-      }
       const secrets = pool.accounts.map((account) => account.secret);
-      return reply.code(err.statusCode).headers(headers).send(scrubSecrets(err.body, secrets));
+      return reply.code(err.statusCode).headers(upstreamResponseHeaders(err.headers)).send(scrubSecrets(err.body, secrets));
     }
     request.facts.accountId = upstream.account.id;
 
