@@ -97,6 +97,11 @@ export const configSchema = z
         headersTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamHeadersTimeoutMs),
         bodyTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamBodyTimeoutMs),
         cooldownMs: z.number().int().positive().default(DEFAULTS.cooldownMs),
+        /**
+         * permessage-deflate on upstream WebSockets. Off by default: it costs about 3 ms per
+         * bridged turn in zlib round trips (measured on loopback) and saves little on event frames.
+         */
+        websocketCompression: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

@@ -134,7 +134,7 @@ export class UpstreamClient {
     return new Promise((resolve, reject) => {
       const socket = new WebSocket(url, {
         headers: headers as Record<string, string>,
-        perMessageDeflate: true,
+        perMessageDeflate: this.config.websocketCompression,
         maxPayload: MAX_WEBSOCKET_MESSAGE_BYTES,
         handshakeTimeout: this.config.connectTimeoutMs,
       });
