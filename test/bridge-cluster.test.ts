@@ -1,29 +1,9 @@
 import OpenAI from 'openai';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { ADMIN_TOKEN, createKeyVia, startCluster, type Replica } from './support/cluster.js';
-import { OPENAI_SECRET, allHeaderText } from './support/gateway.js';
-import { startRedis, type TestRedis } from './support/redis.js';
+import { describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, createKeyVia, useCluster, type Replica } from './support/cluster.js';
+import { OPENAI_SECRET, allHeaderText, servedTotals } from './support/gateway.js';
 
-let redis: TestRedis;
-let mock: MockUpstream;
-let cluster: Awaited<ReturnType<typeof startCluster>>;
-let replicas: Replica[];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockUpstream();
-  cluster = await startCluster(3, { redisUrl: redis.url, mock });
-  replicas = cluster.replicas;
-}, 60_000);
-
-afterAll(async () => {
-  await cluster?.stop();
-  await mock?.close();
-  await redis?.stop();
-});
-
-beforeEach(() => mock.reset());
+const env = useCluster(3);
 
 type Credentials = Record<string, string>;
 
@@ -38,14 +18,14 @@ async function turn(replica: Replica, credentials: Credentials, session: Record<
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) };
 }
 
-/** A conversation of `turns` turns whose turns go round robin over the replicas, replaying the turn state. */
+/** A conversation of `turns` turns whose turns go round robin over the env.replicas, replaying the turn state. */
 async function conversation(credentials: Credentials, sessionId: string, turns: number, stream = false) {
   let previous: string | undefined;
   let turnState: string | undefined;
   const ids: string[] = [];
   for (let i = 0; i < turns; i++) {
     const session: Record<string, string> = { 'session-id': sessionId, ...(turnState && { 'x-codex-turn-state': turnState }) };
-    const result = await turn(replicas[i % replicas.length]!, credentials, session, {
+    const result = await turn(env.replicas[i % env.replicas.length]!, credentials, session, {
       input: `turn ${i}`,
       stream,
       ...(previous && { previous_response_id: previous }),
@@ -61,78 +41,78 @@ async function conversation(credentials: Credentials, sessionId: string, turns: 
 }
 
 function expectNoProxyCredential(secret: string) {
-  for (const connection of mock.wsConnections) {
+  for (const connection of env.mock.wsConnections) {
     expect(connection.headers.authorization).toBe(`Bearer ${OPENAI_SECRET}`);
     expect(allHeaderText(connection.headers)).not.toContain(secret);
     expect(Object.keys(connection.headers).some((h) => h.startsWith('x-tollgate-'))).toBe(false);
   }
 }
 
-describe('HTTP-bridge sessions over three replicas', () => {
-  it('a 5-turn conversation round robin over 3 replicas runs over exactly one upstream connection', async () => {
-    const { key } = await createKeyVia(replicas[0]!);
+describe('HTTP-bridge sessions over three env.replicas', () => {
+  it('a 5-turn conversation round robin over 3 env.replicas runs over exactly one upstream connection', async () => {
+    const { key } = await createKeyVia(env.replicas[0]!);
     const ids = await conversation({ authorization: `Bearer ${key}` }, 'conv-bearer', 5);
     expect(new Set(ids).size).toBe(5);
-    expect(mock.wsConnections).toHaveLength(1);
+    expect(env.mock.wsConnections).toHaveLength(1);
     // every turn after the first continued the previous response on the same upstream connection
-    const frames = mock.wsConnections[0]!.frames as Array<{ previous_response_id?: string }>;
+    const frames = env.mock.wsConnections[0]!.frames as Array<{ previous_response_id?: string }>;
     expect(frames.map((f) => f.previous_response_id ?? null)).toEqual([null, ...ids.slice(0, 4)]);
     expectNoProxyCredential(key);
-    const usage = await (await fetch(`${replicas[2]!.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json();
+    const usage = await (await fetch(`${env.replicas[2]!.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json();
     expect(usage.request_count).toBe(5);
-    expect(usage.total_tokens).toBe(mock.served.reduce((sum, s) => sum + s.usage.total_tokens, 0));
+    expect(usage.total_tokens).toBe(servedTotals(env.mock).total_tokens);
   });
 
   it('works for an x-api-key-only caller, streamed, through forwarding', async () => {
-    const { key } = await createKeyVia(replicas[0]!);
+    const { key } = await createKeyVia(env.replicas[0]!);
     await conversation({ 'x-api-key': key }, 'conv-xapikey', 4, true);
-    expect(mock.wsConnections).toHaveLength(1);
+    expect(env.mock.wsConnections).toHaveLength(1);
     expectNoProxyCredential(key);
   });
 
   it('works for an invalid Bearer plus a valid x-api-key', async () => {
-    const { key } = await createKeyVia(replicas[0]!);
+    const { key } = await createKeyVia(env.replicas[0]!);
     const junkBearer = 'sk-tg-not-a-real-key-0000000000';
     await conversation({ authorization: `Bearer ${junkBearer}`, 'x-api-key': key }, 'conv-mixed', 3);
-    expect(mock.wsConnections).toHaveLength(1);
+    expect(env.mock.wsConnections).toHaveLength(1);
     expectNoProxyCredential(key);
-    for (const connection of mock.wsConnections) expect(allHeaderText(connection.headers)).not.toContain(junkBearer);
+    for (const connection of env.mock.wsConnections) expect(allHeaderText(connection.headers)).not.toContain(junkBearer);
   });
 
-  it('the official openai client keeps a session going across replicas', async () => {
-    const { key } = await createKeyVia(replicas[0]!);
+  it('the official openai client keeps a session going across env.replicas', async () => {
+    const { key } = await createKeyVia(env.replicas[0]!);
     let previous: string | undefined;
     for (let i = 0; i < 3; i++) {
-      const client = new OpenAI({ apiKey: key, baseURL: `${replicas[i]!.url}/v1`, maxRetries: 0, defaultHeaders: { 'session-id': 'sdk-session' } });
+      const client = new OpenAI({ apiKey: key, baseURL: `${env.replicas[i]!.url}/v1`, maxRetries: 0, defaultHeaders: { 'session-id': 'sdk-session' } });
       const stream = client.responses.stream({ model: 'gpt-5', input: `sdk ${i}`, store: false, ...(previous && { previous_response_id: previous }) });
       const final = await stream.finalResponse();
       expect(final.status).toBe('completed');
       previous = final.id;
     }
-    expect(mock.wsConnections).toHaveLength(1);
+    expect(env.mock.wsConnections).toHaveLength(1);
   });
 
   it('two callers with the same session id never share a session', async () => {
-    const alice = await createKeyVia(replicas[0]!, { name: 'alice' });
-    const bob = await createKeyVia(replicas[0]!, { name: 'bob' });
+    const alice = await createKeyVia(env.replicas[0]!, { name: 'alice' });
+    const bob = await createKeyVia(env.replicas[0]!, { name: 'bob' });
     await conversation({ 'x-api-key': alice.key }, 'shared-name', 2);
     await conversation({ 'x-api-key': bob.key }, 'shared-name', 2);
-    expect(mock.wsConnections).toHaveLength(2);
+    expect(env.mock.wsConnections).toHaveLength(2);
   });
 
   it('a key revoked between turns is refused on the owner even when the request came through another replica', async () => {
-    const { id, key } = await createKeyVia(replicas[0]!);
+    const { id, key } = await createKeyVia(env.replicas[0]!);
     const credentials = { 'x-api-key': key };
     // replica A owns the session; replica C has the key in its cache when the key is revoked
-    const first = await turn(replicas[0]!, credentials, { 'session-id': 'conv-revoked' }, { input: 'first' });
+    const first = await turn(env.replicas[0]!, credentials, { 'session-id': 'conv-revoked' }, { input: 'first' });
     expect(first.status).toBe(200);
-    expect((await fetch(`${replicas[2]!.url}/v1/usage`, { headers: credentials })).status).toBe(200);
-    const framesBefore = mock.wsConnections[0]!.frames.length;
-    const revoked = await fetch(`${replicas[1]!.url}/admin/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect((await fetch(`${env.replicas[2]!.url}/v1/usage`, { headers: credentials })).status).toBe(200);
+    const framesBefore = env.mock.wsConnections[0]!.frames.length;
+    const revoked = await fetch(`${env.replicas[1]!.url}/admin/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(revoked.status).toBe(204);
-    const viaOther = await turn(replicas[2]!, credentials, { 'session-id': 'conv-revoked' }, { input: 'second', previous_response_id: first.json().id });
+    const viaOther = await turn(env.replicas[2]!, credentials, { 'session-id': 'conv-revoked' }, { input: 'second', previous_response_id: first.json().id });
     expect(viaOther.status).toBe(401);
     expect(viaOther.json().error.code).toBe('invalid_api_key');
-    expect(mock.wsConnections[0]!.frames.length).toBe(framesBefore);
+    expect(env.mock.wsConnections[0]!.frames.length).toBe(framesBefore);
   });
 });

@@ -1,32 +1,8 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sessionOf } from '../src/bridge/session-key.js';
-import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { RedisStore } from '../src/store/redis.js';
-import { TEST_BRIDGE, createKeyVia, startCluster, type Replica } from './support/cluster.js';
-import { startRedis, type TestRedis } from './support/redis.js';
+import { TEST_BRIDGE, createKeyVia, useCluster, type Replica } from './support/cluster.js';
 
-let redis: TestRedis;
-let mock: MockUpstream;
-let store: RedisStore;
-let cluster: Awaited<ReturnType<typeof startCluster>>;
-let replicas: Replica[];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockUpstream();
-  store = await RedisStore.connect(redis.url);
-  cluster = await startCluster(3, { redisUrl: redis.url, mock });
-  replicas = cluster.replicas;
-}, 60_000);
-
-afterAll(async () => {
-  await cluster?.stop();
-  await store?.close();
-  await mock?.close();
-  await redis?.stop();
-});
-
-beforeEach(() => mock.reset());
+const env = useCluster(3);
 
 async function turn(replica: Replica, key: string, sessionId: string, body: Record<string, unknown>) {
   const res = await fetch(`${replica.url}/v1/responses`, {
@@ -39,23 +15,23 @@ async function turn(replica: Replica, key: string, sessionId: string, body: Reco
 }
 
 async function ownerOf(keyId: string, sessionId: string) {
-  return store.getLease(sessionOf({ 'session-id': sessionId }, keyId)!.key);
+  return env.store.getLease(sessionOf({ 'session-id': sessionId }, keyId)!.key);
 }
 
 describe('owner failure', () => {
   it('SIGKILL on the owner: the conversation goes on on another replica once the owner is stale', async () => {
-    const { id, key } = await createKeyVia(replicas[0]!);
-    const first = await turn(replicas[0]!, key, 'killed-owner', { input: 'one' });
+    const { id, key } = await createKeyVia(env.replicas[0]!);
+    const first = await turn(env.replicas[0]!, key, 'killed-owner', { input: 'one' });
     expect(first.status).toBe(200);
-    expect((await ownerOf(id, 'killed-owner'))!.instanceId).toBe(replicas[0]!.instanceId);
+    expect((await ownerOf(id, 'killed-owner'))!.instanceId).toBe(env.replicas[0]!.instanceId);
 
-    await replicas[0]!.kill('SIGKILL');
+    await env.replicas[0]!.kill('SIGKILL');
     const killedAt = Date.now();
-    // until the dead owner's heartbeat is stale, other replicas answer 503 with Retry-After;
+    // until the dead owner's heartbeat is stale, other env.replicas answer 503 with Retry-After;
     // after it, they take the session over and the continuation meets the upstream's own error
     let continued;
     for (;;) {
-      continued = await turn(replicas[1]!, key, 'killed-owner', { input: 'two', previous_response_id: first.json().id });
+      continued = await turn(env.replicas[1]!, key, 'killed-owner', { input: 'two', previous_response_id: first.json().id });
       if (continued.status !== 503) break;
       expect(continued.json().error.code).toBe('owner_unavailable');
       expect(Number(continued.retryAfter)).toBeGreaterThan(0);
@@ -65,23 +41,23 @@ describe('owner failure', () => {
     expect(continued.status).toBe(400);
     expect(continued.json().error.code).toBe('previous_response_not_found');
     const lease = (await ownerOf(id, 'killed-owner'))!;
-    expect(lease.instanceId).toBe(replicas[1]!.instanceId);
+    expect(lease.instanceId).toBe(env.replicas[1]!.instanceId);
 
     // the conversation goes on, through any replica, on the new owner's connection
-    const fresh = await turn(replicas[2]!, key, 'killed-owner', { input: 'three' });
+    const fresh = await turn(env.replicas[2]!, key, 'killed-owner', { input: 'three' });
     expect(fresh.status).toBe(200);
-    const next = await turn(replicas[2]!, key, 'killed-owner', { input: 'four', previous_response_id: fresh.json().id });
+    const next = await turn(env.replicas[2]!, key, 'killed-owner', { input: 'four', previous_response_id: fresh.json().id });
     expect(next.status).toBe(200);
-    expect(mock.wsConnections).toHaveLength(2);
+    expect(env.mock.wsConnections).toHaveLength(2);
     expect((await ownerOf(id, 'killed-owner'))!.epoch).toBeGreaterThan(0);
   });
 
   it('SIGTERM on the owner: the in-flight stream finishes, ownership is released at once, the next turn is served elsewhere', async () => {
-    const owner = replicas[2]!;
-    const { id, key } = await createKeyVia(replicas[1]!);
-    const release = mock.holdStreams();
+    const owner = env.replicas[2]!;
+    const { id, key } = await createKeyVia(env.replicas[1]!);
+    const release = env.mock.holdStreams();
     const inFlight = turn(owner, key, 'drained-owner', { input: 'long answer', stream: true });
-    await expect.poll(() => mock.wsConnections.length).toBe(1);
+    await expect.poll(() => env.mock.wsConnections.length).toBe(1);
     await expect.poll(async () => (await ownerOf(id, 'drained-owner'))?.instanceId).toBe(owner.instanceId);
 
     const exited = owner.kill('SIGTERM');
@@ -94,8 +70,8 @@ describe('owner failure', () => {
 
     // released, not merely expired: nobody owns it right after the exit
     expect(await ownerOf(id, 'drained-owner')).toBeNull();
-    const next = await turn(replicas[1]!, key, 'drained-owner', { input: 'after drain' });
+    const next = await turn(env.replicas[1]!, key, 'drained-owner', { input: 'after drain' });
     expect(next.status).toBe(200);
-    expect((await ownerOf(id, 'drained-owner'))!.instanceId).toBe(replicas[1]!.instanceId);
+    expect((await ownerOf(id, 'drained-owner'))!.instanceId).toBe(env.replicas[1]!.instanceId);
   });
 });

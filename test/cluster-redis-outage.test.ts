@@ -1,25 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { createKeyVia, startCluster, type Replica } from './support/cluster.js';
-import { startRedis, type TestRedis } from './support/redis.js';
+import { describe, expect, it } from 'vitest';
+import { createKeyVia, useCluster, type Replica } from './support/cluster.js';
+import { servedTotals } from './support/gateway.js';
 
-let redis: TestRedis;
-let mock: MockUpstream;
-let cluster: Awaited<ReturnType<typeof startCluster>>;
-let replicas: Replica[];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockUpstream();
-  cluster = await startCluster(2, { redisUrl: redis.url, mock });
-  replicas = cluster.replicas;
-}, 60_000);
-
-afterAll(async () => {
-  await cluster?.stop();
-  await mock?.close();
-  await redis?.stop();
-});
+const env = useCluster(2);
 
 interface Outcome {
   status: number;
@@ -42,20 +25,20 @@ async function respond(replica: Replica, key: string, path: '/v1/responses' | '/
 
 describe('Redis going away mid-traffic', () => {
   it('answers clear 503s while it is gone, recovers by itself, and loses no usage of completed requests', async () => {
-    const { key } = await createKeyVia(replicas[0]!);
+    const { key } = await createKeyVia(env.replicas[0]!);
     const outcomes: Outcome[] = [];
     let running = true;
     const workers = Array.from({ length: 4 }, async (_, w) => {
       for (let i = 0; running; i++) {
-        outcomes.push(await respond(replicas[(w + i) % 2]!, key, i % 2 ? '/v1/messages' : '/v1/responses'));
+        outcomes.push(await respond(env.replicas[(w + i) % 2]!, key, i % 2 ? '/v1/messages' : '/v1/responses'));
         await new Promise((r) => setTimeout(r, 20));
       }
     });
 
     await new Promise((r) => setTimeout(r, 700));
     // three streams admitted before the outage that complete during it: their usage must survive
-    const release = mock.holdStreams();
-    const heldStreams = replicas.concat(replicas[0]!).map(async (replica) => {
+    const release = env.mock.holdStreams();
+    const heldStreams = env.replicas.concat(env.replicas[0]!).map(async (replica) => {
       const res = await fetch(`${replica.url}/v1/responses`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
@@ -64,19 +47,19 @@ describe('Redis going away mid-traffic', () => {
       return { status: res.status, text: await res.text() };
     });
     await new Promise((r) => setTimeout(r, 200));
-    await redis.stop();
+    await env.redis.stop();
     release();
     for (const held of await Promise.all(heldStreams)) {
       expect(held.status).toBe(200);
       expect(held.text).toContain('response.completed');
     }
-    const ready = await fetch(`${replicas[1]!.url}/health/ready`);
+    const ready = await fetch(`${env.replicas[1]!.url}/health/ready`);
     expect(ready.status).toBe(503);
     expect((await ready.json()).error.code).toBe('store_unavailable');
     await new Promise((r) => setTimeout(r, 2_000));
     const duringOutage = outcomes.length;
-    await redis.start();
-    await expect.poll(async () => (await fetch(`${replicas[0]!.url}/health/ready`)).status, { timeout: 10_000 }).toBe(200);
+    await env.redis.start();
+    await expect.poll(async () => (await fetch(`${env.replicas[0]!.url}/health/ready`)).status, { timeout: 10_000 }).toBe(200);
     await new Promise((r) => setTimeout(r, 700));
     running = false;
     await Promise.all(workers);
@@ -93,17 +76,17 @@ describe('Redis going away mid-traffic', () => {
     expect(served.length + unavailable.length).toBe(outcomes.length);
     // requests after recovery succeed again
     expect(outcomes.slice(duringOutage).some((o) => o.status === 200)).toBe(true);
-    expect((await respond(replicas[1]!, key, '/v1/responses')).status).toBe(200);
+    expect((await respond(env.replicas[1]!, key, '/v1/responses')).status).toBe(200);
 
     // usage of requests that completed while Redis was gone was buffered and written after
-    const expected = mock.served.reduce((sum, s) => sum + s.usage.total_tokens, 0);
+    const expected = servedTotals(env.mock).total_tokens;
     await expect
-      .poll(async () => (await (await fetch(`${replicas[0]!.url}/v1/usage`, { headers: { 'x-api-key': key } })).json()).total_tokens, { timeout: 10_000 })
+      .poll(async () => (await (await fetch(`${env.replicas[0]!.url}/v1/usage`, { headers: { 'x-api-key': key } })).json()).total_tokens, { timeout: 10_000 })
       .toBe(expected);
-    const usage = await (await fetch(`${replicas[1]!.url}/v1/usage`, { headers: { 'x-api-key': key } })).json();
+    const usage = await (await fetch(`${env.replicas[1]!.url}/v1/usage`, { headers: { 'x-api-key': key } })).json();
     // every served request is counted; an admission in flight at the very instant Redis shut
     // down may have been counted although its caller got a 503 (at most one per worker)
-    expect(usage.request_count).toBeGreaterThanOrEqual(mock.served.length);
-    expect(usage.request_count - mock.served.length).toBeLessThanOrEqual(4);
+    expect(usage.request_count).toBeGreaterThanOrEqual(env.mock.served.length);
+    expect(usage.request_count - env.mock.served.length).toBeLessThanOrEqual(4);
   });
 });

@@ -1,27 +1,8 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { ADMIN_TOKEN, createKeyVia, startCluster, type Replica } from './support/cluster.js';
-import { startRedis, type TestRedis } from './support/redis.js';
+import { describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, createKeyVia, useCluster, type Replica } from './support/cluster.js';
+import { servedTotals } from './support/gateway.js';
 
-let redis: TestRedis;
-let mock: MockUpstream;
-let cluster: Awaited<ReturnType<typeof startCluster>>;
-let replicas: Replica[];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockUpstream();
-  cluster = await startCluster(3, { redisUrl: redis.url, mock });
-  replicas = cluster.replicas;
-}, 60_000);
-
-afterAll(async () => {
-  await cluster?.stop();
-  await mock?.close();
-  await redis?.stop();
-});
-
-beforeEach(() => mock.reset());
+const env = useCluster(3);
 
 function respond(replica: Replica, secret: string, header: 'bearer' | 'x-api-key' = 'bearer') {
   return fetch(`${replica.url}/v1/responses`, {
@@ -37,12 +18,12 @@ async function usageVia(replica: Replica, secret: string) {
   return res.json();
 }
 
-describe('three replicas sharing one Redis', () => {
-  it('admits exactly the limit under concurrent load spread over the replicas', async () => {
-    const { key } = await createKeyVia(replicas[0]!, { name: 'limited', limits: [{ limit_type: 'requests', limit_window: 'daily', max_value: 50 }] });
+describe('three env.replicas sharing one Redis', () => {
+  it('admits exactly the limit under concurrent load spread over the env.replicas', async () => {
+    const { key } = await createKeyVia(env.replicas[0]!, { name: 'limited', limits: [{ limit_type: 'requests', limit_window: 'daily', max_value: 50 }] });
     const results = await Promise.all(
       Array.from({ length: 200 }, async (_, i) => {
-        const res = await respond(replicas[i % 3]!, key, i % 2 ? 'bearer' : 'x-api-key');
+        const res = await respond(env.replicas[i % 3]!, key, i % 2 ? 'bearer' : 'x-api-key');
         return { status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.json() };
       }),
     );
@@ -50,38 +31,38 @@ describe('three replicas sharing one Redis', () => {
     const refused = results.filter((r) => r.status === 429);
     expect(admitted).toHaveLength(50);
     expect(refused).toHaveLength(150);
-    expect(mock.served).toHaveLength(50);
+    expect(env.mock.served).toHaveLength(50);
     const midnight = new Date(Math.ceil((Date.now() + 1) / 86_400_000) * 86_400_000).toISOString();
     for (const r of refused) {
       expect(r.body.error.code).toBe('rate_limit_exceeded');
       expect(r.body.error.resets_at).toBe(midnight);
       expect(Number(r.retryAfter)).toBeGreaterThan(0);
     }
-    const usage = await usageVia(replicas[2]!, key);
+    const usage = await usageVia(env.replicas[2]!, key);
     expect(usage.request_count).toBe(50);
     expect(usage.limits[0]).toMatchObject({ current_value: 50, remaining_value: 0, max_value: 50 });
   });
 
   it('reports usage made on replica A from replica C', async () => {
-    const { key } = await createKeyVia(replicas[1]!);
-    for (let i = 0; i < 3; i++) expect((await respond(replicas[0]!, key)).status).toBe(200);
-    const expectedTokens = mock.served.reduce((sum, s) => sum + s.usage.total_tokens, 0);
-    await expect.poll(async () => (await usageVia(replicas[2]!, key)).total_tokens).toBe(expectedTokens);
-    const [onA, onB, onC] = await Promise.all(replicas.map((r) => usageVia(r, key)));
+    const { key } = await createKeyVia(env.replicas[1]!);
+    for (let i = 0; i < 3; i++) expect((await respond(env.replicas[0]!, key)).status).toBe(200);
+    const expectedTokens = servedTotals(env.mock).total_tokens;
+    await expect.poll(async () => (await usageVia(env.replicas[2]!, key)).total_tokens).toBe(expectedTokens);
+    const [onA, onB, onC] = await Promise.all(env.replicas.map((r) => usageVia(r, key)));
     expect(onA).toEqual(onC);
     expect(onB).toEqual(onC);
     expect(onC.request_count).toBe(3);
   });
 
   it('a key revoked on replica B stops working on A and C within one second', async () => {
-    const { id, key } = await createKeyVia(replicas[0]!);
+    const { id, key } = await createKeyVia(env.replicas[0]!);
     // warm every replica's key cache first: the bound must hold for cached keys too
-    for (const replica of replicas) expect((await respond(replica, key)).status).toBe(200);
-    const revoked = await fetch(`${replicas[1]!.url}/admin/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    for (const replica of env.replicas) expect((await respond(replica, key)).status).toBe(200);
+    const revoked = await fetch(`${env.replicas[1]!.url}/admin/keys/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(revoked.status).toBe(204);
     const revokedAt = Date.now();
-    expect((await respond(replicas[1]!, key)).status).toBe(401);
-    for (const replica of [replicas[0]!, replicas[2]!]) {
+    expect((await respond(env.replicas[1]!, key)).status).toBe(401);
+    for (const replica of [env.replicas[0]!, env.replicas[2]!]) {
       let status = 0;
       while (Date.now() - revokedAt < 1_500) {
         status = (await respond(replica, key, 'x-api-key')).status;
@@ -95,21 +76,21 @@ describe('three replicas sharing one Redis', () => {
   });
 
   it('a cooldown from an upstream 429 seen on replica A is respected by replica B', async () => {
-    const { key } = await createKeyVia(replicas[0]!);
-    mock.enqueue({ status: 429, headers: { 'retry-after': '30' }, body: { error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } } });
-    const onA = await respond(replicas[0]!, key);
+    const { key } = await createKeyVia(env.replicas[0]!);
+    env.mock.enqueue({ status: 429, headers: { 'retry-after': '30' }, body: { error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } } });
+    const onA = await respond(env.replicas[0]!, key);
     expect(onA.status).toBe(429);
     expect((await onA.json()).error.message).toBe('Rate limit reached');
-    const seen = mock.requests.length;
-    const onB = await respond(replicas[1]!, key);
+    const seen = env.mock.requests.length;
+    const onB = await respond(env.replicas[1]!, key);
     expect(onB.status).toBe(429);
     const body = await onB.json();
     expect(body.error.code).toBe('usage_limit_reached');
     expect(Number(onB.headers.get('retry-after'))).toBeGreaterThan(25);
-    expect(mock.requests.length).toBe(seen);
+    expect(env.mock.requests.length).toBe(seen);
     // an operator ends the cooldown through any replica
-    const enabled = await fetch(`${replicas[2]!.url}/admin/accounts/oa-1/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const enabled = await fetch(`${env.replicas[2]!.url}/admin/accounts/oa-1/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(enabled.status).toBe(200);
-    expect((await respond(replicas[1]!, key)).status).toBe(200);
+    expect((await respond(env.replicas[1]!, key)).status).toBe(200);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Limit } from '../src/store/types.js';
-import { ANTHROPIC_SECRET, OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
+import { ANTHROPIC_SECRET, OPENAI_SECRET, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, closedPort, usageOf } from './support/http.js';
 
 let gw: TestGateway;
@@ -128,15 +128,7 @@ describe('GET /v1/usage', () => {
     const key = await gw.createKey({ name: 'alice', limits, allowed_models: ['gpt-5', 'claude-sonnet-4-5'] });
     expect((await responses(key.secret)).status).toBe(200);
     expect((await messages(key.secret, { ...ANTHROPIC_BODY, stream: true })).status).toBe(200);
-    const total = gw.mock.served.reduce(
-      (sum, call) => ({
-        input_tokens: sum.input_tokens + call.usage.input_tokens,
-        output_tokens: sum.output_tokens + call.usage.output_tokens,
-        cached_input_tokens: sum.cached_input_tokens + call.usage.cached_input_tokens,
-        total_tokens: sum.total_tokens + call.usage.total_tokens,
-      }),
-      { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 },
-    );
+    const total = servedTotals(gw.mock);
     expect(gw.mock.served).toHaveLength(2);
     await expect.poll(async () => (await usageOf(gw, key.secret)).total_tokens).toBe(total.total_tokens);
 

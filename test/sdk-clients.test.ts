@@ -1,7 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, startTestGateway, type TestGateway } from './support/gateway.js';
+import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
 
 let gw: TestGateway;
 let key: { id: string; secret: string };
@@ -50,15 +50,7 @@ async function expectUsageMatchesServed() {
   // usage is written when the stream ends; give the store a moment
   const served = gw.mock.served;
   expect(served.length).toBeGreaterThan(0);
-  const expected = served.reduce(
-    (sum, call) => ({
-      input_tokens: sum.input_tokens + call.usage.input_tokens,
-      output_tokens: sum.output_tokens + call.usage.output_tokens,
-      cached_input_tokens: sum.cached_input_tokens + call.usage.cached_input_tokens,
-      total_tokens: sum.total_tokens + call.usage.total_tokens,
-    }),
-    { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 },
-  );
+  const expected = servedTotals(gw.mock);
   await expect.poll(async () => (await usageOf(key.secret)).total_tokens).toBe(expected.total_tokens);
   const usage = await usageOf(key.secret);
   expect(usage).toMatchObject({ ...expected, request_count: served.length });

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { OPENAI_SECRET, allHeaderText, startTestGateway, type TestGateway } from './support/gateway.js';
+import { OPENAI_SECRET, allHeaderText, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
 import { call, closedPort, metricValue, usageOf } from './support/http.js';
 
 const SECOND_SECRET = 'sk-upstream-openai-second-' + 'c'.repeat(24);
@@ -114,17 +114,6 @@ function rawUpgrade(gw: TestGateway, path: string, upgrade: string, secret: stri
   });
 }
 
-function servedTotals(mock: MockUpstream) {
-  return mock.served.reduce(
-    (sum, call) => ({
-      input_tokens: sum.input_tokens + call.usage.input_tokens,
-      output_tokens: sum.output_tokens + call.usage.output_tokens,
-      cached_input_tokens: sum.cached_input_tokens + call.usage.cached_input_tokens,
-      total_tokens: sum.total_tokens + call.usage.total_tokens,
-    }),
-    { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 },
-  );
-}
 
 describe('Responses over WebSocket', () => {
   let gw: TestGateway;

@@ -3,9 +3,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { generateKey } from '../../src/auth/keys.js';
-import type { MockUpstream } from '../../src/mock/upstream.js';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
+import { startMockUpstream, type MockUpstream } from '../../src/mock/upstream.js';
+import { RedisStore } from '../../src/store/redis.js';
 import { OPENAI_SECRET, ANTHROPIC_SECRET } from './gateway.js';
+import { startRedis, type TestRedis } from './redis.js';
 
 export const ADMIN_TOKEN = 'cluster-admin-token-' + 'z'.repeat(12);
 export const INTERNAL_SECRET = 'cluster-internal-secret-' + 'y'.repeat(12);
@@ -117,4 +119,35 @@ export async function createKeyVia(replica: Replica, body: Record<string, unknow
   return res.json() as Promise<{ id: string; key: string }>;
 }
 
-export { generateKey };
+export interface ClusterEnv {
+  redis: TestRedis;
+  mock: MockUpstream;
+  replicas: Replica[];
+  /** a store connection of the test's own, to look at what the replicas wrote */
+  store: RedisStore;
+}
+
+/**
+ * A file's cluster: a real redis-server, the mock upstream and `count` replica processes,
+ * started before its tests and stopped after them; the mock's records are cleared before each.
+ */
+export function useCluster(count: number, options: { config?: Record<string, unknown> } = {}): ClusterEnv {
+  const env = {} as ClusterEnv;
+  let stop: (() => Promise<void>) | undefined;
+  beforeAll(async () => {
+    env.redis = await startRedis();
+    env.mock = await startMockUpstream();
+    env.store = await RedisStore.connect(env.redis.url);
+    const cluster = await startCluster(count, { redisUrl: env.redis.url, mock: env.mock, config: options.config });
+    env.replicas = cluster.replicas;
+    stop = cluster.stop;
+  }, 60_000);
+  afterAll(async () => {
+    await stop?.();
+    await env.store?.close();
+    await env.mock?.close();
+    await env.redis?.stop();
+  });
+  beforeEach(() => env.mock.reset());
+  return env;
+}

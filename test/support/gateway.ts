@@ -76,3 +76,16 @@ export function allHeaderText(headers: Record<string, string | string[] | undefi
     .map(([name, value]) => `${name}: ${Array.isArray(value) ? value.join(', ') : value ?? ''}`)
     .join('\n');
 }
+
+/** What the mock upstream reported as usage over everything it served, summed. */
+export function servedTotals(mock: MockUpstream) {
+  return mock.served.reduce(
+    (sum, call) => ({
+      input_tokens: sum.input_tokens + call.usage.input_tokens,
+      output_tokens: sum.output_tokens + call.usage.output_tokens,
+      cached_input_tokens: sum.cached_input_tokens + call.usage.cached_input_tokens,
+      total_tokens: sum.total_tokens + call.usage.total_tokens,
+    }),
+    { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 },
+  );
+}
