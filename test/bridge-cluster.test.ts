@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import { describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, createKeyVia, useCluster, type Replica } from './support/cluster.js';
 import { OPENAI_SECRET, allHeaderText, servedTotals } from './support/gateway.js';
+import { metricValue } from './support/http.js';
 
 const env = useCluster(3);
 
@@ -51,6 +52,7 @@ function expectNoProxyCredential(secret: string) {
 describe('HTTP-bridge sessions over three env.replicas', () => {
   it('a 5-turn conversation round robin over 3 env.replicas runs over exactly one upstream connection', async () => {
     const { key } = await createKeyVia(env.replicas[0]!);
+    const forwardsBefore = await Promise.all(env.replicas.map((r) => metricValue(r, 'tollgate_bridge_forwards_total', { outcome: 'ok' })));
     const ids = await conversation({ authorization: `Bearer ${key}` }, 'conv-bearer', 5);
     expect(new Set(ids).size).toBe(5);
     expect(env.mock.wsConnections).toHaveLength(1);
@@ -58,6 +60,11 @@ describe('HTTP-bridge sessions over three env.replicas', () => {
     const frames = env.mock.wsConnections[0]!.frames as Array<{ previous_response_id?: string }>;
     expect(frames.map((f) => f.previous_response_id ?? null)).toEqual([null, ...ids.slice(0, 4)]);
     expectNoProxyCredential(key);
+    // turns went to a, b, c, a, b: a owns the session, b forwarded two turns and c one
+    const forwardsAfter = await Promise.all(env.replicas.map((r) => metricValue(r, 'tollgate_bridge_forwards_total', { outcome: 'ok' })));
+    expect(forwardsAfter.map((n, i) => n - forwardsBefore[i]!)).toEqual([0, 2, 1]);
+    expect(await metricValue(env.replicas[0]!, 'tollgate_bridge_owned_sessions', {})).toBeGreaterThanOrEqual(1);
+    expect(await metricValue(env.replicas[1]!, 'tollgate_bridge_forward_seconds_count', {})).toBeGreaterThanOrEqual(2);
     const usage = await (await fetch(`${env.replicas[2]!.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json();
     expect(usage.request_count).toBe(5);
     expect(usage.total_tokens).toBe(servedTotals(env.mock).total_tokens);

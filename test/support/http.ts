@@ -83,7 +83,7 @@ export function rawRequest(
 }
 
 /** The value of one Prometheus sample in `GET /metrics`, 0 when absent. */
-export async function metricValue(gw: TestGateway, name: string, labels: Record<string, string>): Promise<number> {
+export async function metricValue(gw: Pick<TestGateway, 'url'>, name: string, labels: Record<string, string>): Promise<number> {
   const text = await (await fetch(`${gw.url}/metrics`)).text();
   for (const line of text.split('\n')) {
     const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
