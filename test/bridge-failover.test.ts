@@ -47,7 +47,7 @@ describe('owner failure', () => {
     const fresh = await turn(env.replicas[2]!, key, 'killed-owner', { input: 'three' });
     expect(fresh.status).toBe(200);
     const next = await turn(env.replicas[2]!, key, 'killed-owner', { input: 'four', previous_response_id: fresh.json().id });
-    expect(next.status).toBe(200);
+    expect(next.status, next.text).toBe(200);
     expect(env.mock.wsConnections).toHaveLength(2);
     expect((await ownerOf(id, 'killed-owner'))!.epoch).toBeGreaterThan(0);
   });
@@ -55,10 +55,13 @@ describe('owner failure', () => {
   it('SIGTERM on the owner: the in-flight stream finishes, ownership is released at once, the next turn is served elsewhere', async () => {
     const owner = env.replicas[2]!;
     const { id, key } = await createKeyVia(env.replicas[1]!);
+    // the owner claims the session; replica B forwards one turn to it (and remembers the owner)
+    expect((await turn(owner, key, 'drained-owner', { input: 'claim' })).status).toBe(200);
+    expect((await turn(env.replicas[1]!, key, 'drained-owner', { input: 'via b' })).status).toBe(200);
     const release = env.mock.holdStreams();
     const inFlight = turn(owner, key, 'drained-owner', { input: 'long answer', stream: true });
-    await expect.poll(() => env.mock.wsConnections.length).toBe(1);
-    await expect.poll(async () => (await ownerOf(id, 'drained-owner'))?.instanceId).toBe(owner.instanceId);
+    await expect.poll(() => env.mock.wsConnections[0]?.frames.length).toBe(3);
+    expect((await ownerOf(id, 'drained-owner'))?.instanceId).toBe(owner.instanceId);
 
     const exited = owner.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 200));
@@ -71,7 +74,7 @@ describe('owner failure', () => {
     // released, not merely expired: nobody owns it right after the exit
     expect(await ownerOf(id, 'drained-owner')).toBeNull();
     const next = await turn(env.replicas[1]!, key, 'drained-owner', { input: 'after drain' });
-    expect(next.status).toBe(200);
+    expect(next.status, next.text).toBe(200);
     expect((await ownerOf(id, 'drained-owner'))!.instanceId).toBe(env.replicas[1]!.instanceId);
   });
 });

@@ -9,11 +9,17 @@ import type { Lease, ReplicaInfo } from '../store/types.js';
 import type { ProviderPool } from '../upstream/pool.js';
 import { admitRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
-import { decideOwnership, isStale, takeOver } from './ownership.js';
+import { decideOwnership, isStale } from './ownership.js';
 import { BridgeSession } from './session.js';
 import { TURN_STATE_HEADER, type SessionIdentity } from './session-key.js';
 
 export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
+/**
+ * How long a non-owner forwards to the owner it last reached without asking the store again.
+ * Safe because an owner changes only when the old one dies (the forward fails and ownership is
+ * looked up afresh) or lets go (it answers 503 and the entry is dropped).
+ */
+const REMOTE_OWNER_TTL_MS = 1_000;
 
 export interface ReplicaIdentity {
   instanceId: string;
@@ -35,7 +41,9 @@ export interface BridgedCall {
  */
 export class Bridge {
   private readonly sessions = new Map<string, BridgeSession>();
-  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly remoteOwners = new Map<string, { owner: ReplicaInfo; until: number }>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private maintenance: NodeJS.Timeout | undefined;
   private draining = false;
   /** when this replica's heartbeat last reached the store */
   private heartbeatOkAt = 0;
@@ -55,22 +63,27 @@ export class Bridge {
       );
     };
     void beat();
-    this.timers.push(setInterval(beat, this.bounds.heartbeatMs).unref());
-    this.timers.push(setInterval(() => void this.maintain(), Math.min(this.bounds.leaseMs / 3, 5_000)).unref());
+    this.heartbeat = setInterval(beat, this.bounds.heartbeatMs).unref();
+    this.maintenance = setInterval(() => void this.maintain(), Math.min(this.bounds.leaseMs / 3, 5_000)).unref();
   }
 
   /** A bridged `POST /v1/responses`, from a client or forwarded by another replica. */
   async serve(request: FastifyRequest, reply: FastifyReply, call: BridgedCall): Promise<unknown> {
     const { store } = this.gateway;
-    const held = this.sessions.get(call.session.key);
+    const key = call.session.key;
+    const held = this.sessions.get(key);
     if (held && this.surelyOwns(held)) return this.serveLocal(request, reply, call, held.lease);
-    const ownership = await decideOwnership(store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
+    const remote = this.remoteOwners.get(key);
+    if (remote && remote.until > Date.now() && !call.forwarded) return this.forward(request, reply, call, remote.owner);
+
+    const ownership = await decideOwnership(store, key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
     if (ownership.kind === 'local') return this.serveLocal(request, reply, call, ownership.lease);
     if (call.forwarded) {
       this.gateway.metrics.bridgeForwards.inc({ outcome: 'loop' });
       throw new GatewayError('forward_loop', `Session is owned by ${ownership.owner.instanceId}; a forwarded request is not forwarded again.`);
     }
-    return this.forward(request, reply, call, ownership.lease, ownership.owner);
+    this.remoteOwners.set(key, { owner: ownership.owner, until: Date.now() + REMOTE_OWNER_TTL_MS });
+    return this.forward(request, reply, call, ownership.owner);
   }
 
   /**
@@ -127,7 +140,7 @@ export class Bridge {
     return reply;
   }
 
-  private async forward(request: FastifyRequest, reply: FastifyReply, call: BridgedCall, lease: Lease, owner: ReplicaInfo): Promise<unknown> {
+  private async forward(request: FastifyRequest, reply: FastifyReply, call: BridgedCall, owner: ReplicaInfo, retried = false): Promise<unknown> {
     const { gateway } = this;
     const secret = gateway.config.internalSecret;
     if (!secret) throw new GatewayError('owner_unavailable', 'Owner forwarding needs TOLLGATE_INTERNAL_SECRET.');
@@ -156,11 +169,14 @@ export class Bridge {
         signal,
       });
     } catch (err) {
+      this.remoteOwners.delete(call.session.key);
       gateway.metrics.bridgeForwards.inc({ outcome: 'unreachable' });
-      // an owner that cannot be reached is taken over only once its heartbeat is stale
-      if (isStale(await gateway.store.getReplica(owner.instanceId), this.bounds, Date.now())) {
-        const taken = await takeOver(gateway.store, call.session.key, lease, this.identity.instanceId, this.bounds);
-        if (taken) return this.serveLocal(request, reply, call, taken);
+      // an owner that cannot be reached is replaced only once its heartbeat is stale (or it left
+      // the registry on drain): then ownership is decided afresh, once
+      if (!retried && isStale(await gateway.store.getReplica(owner.instanceId), this.bounds, Date.now())) {
+        const again = await decideOwnership(gateway.store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
+        if (again.kind === 'local') return this.serveLocal(request, reply, call, again.lease);
+        if (again.owner.instanceId !== owner.instanceId) return this.forward(request, reply, call, again.owner, true);
       }
       throw new GatewayError('owner_unavailable', `The owner of this session (${owner.instanceId}) is not reachable; retry shortly.`, {
         retryAfter: 1,
@@ -169,6 +185,8 @@ export class Bridge {
     }
     gateway.metrics.bridgeForwardLatency.observe((performance.now() - started) / 1000);
     gateway.metrics.bridgeForwards.inc({ outcome: res.statusCode < 400 ? 'ok' : `status_${res.statusCode}` });
+    // the owner let go of the session (draining, or another replica owns it now): look it up next time
+    if (res.statusCode === 503) this.remoteOwners.delete(call.session.key);
     request.facts.provider = call.pool.provider;
     return reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
   }
@@ -176,6 +194,7 @@ export class Bridge {
   /** Renews the leases of sessions held here, closes idle ones, and drops the ones lost to another owner. */
   private async maintain(now = Date.now()): Promise<void> {
     const { store } = this.gateway;
+    for (const [key, remote] of this.remoteOwners) if (remote.until <= now) this.remoteOwners.delete(key);
     for (const session of [...this.sessions.values()]) {
       if (!session.busy && (this.draining || now - session.lastUsed > this.bounds.sessionIdleMs)) {
         await this.release(session);
@@ -206,13 +225,16 @@ export class Bridge {
    */
   async drain(): Promise<void> {
     this.draining = true;
+    // no heartbeat may put this replica back in the registry after it left
+    clearInterval(this.heartbeat);
     await this.gateway.store.removeReplica(this.identity.instanceId).catch(() => {});
     await this.maintain();
   }
 
   async close(): Promise<void> {
     this.draining = true;
-    for (const timer of this.timers) clearInterval(timer);
+    clearInterval(this.heartbeat);
+    clearInterval(this.maintenance);
     await Promise.all([...this.sessions.values()].map((session) => this.release(session)));
   }
 }

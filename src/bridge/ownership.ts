@@ -38,6 +38,6 @@ export async function decideOwnership(
 }
 
 /** Takes a session from a dead owner, keeping its account (upstream prompt caches). */
-export function takeOver(store: Store, sessionKey: string, stale: Lease, instanceId: string, bounds: Config['bridge']) {
+function takeOver(store: Store, sessionKey: string, stale: Lease, instanceId: string, bounds: Config['bridge']) {
   return store.takeOverLease(sessionKey, stale.epoch, { instanceId, accountId: stale.accountId }, bounds.leaseMs);
 }
