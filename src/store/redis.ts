@@ -139,11 +139,14 @@ function createClient(url: string, options: RedisStoreOptions): Client {
     commandTimeout: 1_000,
     connectTimeout: 2_000,
     retryStrategy: reconnectDelay,
+    // commands of concurrent requests issued in the same tick share one write and round trip
+    enableAutoPipelining: true,
   };
   if (options.cluster?.length) {
     const { username, password, protocol } = new URL(url);
     return new Cluster(options.cluster, {
       enableOfflineQueue: false,
+      enableAutoPipelining: true,
       clusterRetryStrategy: reconnectDelay,
       redisOptions: {
         ...failFast,
