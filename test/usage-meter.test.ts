@@ -327,3 +327,43 @@ describe('usageFromResponsesEvent', () => {
     for (const bad of [null, 'response.completed', 3, []]) expect(usageFromResponsesEvent(bad)).toBeNull();
   });
 });
+
+describe('usage meter: JSON bodies read without a full parse', () => {
+  const meterOf = (format: 'openai-responses' | 'anthropic-messages', body: string) => {
+    const meter = createUsageMeter(format, 'application/json');
+    meter.push(Buffer.from(body));
+    return meter.finish();
+  };
+
+  it('is not fooled by "usage" inside strings or nested tool input before the top-level usage', () => {
+    const anthropic = JSON.stringify({
+      id: 'msg_1',
+      type: 'message',
+      content: [
+        { type: 'text', text: 'the "usage": {"input_tokens": 999} you asked about' },
+        { type: 'tool_use', id: 't', name: 'report', input: { usage: { input_tokens: 777, output_tokens: 777 } } },
+      ],
+      usage: { input_tokens: 10, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, output_tokens: 4 },
+    });
+    expect(meterOf('anthropic-messages', anthropic)).toEqual({ input_tokens: 15, output_tokens: 4, cached_input_tokens: 3, total_tokens: 19 });
+  });
+
+  it('falls back to a full parse when the last "usage" is not an object', () => {
+    const responses = JSON.stringify({
+      id: 'resp_1',
+      object: 'response',
+      usage: { input_tokens: 20, input_tokens_details: { cached_tokens: 5 }, output_tokens: 7, total_tokens: 27 },
+      metadata: { usage: 'internal-billing' },
+    });
+    expect(meterOf('openai-responses', responses)).toEqual({ input_tokens: 20, output_tokens: 7, cached_input_tokens: 5, total_tokens: 27 });
+  });
+
+  it('handles pretty-printed bodies and escaped quotes and braces in strings', () => {
+    const body = JSON.stringify(
+      { output: [{ text: 'a \\"}{ brace' }], usage: { input_tokens: 1, output_tokens: 2, input_tokens_details: { cached_tokens: 0 } } },
+      null,
+      2,
+    );
+    expect(meterOf('openai-responses', body)).toEqual({ input_tokens: 1, output_tokens: 2, cached_input_tokens: 0, total_tokens: 3 });
+  });
+});

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, request, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
@@ -18,10 +19,13 @@ export interface UpstreamTarget {
   accountId?: string;
 }
 
+/** Emits 'abort' to cancel a call in flight (undici takes an EventEmitter as well as an AbortSignal). */
+export type CancelSignal = EventEmitter & { readonly aborted: boolean };
+
 export interface UpstreamRequest extends UpstreamTarget {
   method: 'GET' | 'POST';
   body?: Buffer;
-  signal?: AbortSignal;
+  signal?: CancelSignal;
 }
 
 export interface UpstreamReply {
@@ -118,8 +122,8 @@ export class UpstreamClient {
   }
 
   /** Opens the Responses WebSocket on an account; throws `HandshakeRefused` when every account refused. */
-  async openSocket(pool: ProviderPool, target: UpstreamTarget, signal?: AbortSignal): Promise<UpstreamSocket> {
-    const { account, attempt, release } = await this.failover(pool, target, signal, (account) => this.handshake(account, target));
+  async openSocket(pool: ProviderPool, target: UpstreamTarget): Promise<UpstreamSocket> {
+    const { account, attempt, release } = await this.failover(pool, target, undefined, (account) => this.handshake(account, target));
     if (attempt.statusCode !== 101) {
       release();
       throw new HandshakeRefused(attempt.statusCode, attempt.headers, (attempt.value as { body: string }).body);
@@ -159,7 +163,7 @@ export class UpstreamClient {
   private async failover<T>(
     pool: ProviderPool,
     target: UpstreamTarget,
-    signal: AbortSignal | undefined,
+    signal: CancelSignal | undefined,
     attemptOn: (account: Account) => Promise<Attempt<T>>,
   ): Promise<{ account: Account; attempt: Attempt<T>; release: () => void }> {
     const tried = new Set<string>();

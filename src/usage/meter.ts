@@ -1,7 +1,7 @@
 // Per-response usage meter: sees the upstream body bytes as they are relayed
 // to the client and extracts token usage without holding the stream back.
 // SSE bodies are parsed incrementally (only usage-bearing events are
-// JSON-parsed); JSON bodies are buffered up to a cap and parsed at the end.
+// JSON-parsed); JSON bodies are buffered up to a cap and their usage read at the end.
 // Expects decoded (not gzip'd) bytes.
 import { SseParser, type SseEvent } from './sse.js';
 import { fromAnthropicUsage, fromChatUsage, fromResponsesUsage, type TokenUsage, type WireFormat } from './tokens.js';
@@ -129,6 +129,36 @@ const JSON_NORMALIZERS: Record<WireFormat, (u: unknown) => TokenUsage | null> = 
   'anthropic-messages': fromAnthropicUsage,
 };
 
+/** Index of the `}` closing the object that opens at `open`, skipping strings; -1 if none. */
+function closingBrace(text: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
+    } else if (c === 0x7b /* { */) depth++;
+    else if (c === 0x7d /* } */ && --depth === 0) return i;
+  }
+  return -1;
+}
+
+/**
+ * The top-level `usage` of a JSON response body without parsing all of it: every provider puts
+ * it after the content, so the last `"usage":{` is it (a `"usage"` inside a string value would
+ * be escaped). Anything unexpected falls back to parsing the whole body.
+ */
+function usageOfJsonBody(text: string): unknown {
+  const key = text.lastIndexOf('"usage"');
+  const open = key === -1 ? -1 : text.indexOf('{', key);
+  if (open !== -1 && /^"usage"\s*:\s*$/.test(text.slice(key, open))) {
+    const close = closingBrace(text, open);
+    const usage = close === -1 ? undefined : parseJson(text.slice(open, close + 1));
+    if (isObj(usage)) return usage;
+  }
+  const body = parseJson(text);
+  return isObj(body) ? body.usage : undefined;
+}
+
 function jsonMeter(format: WireFormat): UsageMeter {
   let chunks: Buffer[] = [];
   let size = 0;
@@ -150,8 +180,7 @@ function jsonMeter(format: WireFormat): UsageMeter {
       if (!done) {
         done = true;
         if (!overflow && size > 0) {
-          const body = parseJson(Buffer.concat(chunks, size).toString('utf8'));
-          result = isObj(body) ? JSON_NORMALIZERS[format](body.usage) : null;
+          result = JSON_NORMALIZERS[format](usageOfJsonBody(Buffer.concat(chunks, size).toString('utf8')));
         }
         chunks = [];
       }
