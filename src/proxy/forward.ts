@@ -79,7 +79,7 @@ export async function relayUpstreamReply(
   if (meter) upstream.body.on('data', (chunk: Buffer) => meter.push(chunk));
   upstream.body.once('end', finish);
   upstream.body.once('close', finish);
-  upstream.body.once('error', (err) => request.log.warn({ err }, 'upstream body failed mid-stream'));
+  upstream.body.once('error', (err) => request.log.warn({ reqId: request.id, err }, 'upstream body failed mid-stream'));
   return reply.send(upstream.body);
 }
 

@@ -198,7 +198,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     throttleClient();
     chain = chain
       .then(() => forward(frame))
-      .catch((err: unknown) => request.log.warn({ err }, 'websocket frame not relayed'))
+      .catch((err: unknown) => request.log.warn({ reqId: request.id, err }, 'websocket frame not relayed'))
       .finally(() => {
         queuedBytes -= frame.data.length;
         throttleClient();

@@ -55,7 +55,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
   await app.register(fastifyWebsocket, {
     options: { perMessageDeflate: true, maxPayload: MAX_WEBSOCKET_MESSAGE_BYTES },
     errorHandler: (err, socket, request) => {
-      request.log.warn({ err }, 'client websocket failed');
+      request.log.warn({ reqId: request.id, err }, 'client websocket failed');
       socket.terminate();
     },
     preClose: (done) => {
@@ -128,7 +128,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     const onEarlyClose = (code: number, reason: Buffer) => (session.earlyClose = { code, reason });
     upstream.socket.on('message', onEarlyMessage);
     upstream.socket.on('close', onEarlyClose);
-    upstream.socket.on('error', (err) => request.log.warn({ err, accountId: upstream.account.id }, 'upstream websocket failed'));
+    upstream.socket.on('error', (err) => request.log.warn({ reqId: request.id, err, accountId: upstream.account.id }, 'upstream websocket failed'));
     // a client that leaves before its upgrade completes (ws refuses, or the socket dies) frees the upstream
     clientSocket.once('close', abandon);
     pending.set(request.raw, session);
