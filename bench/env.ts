@@ -32,6 +32,7 @@ export class BenchEnv {
   /** one proxy key, seeded into every gateway through its config */
   readonly key = generateKey();
   private mockTarget?: Promise<HttpTarget>;
+  private floorTarget?: Promise<HttpTarget>;
   private redisUrl?: Promise<string>;
   private readonly gateways = new Map<string, Promise<HttpTarget>>();
 
@@ -43,6 +44,15 @@ export class BenchEnv {
       pid: child.proc.pid,
     }));
     return this.mockTarget;
+  }
+
+  /** The bare Fastify + undici pass-through proxy in front of the mock: the stack's floor. */
+  floor(): Promise<HttpTarget> {
+    this.floorTarget ??= this.mock().then(async (mock) => {
+      const { child, ready } = await spawnTsChild<{ publicUrl: string }>('floor proxy', './floor-process.ts', { BENCH_MOCK_URL: mock.url });
+      return { url: ready.publicUrl, headers: {}, pid: child.proc.pid };
+    });
+    return this.floorTarget;
   }
 
   /** A throwaway redis-server (the tests' helper), stopped with the children at the end. */

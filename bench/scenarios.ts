@@ -36,6 +36,8 @@ export interface LoadScenario {
 
 export const LOAD_SCENARIOS: LoadScenario[] = [
   { label: 'Direct (mock upstream)', baseline: true, target: (env) => env.mock(), path: RESPONSES_PATH, body: SMALL_BODY },
+  // not a target: what a bare Fastify + undici pass-through costs, so the gateway's own share shows
+  { label: 'Bare Fastify+undici proxy', target: (env) => env.floor(), path: RESPONSES_PATH, body: SMALL_BODY },
   { label: 'Gateway, memory store', targets: true, target: gateway.memory, path: RESPONSES_PATH, body: SMALL_BODY },
   { label: 'Gateway, Redis store', targets: true, target: gateway.redis, path: RESPONSES_PATH, body: SMALL_BODY },
 ];

@@ -1,0 +1,29 @@
+/**
+ * Child process: the floor of this stack — a bare Fastify route that forwards the body to the mock
+ * with undici and streams the answer back: no auth, limits, metering, logging or metrics. The
+ * gateway's distance from it is the cost of what it does per request.
+ * Prints `BENCH_READY {"publicUrl": ...}` once listening.
+ */
+import Fastify from 'fastify';
+import { Agent, request } from 'undici';
+import { announceReady, exitWithParent } from './child-support.js';
+
+const upstream = process.env.BENCH_MOCK_URL;
+if (!upstream) throw new Error('BENCH_MOCK_URL is not set');
+const agent = new Agent();
+const app = Fastify();
+app.removeAllContentTypeParsers();
+app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+app.post('/v1/responses', async (req, reply) => {
+  const res = await request(upstream + '/v1/responses', {
+    dispatcher: agent,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer floor' },
+    body: req.body as Buffer,
+  });
+  reply.code(res.statusCode).header('content-type', res.headers['content-type']);
+  return reply.send(res.body);
+});
+exitWithParent(() => app.close());
+const publicUrl = await app.listen({ port: 0, host: '127.0.0.1' });
+announceReady({ publicUrl, pid: process.pid });
