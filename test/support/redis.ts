@@ -72,18 +72,37 @@ function sendCommand(port: number, command: string): Promise<void> {
   });
 }
 
+/** Gives the single cluster node every slot and waits until the cluster reports ok. */
+async function assignAllSlots(port: number): Promise<void> {
+  const { Redis } = await import('ioredis');
+  const admin = new Redis({ port, host: '127.0.0.1', lazyConnect: true });
+  try {
+    await admin.connect();
+    await admin.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!String(await admin.call('CLUSTER', 'INFO')).includes('cluster_state:ok')) {
+      if (Date.now() > deadline) throw new Error(`redis cluster on port ${port} did not become ok`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    admin.disconnect();
+  }
+}
+
 /**
  * Spawns a `redis-server` on a free loopback port in a directory of its own: no periodic saves,
  * but `stop()` saves, so a stop/start keeps the data as a real restart would.
  */
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(options: { cluster?: boolean } = {}): Promise<TestRedis> {
   if (!onPath('redis-server')) throw new Error('redis-server not found on PATH (apt-get install redis-server)');
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-redis-'));
   let child: ChildProcess | null = null;
+  // a one-node Redis Cluster: every slot on this node, so cross-slot commands fail as in production
+  const clusterArgs = options.cluster ? ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-announce-ip', '127.0.0.1'] : [];
 
   const start = async (): Promise<void> => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...clusterArgs], {
       cwd: dir,
       stdio: 'ignore',
     });
@@ -119,6 +138,7 @@ export async function startRedis(): Promise<TestRedis> {
   };
 
   await start();
+  if (options.cluster) await assignAllSlots(port);
   // A crashed test run must not leave servers behind.
   process.once('exit', () => child?.kill('SIGKILL'));
   return {
