@@ -6,19 +6,22 @@ import { RedisStore } from '../src/store/redis.js';
 import type { KeyRecord, Limit, LimitType, Store } from '../src/store/types.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../src/usage/windows.js';
-import { startRedis, type TestRedis } from './support/redis.js';
+import { startRedis, startSentinel, type TestRedis, type TestSentinel } from './support/redis.js';
 
 let redis: TestRedis;
 let cluster: TestRedis;
+let sentinel: TestSentinel;
 let prefixes = 0;
 /** Every Redis-backed store gets its own key prefix: tests never see each other's data. */
 const freshPrefix = (): string => `t${process.pid}-${++prefixes}:`;
 
 beforeAll(async () => {
   [redis, cluster] = await Promise.all([startRedis(), startRedis({ cluster: true })]);
+  sentinel = await startSentinel(redis);
 });
 
 afterAll(async () => {
+  await sentinel?.stop();
   await Promise.all([redis?.stop(), cluster?.stop()]);
 });
 
@@ -55,6 +58,8 @@ const stores: [string, () => Promise<Store>][] = [
   ['redis', () => RedisStore.connect(redis.url, { keyPrefix: freshPrefix() })],
   // Redis Cluster refuses a multi-key command whose keys are in different slots: this proves the hash tags
   ['redis cluster', () => RedisStore.connect(cluster.url, { keyPrefix: freshPrefix(), cluster: [{ host: '127.0.0.1', port: cluster.port }] })],
+  // the master is found through the sentinel: the URL's own host is not used
+  ['redis sentinel', () => RedisStore.connect('redis://sentinel-decides', { keyPrefix: freshPrefix(), sentinels: [{ host: '127.0.0.1', port: sentinel.port }], sentinelName: 'mymaster' })],
 ];
 
 describe.each(stores)('%s store contract', (kind, create) => {

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import net from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
@@ -150,6 +150,37 @@ export async function startRedis(options: { cluster?: boolean } = {}): Promise<T
     restart: async () => {
       await stop();
       await start();
+    },
+  };
+}
+
+export interface TestSentinel {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** A real Redis Sentinel (the same binary, `--sentinel`) watching `master` under the name `mymaster`. */
+export async function startSentinel(master: TestRedis): Promise<TestSentinel> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-sentinel-'));
+  const config = join(dir, 'sentinel.conf');
+  writeFileSync(config, `port ${port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 ${master.port} 1\n`);
+  const proc = spawn('redis-server', [config, '--sentinel'], { cwd: dir, stdio: 'ignore' });
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (!(await answersPing(port))) {
+    if (proc.exitCode !== null) throw new Error(`redis sentinel exited early (code ${proc.exitCode})`);
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`redis sentinel on port ${port} did not answer PING within ${READY_TIMEOUT_MS} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.once('exit', () => proc.kill('SIGKILL'));
+  return {
+    port,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await exited(proc);
     },
   };
 }
