@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
 
-/** An upstream that accepts connections and never answers: the gateway waits for headers. */
+/** Upstreams that accept connections and never answer: the gateway waits for headers. */
 let silent: Server;
 const connections: Array<{ closed: boolean }> = [];
 let gw: TestGateway;
@@ -21,7 +21,11 @@ beforeAll(async () => {
   gw = await startTestGateway({
     config: () => ({
       adminToken: ADMIN,
-      providers: { openai: { baseUrl: `http://127.0.0.1:${port}`, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }] } },
+      upstream: { headersTimeoutMs: 400 },
+      providers: {
+        openai: { baseUrl: `http://127.0.0.1:${port}`, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }] },
+        anthropic: { baseUrl: `http://127.0.0.1:${port}`, accounts: [{ id: 'an-1', apiKey: OPENAI_SECRET }] },
+      },
     }),
   });
 });
@@ -29,6 +33,25 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw.close();
   silent.close();
+});
+
+describe('an upstream that never answers', () => {
+  it('gets 504 upstream_timeout in the route\'s shape once the headers timeout passes, and the request is not counted', async () => {
+    const { secret } = await gw.createKey();
+    for (const [path, body, shape] of [
+      ['/v1/responses', { model: 'gpt-5', input: 'x' }, 'openai'],
+      ['/v1/messages', { model: 'claude-sonnet-4-6', max_tokens: 8, messages: [{ role: 'user', content: 'x' }] }, 'anthropic'],
+    ] as const) {
+      const res = await fetch(gw.url + path, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': secret }, body: JSON.stringify(body) });
+      expect(res.status).toBe(504);
+      expect(res.headers.get('x-request-id')).toBeTruthy();
+      const json = await res.json();
+      if (shape === 'openai') expect(json.error).toMatchObject({ code: 'upstream_timeout', type: 'server_error' });
+      else expect(json).toMatchObject({ type: 'error', error: { type: 'api_error', code: 'upstream_timeout' } });
+    }
+    const usage = await (await fetch(`${gw.url}/v1/usage`, { headers: { 'x-api-key': secret } })).json();
+    expect(usage.request_count).toBe(0);
+  });
 });
 
 describe('a client that leaves before the upstream answered', () => {
@@ -41,11 +64,12 @@ describe('a client that leaves before the upstream answered', () => {
       body: JSON.stringify({ model: 'gpt-5', input: 'never answered' }),
       signal: abort.signal,
     }).catch((err: Error) => err);
-    await expect.poll(() => connections.length).toBe(1);
+    const before = connections.length;
+    await expect.poll(() => connections.length).toBe(before + 1);
     abort.abort();
     expect(await pending).toBeInstanceOf(Error);
 
-    await expect.poll(() => connections[0]!.closed).toBe(true);
+    await expect.poll(() => connections[before]!.closed).toBe(true);
     const account = async () => (await (await fetch(`${gw.url}/admin/accounts`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()).data[0];
     await expect.poll(async () => (await account()).in_flight).toBe(0);
     expect((await account()).state).toBe('active');
