@@ -15,6 +15,7 @@ export const DEFAULTS = {
   /** when an upstream 429 gives no Retry-After */
   cooldownMs: 30_000,
   shutdownGraceMs: 30_000,
+  websocketKeepaliveMs: 30_000,
   heartbeatMs: 2_000,
   staleAfterMs: 6_000,
   leaseMs: 15_000,
@@ -86,6 +87,8 @@ export const configSchema = z
         internalPort: z.number().int().min(0).max(65535).default(DEFAULTS.internalPort),
         bodyLimitBytes: z.number().int().positive().default(DEFAULTS.bodyLimitBytes),
         shutdownGraceMs: z.number().int().min(0).default(DEFAULTS.shutdownGraceMs),
+        /** WebSocket ping interval, both sides; a side that missed the previous pong is closed */
+        websocketKeepaliveMs: z.number().int().positive().default(DEFAULTS.websocketKeepaliveMs),
         instanceId: z.string().min(1).optional(),
         advertiseUrl: z.url().optional(),
       })

@@ -14,8 +14,6 @@ import type { TokenUsage } from '../usage/tokens.js';
 /** A receiving side holding more than this pauses its sender; below the low mark it resumes. */
 const HIGH_WATER_BYTES = 1024 * 1024;
 const LOW_WATER_BYTES = 256 * 1024;
-/** Both sides are pinged this often; a side that did not answer the previous ping is terminated. */
-const KEEPALIVE_INTERVAL_MS = 30_000;
 
 const HAS_USAGE = /"usage"\s*:\s*\{/;
 
@@ -222,7 +220,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
       alive.set(side, false);
       side.ping();
     }
-  }, KEEPALIVE_INTERVAL_MS);
+  }, gateway.config.server.websocketKeepaliveMs);
   keepalive.unref();
 
   // ---- close: carried across, one end of the session ----
