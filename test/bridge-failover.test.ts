@@ -27,7 +27,7 @@ describe('owner failure', () => {
 
     await env.replicas[0]!.kill('SIGKILL');
     const killedAt = Date.now();
-    // until the dead owner's heartbeat is stale, other env.replicas answer 503 with Retry-After;
+    // until the dead owner's heartbeat is stale, other replicas answer 503 with Retry-After;
     // after it, they take the session over and the continuation meets the upstream's own error
     let continued;
     for (;;) {
