@@ -1,4 +1,4 @@
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { buildApp, type App } from '../../src/app.js';
 import { generateKey } from '../../src/auth/keys.js';
 import { buildConfig } from '../../src/config/load.js';
@@ -25,6 +25,7 @@ export interface TestGatewayOptions {
   mock?: MockUpstream;
   store?: Store;
   env?: Record<string, string>;
+  logger?: Logger;
 }
 
 /** A real gateway on loopback port 0 in front of a real mock upstream. */
@@ -39,7 +40,8 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
     ...options.config?.(mock.url),
   };
   const config = buildConfig(raw, options.env ?? {});
-  const app = await buildApp(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }), store: options.store });
+  const logger = options.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const app = await buildApp(config, { logger, store: options.store });
   const { publicUrl, internalUrl } = await app.listen();
   const store = app.gateway.store;
   return {
