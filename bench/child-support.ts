@@ -32,3 +32,8 @@ export function exitWithParent(shutdown: () => Promise<void>): void {
   process.stdin.on('error', stop);
   process.stdin.resume();
 }
+
+/** A module of the compiled build (`dist/`, made by `npm run build` before the bench runs). */
+export function fromDist<T>(path: string): Promise<T> {
+  return import(new URL(`../dist/${path}`, import.meta.url).href) as Promise<T>;
+}

@@ -8,9 +8,11 @@
  * without it.
  */
 import { destination, pino } from 'pino';
-import { buildApp } from '../src/app.js';
-import { buildConfig } from '../src/config/load.js';
-import { announceReady, exitWithParent } from './child-support.js';
+import { announceReady, exitWithParent, fromDist } from './child-support.js';
+
+// the compiled gateway (`npm run build`), as production runs it, not src/ through tsx
+const { buildApp } = await fromDist<typeof import('../src/app.js')>('app.js');
+const { buildConfig } = await fromDist<typeof import('../src/config/load.js')>('config/load.js');
 
 const rawJson = process.env.BENCH_GATEWAY_CONFIG;
 if (!rawJson) throw new Error('BENCH_GATEWAY_CONFIG is not set');

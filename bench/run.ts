@@ -128,7 +128,7 @@ async function main(): Promise<number> {
   console.log(
     `Load: autocannon in the bench process, ${settings.connections} connections, ${settings.warmupSeconds} s warm-up + ` +
       `${settings.seconds} s measured per scenario; POST ${body.path} ${JSON.stringify(body.body)}. ` +
-      `Mock, each gateway (src/ via tsx, log level ${process.env.BENCH_LOG_LEVEL ?? 'info'}) and redis-server are separate processes.`,
+      `Mock, each gateway (compiled dist/, log level ${process.env.BENCH_LOG_LEVEL ?? 'info'}) and redis-server are separate processes.`,
   );
   console.log(`1-min load average: ${loadBefore.toFixed(2)} before the run (${cpus} CPUs).`);
   if (loadBefore > cpus / 2) {
