@@ -82,11 +82,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   };
   const bridge = new Bridge(gateway, identity);
 
-  const app = buildHttpServer({ logger, bodyLimit: config.server.bodyLimitBytes });
-  app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unknown';
-    gateway.metrics.requests.inc({ route, status: reply.statusCode });
-    gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+  const app = buildHttpServer({
+    logger,
+    bodyLimit: config.server.bodyLimitBytes,
+    onAnswered: (request, reply) => {
+      const route = request.routeOptions.url ?? 'unknown';
+      gateway.metrics.requests.inc({ route, status: reply.statusCode });
+      gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+    },
   });
   registerHealthRoutes(app, gateway);
   registerAdminRoutes(app, gateway);

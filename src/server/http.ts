@@ -41,7 +41,14 @@ function asGatewayError(err: FastifyError, bodyLimit: number): GatewayError {
  * The Fastify instance both listeners share: request ids, the raw-body parser, errors in the
  * route's provider shape, 404/405, and one access-log line per request.
  */
-export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): FastifyInstance {
+export interface HttpServerOptions {
+  logger: Logger;
+  bodyLimit: number;
+  /** called once per answered request, next to its access-log line (metrics) */
+  onAnswered?: (request: FastifyRequest, reply: FastifyReply) => void;
+}
+
+export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: opts.logger,
     // one access line of our own (onResponse) instead of Fastify's two
@@ -57,11 +64,13 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
 
   app.decorateRequest('principal', null);
   app.decorateRequest('facts', null as never);
-  app.addHook('onRequest', async (request, reply) => {
+  // hooks on every request are callback-style: no promise per request for synchronous work
+  app.addHook('onRequest', (request, reply, done) => {
     request.facts = {};
     reply.header('x-request-id', request.id);
     // An `Upgrade` request answered over HTTP (refused, or a route without WebSocket) ends its connection.
     if (handedToUpgradeListener(request)) reply.header('connection', 'close');
+    done();
   });
 
   // The raw bytes are forwarded upstream unchanged; the parsed copy is only read (model, stream).
@@ -90,7 +99,7 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
 
   answerWrongMethods(app);
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     // With an 'upgrade' listener (WebSocket routes) Node detaches its HTTP parser from such a
     // connection: nothing more can be read on it, and left open it would hold off server.close().
     if (handedToUpgradeListener(request)) request.raw.socket.end(() => request.raw.socket.destroy());
@@ -109,6 +118,8 @@ export function buildHttpServer(opts: { logger: Logger; bodyLimit: number }): Fa
       },
       'request',
     );
+    opts.onAnswered?.(request, reply);
+    done();
   });
   return app;
 }
