@@ -85,6 +85,21 @@ describe('bridge sessions on one replica', () => {
     expect(gw.mock.wsConnections).toHaveLength(2);
   });
 
+  it('passes an upstream turn state on, but never one the gateway issued', async () => {
+    gw = await startTestGateway({ config: () => ({ bridge: { sessionIdleMs: 200, leaseMs: 600 } }) });
+    const { secret } = await gw.createKey();
+    // a turn state the client got from elsewhere reaches the upstream handshake untouched
+    const first = await turn(gw, secret, { 'x-codex-turn-state': 'upstream-state-1' }, { input: 'one' });
+    expect(first.status).toBe(200);
+    expect(gw.mock.wsConnections[0]!.headers['x-codex-turn-state']).toBe('upstream-state-1');
+    // ours identifies the session at the gateway only
+    const ours = (await turn(gw, secret, { 'session-id': 's-ours' }, { input: 'two' })).headers.get('x-codex-turn-state')!;
+    await expect.poll(() => gw!.mock.wsConnections[1]!.closed, { timeout: 3_000 }).toBe(true); // idle: closed
+    expect((await turn(gw, secret, { 'x-codex-turn-state': ours }, { input: 'three' })).status).toBe(200);
+    expect(gw.mock.wsConnections).toHaveLength(3);
+    expect(gw.mock.wsConnections[2]!.headers['x-codex-turn-state']).toBeUndefined();
+  });
+
   it('renews the lease while the session lives, keeping the epoch', async () => {
     gw = await startTestGateway({ config: () => ({ bridge: { leaseMs: 450 } }) });
     const { id, secret } = await gw.createKey();
@@ -104,13 +119,17 @@ describe('bridge sessions on one replica', () => {
       }),
     });
     const { secret } = await gw.createKey();
+    let turnState: string | null = null;
     for (let i = 0; i < 4; i++) {
-      const res = await turn(gw, secret, { 'session-id': 'affinity' }, { input: `turn ${i}` });
+      // like Codex: the session id, and the turn state the gateway returned once there is one
+      const res = await turn(gw, secret, { 'session-id': 'affinity', ...(turnState && { 'x-codex-turn-state': turnState }) }, { input: `turn ${i}` });
       expect(res.status).toBe(200);
-      expect(res.headers.get('x-codex-turn-state')).toBeTruthy();
+      turnState = res.headers.get('x-codex-turn-state');
+      expect(turnState).toBeTruthy();
     }
     const credentials = new Set(gw.mock.requests.map((r) => r.headers.authorization));
     expect(gw.mock.requests).toHaveLength(4);
+    expect(gw.mock.requests.map((r) => r.headers['x-codex-turn-state'])).toEqual([undefined, undefined, undefined, undefined]);
     expect(credentials.size).toBe(1);
     expect(gw.mock.wsConnections).toHaveLength(0);
     // without a session, round robin alternates

@@ -11,7 +11,7 @@ import { admitRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 import { decideOwnership, isStale } from './ownership.js';
 import { BridgeSession } from './session.js';
-import { TURN_STATE_HEADER, type SessionIdentity } from './session-key.js';
+import { TURN_STATE_HEADER, withoutGatewayTurnState, type SessionIdentity } from './session-key.js';
 
 export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
 /**
@@ -116,7 +116,8 @@ export class Bridge {
     }
     if (!session) {
       if (this.draining) throw new GatewayError('shutting_down', 'This replica is draining and takes no new bridge sessions.');
-      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, upstreamRequestHeaders(request.headers), this.bounds.leaseMs);
+      const handshake = withoutGatewayTurnState(upstreamRequestHeaders(request.headers));
+      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, handshake, this.bounds.leaseMs);
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
     }

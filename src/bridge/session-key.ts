@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { HeaderMap } from '../proxy/headers.js';
 
 export const TURN_STATE_HEADER = 'x-codex-turn-state';
 const SESSION_HEADERS = ['session-id', 'session_id', 'thread-id'] as const;
@@ -41,4 +42,12 @@ export function sessionOf(headers: IncomingHttpHeaders, keyId: string): SessionI
   if (!id) return null;
   const digest = createHash('sha256').update(`${keyId}\0${id}`).digest('base64url');
   return { id, key: `${keyId}:${digest}`, turnState: TURN_STATE_PREFIX + Buffer.from(id).toString('base64url') };
+}
+
+/** The turn states this gateway issued mean nothing to an upstream: they are not passed on. */
+export function withoutGatewayTurnState(headers: HeaderMap): HeaderMap {
+  const value = headers[TURN_STATE_HEADER];
+  if (typeof value !== 'string' || !value.startsWith(TURN_STATE_PREFIX)) return headers;
+  const { [TURN_STATE_HEADER]: _ours, ...rest } = headers;
+  return rest;
 }

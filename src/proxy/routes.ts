@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { modelAllowed } from '../auth/keys.js';
 import type { ProviderName } from '../config/schema.js';
 import type { Bridge } from '../bridge/bridge.js';
-import { TURN_STATE_HEADER, sessionOf } from '../bridge/session-key.js';
+import { TURN_STATE_HEADER, sessionOf, withoutGatewayTurnState } from '../bridge/session-key.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
@@ -84,7 +84,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     upstream = await gateway.upstream.send(pool, {
       method: 'POST',
       path: route.upstreamPath + queryOf(request.url),
-      headers: { ...upstreamRequestHeaders(request.headers), 'accept-encoding': 'identity' },
+      headers: { ...withoutGatewayTurnState(upstreamRequestHeaders(request.headers)), 'accept-encoding': 'identity' },
       body: upstreamBody(route, body),
       signal,
       accountId,
