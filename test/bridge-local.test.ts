@@ -137,3 +137,20 @@ describe('bridge sessions on one replica', () => {
     expect(new Set(gw.mock.requests.slice(4).map((r) => r.headers.authorization)).size).toBe(2);
   });
 });
+
+describe('bridge sessions whose upstream refuses the WebSocket', () => {
+  it('passes the refusal through as the HTTP answer, counts nothing, and recovers once it accepts', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    gw.mock.rejectWsUpgrades(503);
+    const refused = await turn(gw, secret, { 'session-id': 's-refused' }, { input: 'x' });
+    expect(refused.status).toBe(503);
+    expect(refused.text).toContain('WebSocket upgrade rejected by mock');
+    expect(refused.text).not.toContain(OPENAI_SECRET);
+    const usage = await (await fetch(`${gw.url}/v1/usage`, { headers: { 'x-api-key': secret } })).json();
+    expect(usage.request_count).toBe(0);
+    gw.mock.rejectWsUpgrades(null);
+    const accepted = await turn(gw, secret, { 'session-id': 's-refused' }, { input: 'y' });
+    expect(accepted.status).toBe(200);
+  });
+});

@@ -2,10 +2,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { request as undiciRequest } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { clientGoneSignal } from '../proxy/forward.js';
+import { clientGoneSignal, sendHandshakeRefusal } from '../proxy/forward.js';
 import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../proxy/headers.js';
 import type { ParsedBody } from '../server/types.js';
 import type { Lease, ReplicaInfo } from '../store/types.js';
+import { HandshakeRefused } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
 import { admitRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
@@ -136,6 +137,8 @@ export class Bridge {
       });
     } catch (err) {
       if (!reachedUpstream) await gateway.store.refundRequest(key.id, admittedAt).catch(() => {});
+      // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
+      if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, call.pool);
       throw err;
     }
     return reply;

@@ -3,7 +3,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { WireFormat } from '../usage/tokens.js';
 import { createUsageMeter } from '../usage/meter.js';
 import type { TokenUsage } from '../usage/tokens.js';
-import type { CancelSignal, UpstreamReply } from '../upstream/client.js';
+import type { CancelSignal, HandshakeRefused, UpstreamReply } from '../upstream/client.js';
+import type { ProviderPool } from '../upstream/pool.js';
 import { firstValue, upstreamResponseHeaders } from './headers.js';
 
 /** Error bodies are buffered (bounded) so secrets can be scrubbed before they pass on. */
@@ -81,6 +82,12 @@ export async function relayUpstreamReply(
   upstream.body.once('close', finish);
   upstream.body.once('error', (err) => request.log.warn({ reqId: request.id, err }, 'upstream body failed mid-stream'));
   return reply.send(upstream.body);
+}
+
+/** An upstream's refusal of a WebSocket handshake, passed on like any upstream error. */
+export function sendHandshakeRefusal(reply: FastifyReply, refusal: HandshakeRefused, pool: ProviderPool): FastifyReply {
+  const secrets = pool.accounts.map((account) => account.secret);
+  return reply.code(refusal.statusCode).headers(upstreamResponseHeaders(refusal.headers)).send(scrubSecrets(refusal.body, secrets));
 }
 
 async function readBounded(upstream: UpstreamReply): Promise<string> {

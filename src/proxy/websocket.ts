@@ -6,7 +6,7 @@ import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { sendError } from '../server/http.js';
 import { HandshakeRefused, MAX_WEBSOCKET_MESSAGE_BYTES, type UpstreamSocket } from '../upstream/client.js';
-import { scrubSecrets } from './forward.js';
+import { sendHandshakeRefusal } from './forward.js';
 import { WEBSOCKET_HANDSHAKE, firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
 import { MODEL_ROUTES, type ModelRoute } from './routes.js';
 import { asBuffer, closeWith, relay, type PendingSession } from './websocket-relay.js';
@@ -96,8 +96,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;
       failureReason.set(request.raw, `upstream_${err.statusCode}`);
-      const secrets = pool.accounts.map((account) => account.secret);
-      return reply.code(err.statusCode).headers(upstreamResponseHeaders(err.headers)).send(scrubSecrets(err.body, secrets));
+      return sendHandshakeRefusal(reply, err, pool);
     }
     request.facts.accountId = upstream.account.id;
 
