@@ -154,3 +154,42 @@ describe('bridge sessions whose upstream refuses the WebSocket', () => {
     expect(accepted.status).toBe(200);
   });
 });
+
+describe('a session whose account becomes unusable', () => {
+  const SECOND = 'sk-second-account-' + 'd'.repeat(20);
+  const ADMIN = 'admin-token-' + 'm'.repeat(20);
+  const twoAccounts = (websocket: boolean) => (mockUrl: string) => ({
+    adminToken: ADMIN,
+    providers: { openai: { baseUrl: mockUrl, websocket, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }, { id: 'oa-2', apiKey: SECOND }] } },
+  });
+  const disable = (g: TestGateway, id: string) => fetch(`${g.url}/admin/accounts/${id}/disable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` } });
+  const idOf = (credential: unknown) => (credential === `Bearer ${OPENAI_SECRET}` ? 'oa-1' : 'oa-2');
+
+  it('moves to another account when it needs a new upstream connection anyway', async () => {
+    gw = await startTestGateway({ config: twoAccounts(true) });
+    const { id, secret } = await gw.createKey();
+    expect((await turn(gw, secret, { 'session-id': 's-move' }, { input: 'one' })).status).toBe(200);
+    const first = idOf(gw.mock.wsConnections[0]!.headers.authorization);
+    expect((await disable(gw, first)).status).toBe(200);
+    // the upstream drops the connection; the next turn needs a new one
+    gw.mock.closeWsNext(1011, 'upstream restart');
+    expect((await turn(gw, secret, { 'session-id': 's-move' }, { input: 'two' })).status).toBe(502);
+    const third = await turn(gw, secret, { 'session-id': 's-move' }, { input: 'three' });
+    expect(third.status).toBe(200);
+    expect(gw.mock.wsConnections).toHaveLength(2);
+    expect(idOf(gw.mock.wsConnections[1]!.headers.authorization)).not.toBe(first);
+    expect((await gw.store.getLease(sessionOf({ 'session-id': 's-move' }, id)!.key))!.accountId).not.toBe(first);
+  });
+
+  it('without WebSocket, the next request goes to a usable account', async () => {
+    gw = await startTestGateway({ config: twoAccounts(false) });
+    const { secret } = await gw.createKey();
+    expect((await turn(gw, secret, { 'session-id': 's-http' }, { input: 'one' })).status).toBe(200);
+    const first = idOf(gw.mock.requests[0]!.headers.authorization);
+    expect((await turn(gw, secret, { 'session-id': 's-http' }, { input: 'two' })).status).toBe(200);
+    expect(idOf(gw.mock.requests[1]!.headers.authorization)).toBe(first);
+    expect((await disable(gw, first)).status).toBe(200);
+    expect((await turn(gw, secret, { 'session-id': 's-http' }, { input: 'three' })).status).toBe(200);
+    expect(idOf(gw.mock.requests[2]!.headers.authorization)).not.toBe(first);
+  });
+});

@@ -103,9 +103,25 @@ export class Bridge {
   /** Account affinity for providers without WebSocket support: the session's account, any replica. */
   async affinityAccount(session: SessionIdentity, pool: ProviderPool): Promise<string> {
     const { store } = this.gateway;
-    const { lease } = await store.claimLease(session.key, { instanceId: '', accountId: (await pool.choose()).id }, this.bounds.leaseMs);
-    await store.renewLease(session.key, '', lease.epoch, this.bounds.leaseMs);
-    return lease.accountId;
+    const lease = await store.getLease(session.key);
+    if (!lease) {
+      const claim = await store.claimLease(session.key, { instanceId: '', accountId: (await pool.choose()).id }, this.bounds.leaseMs);
+      return claim.lease.accountId;
+    }
+    const bound = await this.usableLease(session.key, lease, pool, '');
+    await store.renewLease(session.key, '', bound.epoch, this.bounds.leaseMs);
+    return bound.accountId;
+  }
+
+  /**
+   * The lease, moved to another account when its own is cooling down or disabled: affinity
+   * matters only while the account can serve. Called where no upstream connection is lost by it.
+   */
+  private async usableLease(sessionKey: string, lease: Lease, pool: ProviderPool, instanceId: string): Promise<Lease> {
+    const account = await pool.choose(new Set(), Date.now(), lease.accountId);
+    if (account.id === lease.accountId) return lease;
+    const moved = await this.gateway.store.takeOverLease(sessionKey, lease.epoch, { instanceId, accountId: account.id }, this.bounds.leaseMs);
+    return moved ?? lease;
   }
 
   private async serveLocal(request: FastifyRequest, reply: FastifyReply, call: BridgedCall, lease: Lease): Promise<unknown> {
@@ -122,8 +138,12 @@ export class Bridge {
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
     }
+    if (!session.connected) {
+      // a new upstream connection either way: it may as well go to an account that can serve
+      session.lease = await this.usableLease(call.session.key, session.lease, call.pool, this.identity.instanceId);
+    }
     request.facts.provider = call.pool.provider;
-    request.facts.accountId = lease.accountId;
+    request.facts.accountId = session.lease.accountId;
     const key = request.principal!.key;
     const admittedAt = await admitRequest(gateway.store, key);
     let reachedUpstream = false;
@@ -132,7 +152,7 @@ export class Bridge {
         body: call.body.json as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session.turnState },
-        onUsage: (usage) => gateway.recordUsage(request, call.pool.provider, lease.accountId, usage),
+        onUsage: (usage) => gateway.recordUsage(request, call.pool.provider, session.lease.accountId, usage),
         onSent: () => (reachedUpstream = true),
       });
     } catch (err) {

@@ -23,8 +23,11 @@ export class ProviderPool {
     this.websocket = config.websocket;
   }
 
-  /** Picks a usable account not in `exclude`; throws 429/503 in the gateway's terms if none. */
-  async choose(exclude: ReadonlySet<string> = new Set(), now = Date.now()): Promise<Account> {
+  /**
+   * Picks a usable account not in `exclude` — `prefer` when it is usable (session affinity) —
+   * and throws 429/503 in the gateway's terms if there is none.
+   */
+  async choose(exclude: ReadonlySet<string> = new Set(), now = Date.now(), prefer?: string): Promise<Account> {
     const states = await this.store.getAccountStates(this.accounts.map((a) => a.id));
     const usable: Candidate[] = [];
     let earliestReset: number | undefined;
@@ -35,7 +38,7 @@ export class ProviderPool {
       if (blocked || exclude.has(account.id)) continue;
       usable.push({ account, state, inFlight: this.inFlightOf(account.id), recentTokens: this.recentTokensOf(account.id, now) });
     }
-    const picked = pickAccount(this.strategy, usable, this.cursor++);
+    const picked = usable.find((c) => c.account.id === prefer) ?? pickAccount(this.strategy, usable, this.cursor++);
     if (picked) return picked.account;
     if (exclude.size === 0 && earliestReset !== undefined) {
       throw new GatewayError('usage_limit_reached', `Every ${this.provider} account is cooling down after upstream rate limits.`, {
