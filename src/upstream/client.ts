@@ -145,7 +145,10 @@ export class UpstreamClient {
       let upgradeHeaders: IncomingHttpHeaders = {};
       socket.once('upgrade', (res) => (upgradeHeaders = res.headers));
       socket.once('open', () => {
-        socket.removeAllListeners('error');
+        socket.off('error', reject);
+        // a socket error is always followed by 'close', which every owner of the socket handles;
+        // without a listener the error event would take the process down
+        socket.on('error', () => {});
         resolve({ statusCode: 101, headers: upgradeHeaders, value: { socket, body: '' }, discard: () => socket.terminate() });
       });
       socket.once('unexpected-response', (_req, res) => {
