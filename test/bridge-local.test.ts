@@ -193,3 +193,18 @@ describe('a session whose account becomes unusable', () => {
     expect(idOf(gw.mock.requests[2]!.headers.authorization)).not.toBe(first);
   });
 });
+
+describe('an upstream WebSocket that breaks the protocol', () => {
+  it('fails that turn with 502, keeps the gateway up, and the next turn opens a new connection', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    expect((await turn(gw, secret, { 'session-id': 's-broken' }, { input: 'one' })).status).toBe(200);
+    gw.mock.breakWsNext();
+    const broken = await turn(gw, secret, { 'session-id': 's-broken' }, { input: 'two' });
+    expect(broken.status).toBe(502);
+    expect(broken.json().error.code).toBe('upstream_unreachable');
+    expect((await turn(gw, secret, { 'session-id': 's-broken' }, { input: 'three' })).status).toBe(200);
+    expect(gw.mock.wsConnections).toHaveLength(2);
+    expect((await fetch(`${gw.url}/health/live`)).status).toBe(200);
+  });
+});

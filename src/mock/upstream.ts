@@ -61,6 +61,8 @@ export interface MockUpstream {
   enqueue(...responses: ScriptedResponse[]): void;
   holdStreams(): () => void;
   closeWsNext(code: number, reason: string): void;
+  /** the next ws response.create is answered with a text frame that is not valid UTF-8 (a protocol error at the client) */
+  breakWsNext(): void;
   rejectWsUpgrades(status: number | null): void;
   reset(): void;
   close(): Promise<void>;
@@ -137,6 +139,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   const wsConnections: WsConnectionRecord[] = [];
   let scripted: ScriptedResponse[] = [];
   let wsCloseNext: { code: number; reason: string } | null = null;
+  let wsBreakNext = false;
   let wsRejectStatus: number | null = null;
   let counter = 0; // shared by all ids so they are unique across connections
   let wsCounter = 0;
@@ -408,6 +411,10 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
         wsCloseNext = null;
         return ws.close(code, reason);
       }
+      if (wsBreakNext) {
+        wsBreakNext = false;
+        return ws.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false }); // ws does not check what it sends
+      }
       // Codex sends the Responses params at top level; accept a nested `response` too.
       const params = isObject(frame.response) ? frame.response : frame;
       const prev = params.previous_response_id;
@@ -447,6 +454,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     enqueue: (...r) => void scripted.push(...r),
     holdStreams,
     closeWsNext: (code, reason) => void (wsCloseNext = { code, reason }),
+    breakWsNext: () => void (wsBreakNext = true),
     rejectWsUpgrades: (status) => void (wsRejectStatus = status),
     reset() {
       // Truncate in place: callers may hold references to these arrays.
@@ -455,6 +463,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       wsConnections.length = 0;
       scripted = [];
       wsCloseNext = null;
+      wsBreakNext = false;
       wsRejectStatus = null;
       gate?.release(); // never leave a stream hanging
       gate = null;
