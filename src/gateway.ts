@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import type { Agent } from 'undici';
 import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
@@ -9,7 +10,6 @@ import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { UsageRecorder } from './usage/recorder.js';
 import type { TokenUsage } from './usage/tokens.js';
-import type { Agent } from 'undici';
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
