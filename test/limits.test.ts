@@ -15,7 +15,6 @@ beforeEach(async () => {
 });
 
 const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
 
 /** Window ends computed here from the calendar, independently of the gateway's code. */
 function windowEnd(window: Limit['limit_window'], now: Date): number {

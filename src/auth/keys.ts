@@ -1,4 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { GatewayError } from '../errors.js';
 import type { KeyRecord, Store } from '../store/types.js';
 
 export const KEY_PREFIX = 'sk-tg-';
@@ -13,12 +14,6 @@ export function generateKey(): { id: string; secret: string; sha256: string } {
   return { id: 'key_' + randomBytes(8).toString('hex'), secret, sha256: hashSecret(secret) };
 }
 
-export function sameHash(a: string, b: string): boolean {
-  const left = Buffer.from(a, 'hex');
-  const right = Buffer.from(b, 'hex');
-  return left.length === right.length && timingSafeEqual(left, right);
-}
-
 export type KeyProblem = 'unknown' | 'disabled' | 'expired';
 
 export function keyProblem(record: KeyRecord | null, now: number): KeyProblem | null {
@@ -28,9 +23,16 @@ export function keyProblem(record: KeyRecord | null, now: number): KeyProblem | 
   return null;
 }
 
-export function modelAllowed(record: KeyRecord, model: string | undefined): boolean {
+function modelAllowed(record: KeyRecord, model: string | undefined): boolean {
   if (!record.allowed_models) return true;
   return model !== undefined && record.allowed_models.includes(model);
+}
+
+/** 403 `model_not_allowed` unless the key may use `model` (every route and frame asks here). */
+export function requireModelAllowed(record: KeyRecord, model: string | undefined): void {
+  if (!modelAllowed(record, model)) {
+    throw new GatewayError('model_not_allowed', `This key may not use model "${model ?? '(none)'}".`, { param: 'model' });
+  }
 }
 
 /**
@@ -43,6 +45,10 @@ export class KeyDirectory {
 
   constructor(private readonly store: Store, private readonly ttlMs: number) {}
 
+  /**
+   * The secret is never compared with anything: its SHA-256 is the lookup index, and the time an
+   * index lookup takes tells nothing about a secret whose hash a caller cannot steer.
+   */
   async byHashOf(sha256: string): Promise<KeyRecord | null> {
     const now = Date.now();
     const cached = this.byHash.get(sha256);
@@ -52,7 +58,7 @@ export class KeyDirectory {
       if (this.byHash.size > 10_000) this.byHash.clear(); // bounded: unknown keys must not grow it forever
       this.byHash.set(sha256, { record, expires: now + this.ttlMs });
     }
-    return record && sameHash(record.sha256, sha256) ? record : null;
+    return record;
   }
 
   /** Re-reads a key by id, bypassing the cache: used where a decision must be current. */

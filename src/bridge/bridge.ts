@@ -8,7 +8,7 @@ import type { ParsedBody } from '../server/types.js';
 import type { Lease, ReplicaInfo } from '../store/types.js';
 import { HandshakeRefused } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
-import { admitRequest } from '../usage/limits.js';
+import { admitRequest, refundRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 import { decideOwnership, isStale } from './ownership.js';
 import { BridgeSession } from './session.js';
@@ -70,14 +70,13 @@ export class Bridge {
 
   /** A bridged `POST /v1/responses`, from a client or forwarded by another replica. */
   async serve(request: FastifyRequest, reply: FastifyReply, call: BridgedCall): Promise<unknown> {
-    const { store } = this.gateway;
     const key = call.session.key;
     const held = this.sessions.get(key);
     if (held && this.surelyOwns(held)) return this.serveLocal(request, reply, call, held.lease);
     const remote = this.remoteOwners.get(key);
     if (remote && remote.until > Date.now() && !call.forwarded) return this.forward(request, reply, call, remote.owner);
 
-    const ownership = await decideOwnership(store, key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
+    const ownership = await this.decide(call);
     if (ownership.kind === 'local') return this.serveLocal(request, reply, call, ownership.lease);
     if (call.forwarded) {
       this.gateway.metrics.bridgeForwards.inc({ outcome: 'loop' });
@@ -85,6 +84,11 @@ export class Bridge {
     }
     this.remoteOwners.set(key, { owner: ownership.owner, until: Date.now() + REMOTE_OWNER_TTL_MS });
     return this.forward(request, reply, call, ownership.owner);
+  }
+
+  /** Who owns the call's session, claiming it for this replica (on a fresh account) if nobody does. */
+  private decide(call: BridgedCall) {
+    return decideOwnership(this.gateway.store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
   }
 
   /**
@@ -156,7 +160,7 @@ export class Bridge {
         onSent: () => (reachedUpstream = true),
       });
     } catch (err) {
-      if (!reachedUpstream) await gateway.store.refundRequest(key.id, admittedAt).catch(() => {});
+      if (!reachedUpstream) await refundRequest(gateway.store, key.id, admittedAt);
       // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
       if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, call.pool);
       throw err;
@@ -198,7 +202,7 @@ export class Bridge {
       // an owner that cannot be reached is replaced only once its heartbeat is stale (or it left
       // the registry on drain): then ownership is decided afresh, once
       if (!retried && isStale(await gateway.store.getReplica(owner.instanceId), this.bounds, Date.now())) {
-        const again = await decideOwnership(gateway.store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
+        const again = await this.decide(call);
         if (again.kind === 'local') return this.serveLocal(request, reply, call, again.lease);
         if (again.owner.instanceId !== owner.instanceId) return this.forward(request, reply, call, again.owner, true);
       }

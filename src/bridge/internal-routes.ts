@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { keyProblem } from '../auth/keys.js';
+import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { RESPONSES_PROVIDERS, requireModelAllowed, modelOf } from '../proxy/routes.js';
+import { RESPONSES_PROVIDERS, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContext } from './context.js';
@@ -34,7 +34,7 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
     if (!session || session.key !== context.sessionKey) {
       throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
     }
-    requireModelAllowed(request, modelOf(body.json));
+    requireModelAllowed(key!, modelOf(body.json));
     return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
   });
 }

@@ -29,6 +29,12 @@ export type ProviderName = (typeof PROVIDERS)[number];
 export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
+/** A positive whole number with its default (ports, timeouts, sizes). */
+const positiveInt = (fallback: number) => z.number().int().positive().default(fallback);
+const port = (fallback: number) => z.number().int().min(0).max(65535).default(fallback);
+/** A config section: no unknown keys, and absent means every default (each field has one or is optional). */
+const section = <Shape extends z.ZodRawShape>(shape: Shape) => z.object(shape).strict().prefault({} as never);
+
 const hostPortSchema = z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict();
 
 const limitSchema = z.object({
@@ -79,58 +85,46 @@ const staticKeySchema = z
 
 export const configSchema = z
   .object({
-    server: z
-      .object({
-        host: z.string().default(DEFAULTS.host),
-        port: z.number().int().min(0).max(65535).default(DEFAULTS.port),
-        internalHost: z.string().default(DEFAULTS.internalHost),
-        internalPort: z.number().int().min(0).max(65535).default(DEFAULTS.internalPort),
-        bodyLimitBytes: z.number().int().positive().default(DEFAULTS.bodyLimitBytes),
-        shutdownGraceMs: z.number().int().min(0).default(DEFAULTS.shutdownGraceMs),
-        /** WebSocket ping interval, both sides; a side that missed the previous pong is closed */
-        websocketKeepaliveMs: z.number().int().positive().default(DEFAULTS.websocketKeepaliveMs),
-        instanceId: z.string().min(1).optional(),
-        advertiseUrl: z.url().optional(),
-      })
-      .strict()
-      .prefault({}),
-    upstream: z
-      .object({
-        connectTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamConnectTimeoutMs),
-        headersTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamHeadersTimeoutMs),
-        bodyTimeoutMs: z.number().int().positive().default(DEFAULTS.upstreamBodyTimeoutMs),
-        cooldownMs: z.number().int().positive().default(DEFAULTS.cooldownMs),
-        /**
-         * permessage-deflate on upstream WebSockets. Off by default: it costs about 3 ms per
-         * bridged turn in zlib round trips (measured on loopback) and saves little on event frames.
-         */
-        websocketCompression: z.boolean().default(false),
-      })
-      .strict()
-      .prefault({}),
-    redis: z
-      .object({
-        url: z.string().min(1).optional(),
-        /** Sentinel: the master `sentinelName` is found through these */
-        sentinels: z.array(hostPortSchema).min(1).optional(),
-        sentinelName: z.string().min(1).optional(),
-        /** Cluster: seed nodes, used instead of the URL's host */
-        cluster: z.array(hostPortSchema).min(1).optional(),
-        keyPrefix: z.string().regex(/^[^{}]*$/, 'must not contain { or }').optional(),
-        keyCacheTtlMs: z.number().int().min(0).max(1_000).default(DEFAULTS.keyCacheTtlMs),
-      })
-      .strict()
-      .prefault({}),
-    bridge: z
-      .object({
-        heartbeatMs: z.number().int().positive().default(DEFAULTS.heartbeatMs),
-        staleAfterMs: z.number().int().positive().default(DEFAULTS.staleAfterMs),
-        leaseMs: z.number().int().positive().default(DEFAULTS.leaseMs),
-        contextTtlSec: z.number().int().positive().default(DEFAULTS.contextTtlSec),
-        sessionIdleMs: z.number().int().positive().default(DEFAULTS.sessionIdleMs),
-      })
-      .strict()
-      .prefault({}),
+    server: section({
+      host: z.string().default(DEFAULTS.host),
+      port: port(DEFAULTS.port),
+      internalHost: z.string().default(DEFAULTS.internalHost),
+      internalPort: port(DEFAULTS.internalPort),
+      bodyLimitBytes: positiveInt(DEFAULTS.bodyLimitBytes),
+      shutdownGraceMs: z.number().int().min(0).default(DEFAULTS.shutdownGraceMs),
+      /** WebSocket ping interval, both sides; a side that missed the previous pong is closed */
+      websocketKeepaliveMs: positiveInt(DEFAULTS.websocketKeepaliveMs),
+      instanceId: z.string().min(1).optional(),
+      advertiseUrl: z.url().optional(),
+    }),
+    upstream: section({
+      connectTimeoutMs: positiveInt(DEFAULTS.upstreamConnectTimeoutMs),
+      headersTimeoutMs: positiveInt(DEFAULTS.upstreamHeadersTimeoutMs),
+      bodyTimeoutMs: positiveInt(DEFAULTS.upstreamBodyTimeoutMs),
+      cooldownMs: positiveInt(DEFAULTS.cooldownMs),
+      /**
+       * permessage-deflate on upstream WebSockets. Off by default: it costs about 3 ms per
+       * bridged turn in zlib round trips (measured on loopback) and saves little on event frames.
+       */
+      websocketCompression: z.boolean().default(false),
+    }),
+    redis: section({
+      url: z.string().min(1).optional(),
+      /** Sentinel: the master `sentinelName` is found through these */
+      sentinels: z.array(hostPortSchema).min(1).optional(),
+      sentinelName: z.string().min(1).optional(),
+      /** Cluster: seed nodes, used instead of the URL's host */
+      cluster: z.array(hostPortSchema).min(1).optional(),
+      keyPrefix: z.string().regex(/^[^{}]*$/, 'must not contain { or }').optional(),
+      keyCacheTtlMs: z.number().int().min(0).max(1_000).default(DEFAULTS.keyCacheTtlMs),
+    }),
+    bridge: section({
+      heartbeatMs: positiveInt(DEFAULTS.heartbeatMs),
+      staleAfterMs: positiveInt(DEFAULTS.staleAfterMs),
+      leaseMs: positiveInt(DEFAULTS.leaseMs),
+      contextTtlSec: positiveInt(DEFAULTS.contextTtlSec),
+      sessionIdleMs: positiveInt(DEFAULTS.sessionIdleMs),
+    }),
     adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
     internalSecret: z.string().min(16, 'must be at least 16 characters').optional(),
     providers: z

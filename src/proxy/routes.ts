@@ -1,12 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { modelAllowed } from '../auth/keys.js';
+import { requireModelAllowed } from '../auth/keys.js';
 import type { ProviderName } from '../config/schema.js';
 import type { Bridge } from '../bridge/bridge.js';
 import { TURN_STATE_HEADER, sessionOf, withoutGatewayTurnState } from '../bridge/session-key.js';
-import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
-import { admitRequest } from '../usage/limits.js';
+import { admitRequest, refundRequest } from '../usage/limits.js';
 import type { WireFormat } from '../usage/tokens.js';
 import { clientGoneSignal, relayUpstreamReply } from './forward.js';
 import { queryOf, upstreamRequestHeaders } from './headers.js';
@@ -50,12 +49,6 @@ function upstreamBody(route: ModelRoute, body: ParsedBody): Buffer {
   return Buffer.from(JSON.stringify({ ...json, stream_options: { ...json.stream_options, include_usage: true } }));
 }
 
-export function requireModelAllowed(request: FastifyRequest, model: string | undefined): void {
-  if (!modelAllowed(request.principal!.key, model)) {
-    throw new GatewayError('model_not_allowed', `This key may not use model "${model ?? '(none)'}".`, { param: 'model' });
-  }
-}
-
 /**
  * A model call: route -> auth (hook) -> limits -> account selection -> upstream -> usage.
  * Responses calls that name a session go through the bridge instead.
@@ -64,7 +57,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   const pool = gateway.poolFor(route.providers);
   const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
   const key = request.principal!.key;
-  requireModelAllowed(request, modelOf(body.json));
+  requireModelAllowed(key, modelOf(body.json));
   request.facts.provider = pool.provider;
 
   const session = route.format === 'openai-responses' && isObject(body.json) ? sessionOf(request.headers, key.id) : null;
@@ -90,7 +83,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
       accountId,
     });
   } catch (err) {
-    if (admittedAt !== undefined) await gateway.store.refundRequest(key.id, admittedAt).catch(() => {});
+    if (admittedAt !== undefined) await refundRequest(gateway.store, key.id, admittedAt);
     throw err;
   }
   request.facts.accountId = upstream.account.id;

@@ -1,13 +1,13 @@
 /** The relay of one client WebSocket and its upstream WebSocket: frames, limits, usage, backpressure, keepalive, close. */
 import type { FastifyRequest } from 'fastify';
 import WebSocket, { type RawData } from 'ws';
-import { keyProblem, modelAllowed } from '../auth/keys.js';
+import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import type { ProviderName } from '../config/schema.js';
 import { GatewayError, renderError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { KeyRecord } from '../store/types.js';
 import type { UpstreamSocket } from '../upstream/client.js';
-import { admitRequest } from '../usage/limits.js';
+import { admitRequest, refundRequest } from '../usage/limits.js';
 import { usageFromResponsesEvent } from '../usage/meter.js';
 import type { TokenUsage } from '../usage/tokens.js';
 
@@ -159,11 +159,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
   const admit = async (frame: Record<string, unknown>): Promise<number | null> => {
     try {
       const key = await currentKey();
-      for (const model of modelsOf(frame)) {
-        if (!modelAllowed(key, model)) {
-          throw new GatewayError('model_not_allowed', `This key may not use model "${model ?? '(none)'}".`, { param: 'model' });
-        }
-      }
+      for (const model of modelsOf(frame)) requireModelAllowed(key, model);
       return await admitRequest(gateway.store, key, Date.now());
     } catch (err) {
       const refusal = asRefusal(err);
@@ -182,7 +178,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
       admittedAt = admitted;
     }
     if (upstream.readyState !== WebSocket.OPEN) {
-      if (admittedAt !== undefined) await gateway.store.refundRequest(request.principal!.key.id, admittedAt).catch(() => {});
+      if (admittedAt !== undefined) await refundRequest(gateway.store, request.principal!.key.id, admittedAt);
       return;
     }
     if (admittedAt !== undefined) requests += 1;

@@ -15,3 +15,11 @@ export async function admitRequest(store: Store, key: KeyRecord, now = Date.now(
     { retryAfter: (resetAt - now) / 1000, resetsAt: resetAt },
   );
 }
+
+/**
+ * Takes back a request admitted by `admitRequest` that never reached an upstream. A refund the
+ * store cannot take leaves the request counted: the error is on the side of the limit.
+ */
+export async function refundRequest(store: Store, keyId: string, admittedAt: number): Promise<void> {
+  await store.refundRequest(keyId, admittedAt).catch(() => {});
+}
