@@ -137,7 +137,7 @@ export class Bridge {
     }
     if (!session) {
       if (this.draining) throw new GatewayError('shutting_down', 'This replica is draining and takes no new bridge sessions.');
-      const handshake = withoutGatewayTurnState(upstreamRequestHeaders(request.headers));
+      const handshake = withoutGatewayTurnState(upstreamRequestHeaders(call.pool.provider, request.headers));
       session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, handshake, this.bounds.leaseMs);
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
@@ -192,7 +192,8 @@ export class Bridge {
       res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + queryOf(request.url), {
         dispatcher: gateway.agent,
         method: 'POST',
-        headers: { ...upstreamRequestHeaders(request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },
+        // the owner needs the session headers and the allow-listed ones; credentials never travel
+        headers: { ...upstreamRequestHeaders(call.pool.provider, request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },
         body: call.body.raw,
         signal,
       });

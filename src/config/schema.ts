@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isReservedHeader } from '../proxy/headers.js';
 import { LIMIT_TYPES } from '../store/types.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
@@ -52,6 +53,18 @@ const accountSchema = z
     apiKeyFile: z.string().min(1).optional(),
     /** ChatGPT accounts: the `ChatGPT-Account-Id` header */
     accountId: z.string().min(1).optional(),
+    /** OpenAI accounts: sent as `OpenAI-Organization` / `OpenAI-Project` */
+    organization: z.string().min(1).optional(),
+    project: z.string().min(1).optional(),
+    /** extra headers on every upstream request and handshake of this account; never the credential */
+    headers: z
+      .record(
+        z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be an HTTP header name').refine((name) => !isReservedHeader(name), {
+          message: 'is set by the gateway (credential, framing or internal header)',
+        }),
+        z.string().regex(/^[^\r\n\0]*$/, 'must not contain CR, LF or NUL'),
+      )
+      .optional(),
     /** this account's own base URL; the provider's by default */
     baseUrl: z.url().optional(),
   })
@@ -70,6 +83,14 @@ const providerSchema = z
     accounts: z.array(accountSchema).min(1),
   })
   .strict();
+
+/** `organization` and `project` are OpenAI API concepts: elsewhere they would be silently ignored. */
+const openaiOnly = (provider: z.infer<typeof providerSchema> | undefined, ctx: z.RefinementCtx, name: string) =>
+  provider?.accounts.forEach((account, i) => {
+    for (const field of ['organization', 'project'] as const) {
+      if (account[field] !== undefined) ctx.addIssue({ code: 'custom', message: 'only OpenAI accounts have one', path: [name, 'accounts', i, field] });
+    }
+  });
 
 const staticKeySchema = z
   .object({
@@ -134,7 +155,11 @@ export const configSchema = z
         chatgpt: providerSchema.optional(),
       })
       .strict()
-      .refine((p) => Object.values(p).some(Boolean), { message: 'at least one provider is required' }),
+      .refine((p) => Object.values(p).some(Boolean), { message: 'at least one provider is required' })
+      .superRefine((p, ctx) => {
+        openaiOnly(p.anthropic, ctx, 'anthropic');
+        openaiOnly(p.chatgpt, ctx, 'chatgpt');
+      }),
     keys: z.array(staticKeySchema).default([]),
   })
   .strict()

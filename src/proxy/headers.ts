@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { ProviderName } from '../config/schema.js';
 
 export type HeaderMap = Record<string, string | string[]>;
 
@@ -18,16 +19,78 @@ const HOP_BY_HOP = new Set([
   'proxy-authorization',
 ]);
 
-/** Client credentials and what a client or its proxies say about the client: never upstream. */
-const CLIENT_ONLY = new Set(['authorization', 'x-api-key', 'forwarded', 'x-real-ip', 'cookie']);
+/**
+ * What a client may send upstream, per provider: everything else is dropped. Credentials
+ * (`authorization`, `x-api-key`, `cookie`) and the headers that choose whose account or
+ * organization is billed (`openai-organization`, `openai-project`, `chatgpt-account-id`) are
+ * deliberately absent: the account's own values come from config (upstream/credentials.ts).
+ */
+const COMMON = [
+  // content negotiation; accept-encoding is set by the gateway (identity) so meters can read bodies
+  'content-type',
+  'accept',
+  'accept-language',
+  'user-agent',
+  // retries of the same call are deduplicated upstream
+  'idempotency-key',
+  'x-client-request-id',
+  // W3C trace context, continued across the owner hop
+  'traceparent',
+  'tracestate',
+];
+/** The official SDKs' telemetry (`x-stainless-os`, `-retry-count`, …), harmless and varied. */
+const PREFIXES = ['x-stainless-'];
 
-/** WebSocket handshake headers that `ws` generates for the upstream connection itself. */
-export const WEBSOCKET_HANDSHAKE = new Set([
-  'sec-websocket-key',
-  'sec-websocket-version',
-  'sec-websocket-extensions',
-  'sec-websocket-accept',
-]);
+/** OpenAI API and ChatGPT's Codex backend: the Responses protocol and the session headers Codex sends. */
+const OPENAI_FAMILY = [
+  ...COMMON,
+  'openai-beta', // responses=experimental, responses_websockets=…
+  // Codex session and turn identity: prompt-cache routing and turn continuity upstream
+  'session-id',
+  'session_id',
+  'thread-id',
+  'conversation_id',
+  'x-codex-turn-state',
+  'x-codex-turn-metadata',
+  'x-codex-window-id',
+  'x-codex-parent-thread-id',
+  'x-codex-installation-id',
+  'x-codex-beta-features',
+  'x-openai-subagent',
+  // which client and version is calling (Codex: originator=codex_cli_rs, version=0.x)
+  'originator',
+  'version',
+];
+
+/** Anthropic Messages: protocol version and betas, plus what Claude Code sends about itself. */
+const ANTHROPIC = [
+  ...COMMON,
+  'anthropic-version',
+  'anthropic-beta',
+  'anthropic-dangerous-direct-browser-access', // set by the SDK in browser-like runtimes
+  'x-app', // Claude Code: `cli`
+  'x-claude-code-session-id',
+];
+
+const ALLOWED: Record<ProviderName, ReadonlySet<string>> = {
+  openai: new Set(OPENAI_FAMILY),
+  chatgpt: new Set(OPENAI_FAMILY),
+  anthropic: new Set(ANTHROPIC),
+};
+
+/**
+ * Names an operator may not set in an account's `headers`: the credential, what undici or `ws`
+ * compute, and the gateway's own.
+ */
+export function isReservedHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return (
+    HOP_BY_HOP.has(lower) ||
+    ['authorization', 'x-api-key', 'cookie', 'content-encoding', 'accept-encoding'].includes(lower) ||
+    lower.startsWith('sec-websocket-') ||
+    lower.startsWith('x-tollgate-')
+  );
+}
 
 function namedInConnection(headers: IncomingHttpHeaders | HeaderMap): Set<string> {
   const value = headers.connection;
@@ -46,15 +109,17 @@ function isStripped(name: string, connectionNamed: Set<string>): boolean {
 }
 
 /**
- * The one strip list for every upstream hop (HTTP, SSE, WebSocket, owner forward): what is
- * left is safe to send on. The caller adds the account's credential afterwards.
+ * The one allow-list for every upstream hop of `provider` (HTTP, SSE, WebSocket handshake, and
+ * the owner forward, whose receiver applies it again): only what the provider's API defines and
+ * the session headers real clients send. The account's credential and headers are added after.
  */
-export function upstreamRequestHeaders(headers: IncomingHttpHeaders, extraStrip?: ReadonlySet<string>): HeaderMap {
+export function upstreamRequestHeaders(provider: ProviderName, headers: IncomingHttpHeaders): HeaderMap {
+  const allowed = ALLOWED[provider];
   const named = namedInConnection(headers);
   const out: HeaderMap = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || CLIENT_ONLY.has(name) || isStripped(name, named) || extraStrip?.has(name)) continue;
-    out[name] = value;
+    if (value === undefined || named.has(name)) continue;
+    if (allowed.has(name) || PREFIXES.some((prefix) => name.startsWith(prefix))) out[name] = value;
   }
   return out;
 }

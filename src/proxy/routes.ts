@@ -77,7 +77,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     upstream = await gateway.upstream.send(pool, {
       method: 'POST',
       path: route.upstreamPath + queryOf(request.url),
-      headers: { ...withoutGatewayTurnState(upstreamRequestHeaders(request.headers)), 'accept-encoding': 'identity' },
+      headers: { ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)), 'accept-encoding': 'identity' },
       body: upstreamBody(route, body),
       signal,
       accountId,
@@ -105,7 +105,7 @@ async function listModels(gateway: Gateway, request: FastifyRequest, reply: Fast
   const upstream = await gateway.upstream.send(pool, {
     method: 'GET',
     path: '/v1/models',
-    headers: { ...upstreamRequestHeaders(request.headers), 'accept-encoding': 'identity' },
+    headers: { ...upstreamRequestHeaders(pool.provider, request.headers), 'accept-encoding': 'identity' },
   });
   const allowed = request.principal!.key.allowed_models;
   if (upstream.statusCode >= 400 || !allowed) {

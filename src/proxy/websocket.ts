@@ -7,15 +7,13 @@ import type { Gateway } from '../gateway.js';
 import { sendError } from '../server/http.js';
 import { HandshakeRefused, MAX_WEBSOCKET_MESSAGE_BYTES, type UpstreamSocket } from '../upstream/client.js';
 import { sendHandshakeRefusal } from './forward.js';
-import { WEBSOCKET_HANDSHAKE, firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
+import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
 import { MODEL_ROUTES, type ModelRoute } from './routes.js';
 import { asBuffer, closeWith, relay, type PendingSession } from './websocket-relay.js';
 
 /** The Responses routes, with the same provider preference as their POST twins. */
 const WEBSOCKET_ROUTES = MODEL_ROUTES.filter((route) => route.format === 'openai-responses');
 
-/** Client handshake headers that concern only the client's hop: `ws` negotiates the upstream's itself. */
-const CLIENT_HANDSHAKE = new Set([...WEBSOCKET_HANDSHAKE, 'sec-websocket-protocol']);
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
 /**
@@ -91,7 +89,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     try {
       upstream = await gateway.upstream.openSocket(pool, {
         path: route.upstreamPath + queryOf(request.url),
-        headers: upstreamRequestHeaders(request.headers, CLIENT_HANDSHAKE),
+        headers: upstreamRequestHeaders(pool.provider, request.headers),
       });
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;

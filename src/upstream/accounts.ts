@@ -8,6 +8,11 @@ export interface Account {
   baseUrl: string;
   secret: string;
   chatgptAccountId?: string;
+  /** OpenAI: `OpenAI-Organization` / `OpenAI-Project` */
+  organization?: string;
+  project?: string;
+  /** extra upstream headers from config, lowercase names */
+  headers: Record<string, string>;
 }
 
 /** What selection may look at: shared state from the store plus this replica's own counters. */
@@ -56,5 +61,8 @@ export function accountsOf(provider: ProviderName, config: ProviderConfig): Acco
     // a mounted secret file is read once at start; rotate by restarting the replica
     secret: a.apiKey ?? readFileSync(a.apiKeyFile!, 'utf8').trim(),
     chatgptAccountId: a.accountId,
+    organization: a.organization,
+    project: a.project,
+    headers: Object.fromEntries(Object.entries(a.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value])),
   }));
 }

@@ -4,7 +4,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
 import type { Config, ProviderName } from '../config/schema.js';
 import { GatewayError, upstreamFailure } from '../errors.js';
-import { WEBSOCKET_HANDSHAKE, type HeaderMap } from '../proxy/headers.js';
+import type { HeaderMap } from '../proxy/headers.js';
 import type { Store } from '../store/types.js';
 import type { Account } from './accounts.js';
 import { withAccountCredential } from './credentials.js';
@@ -112,7 +112,7 @@ export class UpstreamClient {
       const res = await request(upstreamUrl(account, req.path), {
         dispatcher: this.dispatcher,
         method: req.method,
-        headers: withAccountCredential(account.provider, account, req.headers),
+        headers: withAccountCredential(account, req.headers),
         body: req.body,
         signal: req.signal,
       });
@@ -133,8 +133,7 @@ export class UpstreamClient {
 
   private handshake(account: Account, target: UpstreamTarget): Promise<Attempt<{ socket?: WebSocket; body: string }>> {
     const url = upstreamUrl(account, target.path).replace(/^http/, 'ws');
-    const headers = withAccountCredential(account.provider, account, target.headers);
-    for (const name of WEBSOCKET_HANDSHAKE) delete headers[name];
+    const headers = withAccountCredential(account, target.headers);
     return new Promise((resolve, reject) => {
       const socket = new WebSocket(url, {
         headers: headers as Record<string, string>,

@@ -1,26 +1,29 @@
-import type { ProviderName } from '../config/schema.js';
 import type { HeaderMap } from '../proxy/headers.js';
 import type { Account } from './accounts.js';
 
 /**
- * The single factory of upstream credentials, kept apart from client authentication:
- * adds the account's real credential to headers that were already cleaned.
+ * The single factory of upstream credentials, kept apart from client authentication: adds the
+ * account's own headers and its real credential to headers that were already allow-listed.
+ * Who is billed (organization, project, ChatGPT account) comes from config only, and the
+ * credential is set last so nothing overrides it.
  */
-export function withAccountCredential(provider: ProviderName, account: Account, headers: HeaderMap): HeaderMap {
-  switch (provider) {
+export function withAccountCredential(account: Account, headers: HeaderMap): HeaderMap {
+  const own = { ...headers, ...account.headers };
+  switch (account.provider) {
     case 'openai':
-      return { ...headers, authorization: `Bearer ${account.secret}` };
+      return {
+        ...own,
+        ...(account.organization ? { 'openai-organization': account.organization } : {}),
+        ...(account.project ? { 'openai-project': account.project } : {}),
+        authorization: `Bearer ${account.secret}`,
+      };
     case 'chatgpt':
       return {
-        ...headers,
-        authorization: `Bearer ${account.secret}`,
+        ...own,
         ...(account.chatgptAccountId ? { 'chatgpt-account-id': account.chatgptAccountId } : {}),
+        authorization: `Bearer ${account.secret}`,
       };
     case 'anthropic':
-      return {
-        'anthropic-version': '2023-06-01',
-        ...headers,
-        'x-api-key': account.secret,
-      };
+      return { 'anthropic-version': '2023-06-01', ...own, 'x-api-key': account.secret };
   }
 }
