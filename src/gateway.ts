@@ -5,6 +5,7 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
+import { SecretScrubber } from './proxy/scrubber.js';
 import type { Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
@@ -22,6 +23,8 @@ export class Gateway {
   readonly agent: Agent;
   readonly upstream: UpstreamClient;
   readonly usage: UsageRecorder;
+  /** every account's secret, whichever account served: one upstream may echo another's key */
+  readonly scrubber: SecretScrubber;
   draining = false;
 
   constructor(readonly config: Config, readonly store: Store, readonly log: Logger) {
@@ -31,6 +34,7 @@ export class Gateway {
       const providerConfig = config.providers[provider];
       if (providerConfig) this.pools.set(provider, new ProviderPool(provider, providerConfig, store));
     }
+    this.scrubber = new SecretScrubber([...this.pools.values()].flatMap((pool) => pool.accounts.map((account) => account.secret)));
     this.agent = buildAgent(config.upstream);
     this.upstream = new UpstreamClient(this.agent, store, config.upstream, {
       onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),

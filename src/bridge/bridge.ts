@@ -138,7 +138,7 @@ export class Bridge {
     if (!session) {
       if (this.draining) throw new GatewayError('shutting_down', 'This replica is draining and takes no new bridge sessions.');
       const handshake = withoutGatewayTurnState(upstreamRequestHeaders(call.pool.provider, request.headers));
-      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, handshake, this.bounds.leaseMs);
+      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, handshake, this.bounds.leaseMs, gateway.scrubber);
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
     }
@@ -162,7 +162,7 @@ export class Bridge {
     } catch (err) {
       if (!reachedUpstream) await refundRequest(gateway.store, key.id, admittedAt);
       // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
-      if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, call.pool);
+      if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, gateway.scrubber);
       throw err;
     }
     return reply;

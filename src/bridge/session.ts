@@ -3,6 +3,7 @@ import type { FastifyReply } from 'fastify';
 import type WebSocket from 'ws';
 import { GatewayError, renderError } from '../errors.js';
 import type { HeaderMap } from '../proxy/headers.js';
+import type { SecretScrubber } from '../proxy/scrubber.js';
 import type { Lease } from '../store/types.js';
 import type { UpstreamClient, UpstreamSocket } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
@@ -43,6 +44,8 @@ export class BridgeSession {
     /** handshake headers of the first request (session-id, OpenAI-Beta, …), already cleaned */
     private readonly handshakeHeaders: HeaderMap,
     leaseMs: number,
+    /** failure events may echo an account secret */
+    private readonly scrubber: SecretScrubber,
   ) {
     this.leaseValidUntil = Date.now() + leaseMs;
   }
@@ -102,7 +105,7 @@ export class BridgeSession {
       };
       const onMessage = (data: WebSocket.RawData, isBinary: boolean) => {
         if (isBinary) return;
-        const text = data.toString();
+        const text = this.scrubber.failureFrame(data as Buffer).toString();
         let event: { type?: string; status?: number; error?: unknown; response?: unknown };
         try {
           event = JSON.parse(text);

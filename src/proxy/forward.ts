@@ -4,18 +4,17 @@ import type { WireFormat } from '../usage/tokens.js';
 import { createUsageMeter } from '../usage/meter.js';
 import type { TokenUsage } from '../usage/tokens.js';
 import type { CancelSignal, HandshakeRefused, UpstreamReply } from '../upstream/client.js';
-import type { ProviderPool } from '../upstream/pool.js';
 import { firstValue, upstreamResponseHeaders } from './headers.js';
+import type { SecretScrubber } from './scrubber.js';
 
 /** Error bodies are buffered (bounded) so secrets can be scrubbed before they pass on. */
 const ERROR_BODY_LIMIT = 1024 * 1024;
-const REDACTED = '[redacted]';
 
 export interface RelayOptions {
   /** the wire format to meter, or null for calls that do not count (count_tokens, models) */
   format: WireFormat | null;
-  /** secrets that must never reach the client: account credentials, the caller's proxy key */
-  secrets: readonly string[];
+  /** removes account secrets from headers and error bodies */
+  scrubber: SecretScrubber;
   /** called once when the upstream body has ended or was cut off, with what the upstream reported */
   onDone: (usage: TokenUsage | null) => void;
 }
@@ -39,16 +38,10 @@ export function clientGoneSignal(reply: FastifyReply): CancelSignal {
   return signal;
 }
 
-export function scrubSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const secret of secrets) if (secret.length >= 8) out = out.split(secret).join(REDACTED);
-  return out;
-}
-
 /**
  * Sends an upstream answer to the client. Success bodies stream through unbuffered (the meter
  * reads the same chunks as they pass); error bodies pass through with status and wording
- * unchanged, scrubbed of our secrets.
+ * unchanged, scrubbed of our secrets. Headers are scrubbed on every response: they are small.
  */
 export async function relayUpstreamReply(
   request: FastifyRequest,
@@ -56,13 +49,14 @@ export async function relayUpstreamReply(
   upstream: UpstreamReply,
   options: RelayOptions,
 ): Promise<FastifyReply> {
-  reply.code(upstream.statusCode).headers(upstreamResponseHeaders(upstream.headers));
+  const { scrubber } = options;
+  reply.code(upstream.statusCode).headers(scrubber.headers(upstreamResponseHeaders(upstream.headers)));
 
   if (upstream.statusCode >= 400) {
     const text = await readBounded(upstream);
     upstream.release();
     options.onDone(null);
-    return reply.send(scrubSecrets(text, options.secrets));
+    return reply.send(scrubber.text(text));
   }
 
   // the body passes unchanged: its length lets Node send it without chunked encoding
@@ -85,9 +79,8 @@ export async function relayUpstreamReply(
 }
 
 /** An upstream's refusal of a WebSocket handshake, passed on like any upstream error. */
-export function sendHandshakeRefusal(reply: FastifyReply, refusal: HandshakeRefused, pool: ProviderPool): FastifyReply {
-  const secrets = pool.accounts.map((account) => account.secret);
-  return reply.code(refusal.statusCode).headers(upstreamResponseHeaders(refusal.headers)).send(scrubSecrets(refusal.body, secrets));
+export function sendHandshakeRefusal(reply: FastifyReply, refusal: HandshakeRefused, scrubber: SecretScrubber): FastifyReply {
+  return reply.code(refusal.statusCode).headers(scrubber.headers(upstreamResponseHeaders(refusal.headers))).send(scrubber.text(refusal.body));
 }
 
 async function readBounded(upstream: UpstreamReply): Promise<string> {

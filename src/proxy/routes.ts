@@ -91,7 +91,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   metrics.inFlightStreams.inc({ provider: pool.provider });
   return relayUpstreamReply(request, reply, upstream, {
     format: route.format,
-    secrets: [upstream.account.secret],
+    scrubber: gateway.scrubber,
     onDone: (usage) => {
       metrics.inFlightStreams.dec({ provider: pool.provider });
       if (route.format) gateway.recordUsage(request, pool.provider, upstream.account.id, usage);
@@ -109,7 +109,7 @@ async function listModels(gateway: Gateway, request: FastifyRequest, reply: Fast
   });
   const allowed = request.principal!.key.allowed_models;
   if (upstream.statusCode >= 400 || !allowed) {
-    return relayUpstreamReply(request, reply, upstream, { format: null, secrets: [upstream.account.secret], onDone: () => {} });
+    return relayUpstreamReply(request, reply, upstream, { format: null, scrubber: gateway.scrubber, onDone: () => {} });
   }
   const list = (await upstream.body.json()) as { data?: Array<{ id?: string }> };
   upstream.release();

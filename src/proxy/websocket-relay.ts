@@ -135,8 +135,9 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
   };
   const fromUpstream = (data: Buffer, isBinary: boolean) => {
     metrics.wsFrames.inc({ direction: 'upstream_to_client' });
-    if (!isBinary) meter(data);
-    toClient(data, isBinary);
+    if (isBinary) return toClient(data, true);
+    meter(data);
+    toClient(gateway.scrubber.failureFrame(data), false);
   };
   upstream.on('message', (data, isBinary) => fromUpstream(asBuffer(data), isBinary));
 
@@ -248,7 +249,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
   });
   upstream.on('close', (code, reason) => {
     finish();
-    closeWith(client, code, reason);
+    closeWith(client, code, gateway.scrubber.closeReason(reason));
   });
 
   // what the upstream said before the client was upgraded comes first
@@ -256,7 +257,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
   session.early.length = 0;
   if (session.earlyClose || upstream.readyState === WebSocket.CLOSED) {
     finish();
-    closeWith(client, session.earlyClose?.code ?? 1006, session.earlyClose?.reason);
+    closeWith(client, session.earlyClose?.code ?? 1006, gateway.scrubber.closeReason(session.earlyClose?.reason ?? Buffer.alloc(0)));
   }
 }
 

@@ -9,6 +9,7 @@ import { HandshakeRefused, MAX_WEBSOCKET_MESSAGE_BYTES, type UpstreamSocket } fr
 import { sendHandshakeRefusal } from './forward.js';
 import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
 import { MODEL_ROUTES, type ModelRoute } from './routes.js';
+import type { SecretScrubber } from './scrubber.js';
 import { asBuffer, closeWith, relay, type PendingSession } from './websocket-relay.js';
 
 /** The Responses routes, with the same provider preference as their POST twins. */
@@ -34,9 +35,9 @@ function handshakeProblem(request: FastifyRequest): string | null {
 }
 
 /** The upstream's handshake headers the client's 101 carries: not hop-by-hop, handshake or cookies. */
-function handshakeHeaderLines(upstreamHeaders: UpstreamSocket['headers'], requestId: string): string[] {
+function handshakeHeaderLines(upstreamHeaders: UpstreamSocket['headers'], requestId: string, scrubber: SecretScrubber): string[] {
   const lines: string[] = [];
-  for (const [name, value] of Object.entries(upstreamResponseHeaders(upstreamHeaders))) {
+  for (const [name, value] of Object.entries(scrubber.headers(upstreamResponseHeaders(upstreamHeaders)))) {
     if (name.startsWith('sec-websocket-') || name === 'set-cookie') continue;
     for (const item of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${item}`);
   }
@@ -94,7 +95,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;
       failureReason.set(request.raw, `upstream_${err.statusCode}`);
-      return sendHandshakeRefusal(reply, err, pool);
+      return sendHandshakeRefusal(reply, err, gateway.scrubber);
     }
     request.facts.accountId = upstream.account.id;
 
@@ -114,7 +115,7 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
       pool,
       upstream,
       early: [],
-      headerLines: handshakeHeaderLines(upstream.headers, request.id),
+      headerLines: handshakeHeaderLines(upstream.headers, request.id, gateway.scrubber),
       handOver: () => {
         upstream.socket.off('message', onEarlyMessage);
         upstream.socket.off('close', onEarlyClose);
