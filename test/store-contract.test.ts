@@ -229,6 +229,38 @@ describe.each(stores)('%s store contract', (kind, create) => {
     expect((await store.getAccountStates(['a'])).get('a')).toEqual({ cooldownUntil: 0, disabled: false });
   });
 
+  describe('account probes', () => {
+    it('one claim wins until its record expires; later claims see the record untouched', async () => {
+      const claims = await Promise.all(Array.from({ length: 8 }, () => store.claimAccountProbe('a', 60_000)));
+      expect(claims.filter((claim) => claim === null)).toHaveLength(1);
+      expect(claims.filter((claim) => claim === 'pending')).toHaveLength(7);
+      // another account has a probe of its own
+      expect(await store.claimAccountProbe('b', 60_000)).toBeNull();
+
+      await store.setAccountProbeVerdict('a', 'refused', 60_000);
+      expect(await store.claimAccountProbe('a', 60_000)).toBe('refused');
+      expect(await store.claimAccountProbe('a', 60_000)).toBe('refused');
+    });
+
+    it('a verdict expires after its ttl; a pending claim too (its prober may have died)', async () => {
+      await store.setAccountProbeVerdict('a', 'ok', 150);
+      expect(await store.claimAccountProbe('a', 150)).toBe('ok');
+      expect(await store.claimAccountProbe('b', 150)).toBeNull();
+      await sleep(250);
+      expect(await store.claimAccountProbe('a', 60_000)).toBeNull();
+      expect(await store.claimAccountProbe('b', 60_000)).toBeNull();
+    });
+
+    it('enabling an account forgets its verdict; disabling keeps it', async () => {
+      await store.setAccountProbeVerdict('a', 'refused', 60_000);
+      await store.setAccountDisabled('a', true);
+      expect(await store.claimAccountProbe('a', 60_000)).toBe('refused');
+      await store.setAccountDisabled('a', false);
+      expect(await store.claimAccountProbe('a', 60_000)).toBeNull();
+      expect((await store.getAccountStates(['a'])).get('a')).toEqual({ disabled: false });
+    });
+  });
+
   it('replicas: heartbeat registers and refreshes, list and remove', async () => {
     expect(await store.listReplicas()).toEqual([]);
     await store.heartbeat({ instanceId: 'r1', advertiseUrl: 'http://10.0.0.1:9090' }, now);

@@ -7,6 +7,8 @@ import type {
   KeyRecord,
   Lease,
   Limit,
+  ProbeRecord,
+  ProbeVerdict,
   ReplicaInfo,
   Store,
   UsageCounters,
@@ -41,6 +43,7 @@ export class MemoryStore implements Store {
   private readonly accounts = new Map<string, AccountState>();
   private readonly replicas = new Map<string, ReplicaInfo>();
   private readonly leases = new Map<string, HeldLease>();
+  private readonly probes = new Map<string, { record: ProbeRecord; expiresAt: number }>();
   /** nonce → expiresAt */
   private readonly nonces = new Map<string, number>();
   /** Shared by all sessions: epochs only ever grow, which is all fencing needs. */
@@ -121,6 +124,19 @@ export class MemoryStore implements Store {
 
   async setAccountDisabled(accountId: string, disabled: boolean): Promise<void> {
     this.accounts.set(accountId, { ...this.accounts.get(accountId), disabled });
+    if (!disabled) this.probes.delete(accountId);
+  }
+
+  async claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null> {
+    const now = Date.now();
+    const held = this.probes.get(accountId);
+    if (held && held.expiresAt > now) return held.record;
+    this.probes.set(accountId, { record: 'pending', expiresAt: now + ttlMs });
+    return null;
+  }
+
+  async setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void> {
+    this.probes.set(accountId, { record: verdict, expiresAt: Date.now() + ttlMs });
   }
 
   async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {

@@ -9,6 +9,8 @@ import type {
   KeyRecord,
   Lease,
   Limit,
+  ProbeRecord,
+  ProbeVerdict,
   ReplicaInfo,
   Store,
   UsageCounters,
@@ -47,6 +49,7 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
  *   tg:{u:<keyId>}:all            all-time usage hash
  *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
+ *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
  *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
@@ -112,6 +115,15 @@ const SCRIPTS = {
    * Renews (leaseMs given) or releases (leaseMs '') a lease still held by instanceId at epoch.
    * KEYS: lease, epoch counter. ARGV: instanceId, epoch, leaseMs, epoch TTL. Returns 1 or 0.
    */
+  /*
+   * Claims an account probe: the current record, or nil after setting it to 'pending'.
+   * KEYS: probe record. ARGV: ttlMs.
+   */
+  tgClaimProbe: `
+    local current = redis.call('GET', KEYS[1])
+    if current then return current end
+    redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
+    return false`,
   tgHeldLease: `
     local current = redis.call('GET', KEYS[1])
     if not current then return 0 end
@@ -367,7 +379,18 @@ export class RedisStore implements Store {
   }
 
   async setAccountDisabled(accountId: string, disabled: boolean): Promise<void> {
-    await this.run(() => this.client.hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0'));
+    await this.run(() => {
+      const batch = this.client.multi().hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0');
+      return execAll(disabled ? batch : batch.del(this.probeKey(accountId)));
+    });
+  }
+
+  async claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null> {
+    return this.run(async () => ((await this.script('tgClaimProbe', [this.probeKey(accountId)], [ttlMs])) as ProbeRecord | null) ?? null);
+  }
+
+  async setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void> {
+    await this.run(() => this.client.set(this.probeKey(accountId), verdict, 'PX', ttlMs));
   }
 
   // --- replicas ---------------------------------------------------------------
@@ -518,6 +541,11 @@ export class RedisStore implements Store {
 
   private accountKey(accountId: string): string {
     return `${this.prefix}{acct}:${accountId}`;
+  }
+
+  /** Beside the account's hash in the `{acct}` slot, so enabling can forget it in the same MULTI. */
+  private probeKey(accountId: string): string {
+    return `${this.prefix}{acct}probe:${accountId}`;
   }
 
   private replicaKey(instanceId: string): string {

@@ -50,6 +50,11 @@ export interface AccountState {
   disabled?: boolean;
 }
 
+/** What a probe of an upstream account alone (no client input) found. */
+export type ProbeVerdict = 'ok' | 'refused' | 'inconclusive';
+/** A probe record: `pending` while one replica runs the probe, then its verdict. */
+export type ProbeRecord = ProbeVerdict | 'pending';
+
 export interface ReplicaInfo {
   instanceId: string;
   /** the internal URL other replicas forward to */
@@ -92,7 +97,15 @@ export interface Store {
 
   getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>>;
   setAccountCooldown(accountId: string, until: number): Promise<void>;
+  /** Enabling an account also forgets its last probe verdict: the operator's word is newer. */
   setAccountDisabled(accountId: string, disabled: boolean): Promise<void>;
+  /**
+   * Claims the next probe of an account, atomically: null when the caller won (the record is now
+   * `pending` for `ttlMs`) and must probe; otherwise the record someone else left, untouched.
+   */
+  claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null>;
+  /** Records a probe's verdict for `ttlMs`, for other requests and replicas to reuse. */
+  setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void>;
 
   /** Heartbeat: records this replica as alive now. */
   heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void>;
