@@ -39,6 +39,7 @@ export class Gateway {
     this.upstream = new UpstreamClient(this.agent, store, config.upstream, {
       onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),
       onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
+      onProbe: (provider, account, outcome) => this.metrics.accountProbes.inc({ provider, account, outcome }),
     });
     this.usage = new UsageRecorder(store, {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),

@@ -15,6 +15,9 @@ export const DEFAULTS = {
   upstreamBodyTimeoutMs: 300_000,
   /** when an upstream 429 gives no Retry-After */
   cooldownMs: 30_000,
+  /** how long an account probe's verdict is reused, cluster-wide */
+  probeIntervalMs: 5_000,
+  probeTimeoutMs: 10_000,
   shutdownGraceMs: 30_000,
   websocketKeepaliveMs: 30_000,
   heartbeatMs: 2_000,
@@ -123,6 +126,9 @@ export const configSchema = z
       headersTimeoutMs: positiveInt(DEFAULTS.upstreamHeadersTimeoutMs),
       bodyTimeoutMs: positiveInt(DEFAULTS.upstreamBodyTimeoutMs),
       cooldownMs: positiveInt(DEFAULTS.cooldownMs),
+      /** after a 401/403 the account is probed alone; the verdict is shared for this long */
+      probeIntervalMs: positiveInt(DEFAULTS.probeIntervalMs),
+      probeTimeoutMs: positiveInt(DEFAULTS.probeTimeoutMs),
       /**
        * permessage-deflate on upstream WebSockets. Off by default: it costs about 3 ms per
        * bridged turn in zlib round trips (measured on loopback) and saves little on event frames.

@@ -14,6 +14,7 @@ export function buildMetrics() {
     ttfb: new Histogram({ name: 'tollgate_upstream_ttfb_seconds', help: 'Time to the upstream response headers', labelNames: ['provider'], buckets: LATENCY_BUCKETS, registers }),
     upstreamErrors: new Counter({ name: 'tollgate_upstream_errors_total', help: 'Upstream failures by account and kind', labelNames: ['provider', 'account', 'kind'], registers }),
     cooldowns: new Counter({ name: 'tollgate_account_cooldowns_total', help: 'Accounts put in cooldown', labelNames: ['provider', 'account'], registers }),
+    accountProbes: new Counter({ name: 'tollgate_account_probes_total', help: 'Probes of an account alone after a 401/403, by verdict', labelNames: ['provider', 'account', 'outcome'], registers }),
     authFailures: new Counter({ name: 'tollgate_auth_failures_total', help: 'Rejected proxy credentials by header', labelNames: ['source', 'reason'], registers }),
     tokens: new Counter({ name: 'tollgate_tokens_total', help: 'Tokens reported by upstreams', labelNames: ['provider', 'type'], registers }),
     inFlightStreams: new Gauge({ name: 'tollgate_in_flight_streams', help: 'Upstream responses being streamed', labelNames: ['provider'], registers }),

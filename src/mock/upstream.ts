@@ -53,6 +53,20 @@ export interface ScriptedResponse {
   headers?: Record<string, string>;
   body: string | object;
 }
+/**
+ * Requests the upstream refuses for reasons of the request, not of the credential (a header the
+ * client chose, a model the account's project may not use), as OpenAI does: e.g. 401
+ * `mismatched_organization`, 403 `model_not_found`. Matches HTTP requests and WebSocket upgrades.
+ */
+export interface RefusalRule {
+  status: number;
+  code: string;
+  message?: string;
+  /** a request header (lowercase name) and, optionally, its exact value */
+  header?: { name: string; value?: string };
+  /** the `model` of the JSON body */
+  model?: string;
+}
 export interface MockUpstream {
   url: string;
   requests: RecordedRequest[];
@@ -63,7 +77,14 @@ export interface MockUpstream {
   closeWsNext(code: number, reason: string): void;
   /** the next ws response.create is answered with a text frame that is not valid UTF-8 (a protocol error at the client) */
   breakWsNext(): void;
-  rejectWsUpgrades(status: number | null): void;
+  /** refuse every upgrade with `status`, optionally with these headers and body; null accepts again */
+  rejectWsUpgrades(status: number | null, reply?: { headers?: Record<string, string>; body: string | object }): void;
+  /** the next ws response.create is answered with this `error` event instead */
+  errorWsNext(event: { status: number; error: object }): void;
+  /** from now on these HTTP/upgrade requests are refused (null: none) */
+  refuseMatching(rule: RefusalRule | null): void;
+  /** credentials (Bearer or x-api-key values) that are no longer valid: every request with one gets 401 */
+  revokeCredential(secret: string): void;
   reset(): void;
   close(): Promise<void>;
 }
@@ -141,6 +162,10 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   let wsCloseNext: { code: number; reason: string } | null = null;
   let wsBreakNext = false;
   let wsRejectStatus: number | null = null;
+  let wsRejectReply: { headers?: Record<string, string>; body: string | object } | undefined;
+  let wsErrorNext: { status: number; error: object } | null = null;
+  let refusal: RefusalRule | null = null;
+  const revoked = new Set<string>();
   let counter = 0; // shared by all ids so they are unique across connections
   let wsCounter = 0;
   const turnState = new WeakMap<IncomingMessage, number>(); // upgrade request -> connection number
@@ -326,12 +351,45 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     req.on('error', () => res.destroy());
   }
 
+  /** The credential a request carries: a Bearer token or an x-api-key. */
+  function credentialOf(headers: IncomingMessage['headers']): string | undefined {
+    const bearer = /^Bearer\s+(.+)$/i.exec(String(headers.authorization ?? ''))?.[1]?.trim();
+    const apiKey = headers['x-api-key'];
+    return bearer || (typeof apiKey === 'string' && apiKey ? apiKey : undefined);
+  }
+
+  /** Why the credential is refused (OpenAI's wording), or null. */
+  function credentialProblem(headers: IncomingMessage['headers']): string | null {
+    const credential = credentialOf(headers);
+    if (!credential) return 'You didn\'t provide an API key.';
+    // OpenAI echoes the refused key masked: first 6 + stars + last 4
+    if (revoked.has(credential)) return `Incorrect API key provided: ${credential.slice(0, 6)}${'*'.repeat(20)}${credential.slice(-4)}.`;
+    return null;
+  }
+
+  function refusalFor(headers: IncomingMessage['headers'], json: unknown): RefusalRule | null {
+    if (!refusal) return null;
+    const { header, model } = refusal;
+    if (header && (headers[header.name] === undefined || (header.value !== undefined && headers[header.name] !== header.value))) return null;
+    if (model !== undefined && (!isObject(json) || json.model !== model)) return null;
+    return refusal;
+  }
+
   async function dispatch(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, bytes: number) {
     const next = scripted.shift();
     if (next) return sendJson(res, next.status, next.body, next.headers);
 
     const pathname = rec.path.split('?', 1)[0];
     const route = routes.find((r) => pathname.endsWith(r.suffix) && r.method === rec.method);
+    const problem = credentialProblem(req.headers);
+    // every path checks a revoked key; the model list (the gateway's probe) checks any credential
+    if (problem && (route?.suffix === '/models' || credentialOf(req.headers) !== undefined)) {
+      return route?.anthropic
+        ? sendJson(res, 401, anthropicError(problem, 'authentication_error'))
+        : sendJson(res, 401, openaiError(problem, 'invalid_request_error', 'invalid_api_key'));
+    }
+    const refused = refusalFor(req.headers, rec.json);
+    if (refused) return sendJson(res, refused.status, openaiError(refused.message ?? `Refused by mock rule (${refused.code}).`, 'invalid_request_error', refused.code));
     if (!route) return sendJson(res, 404, openaiError(`Unknown path: ${rec.method} ${pathname}`, 'not_found_error', 'unknown_url'));
 
     if (route.suffix === '/models') {
@@ -356,18 +414,26 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
     const path = req.url ?? '';
-    const refuse = (status: number, message: string) => {
-      const body = JSON.stringify(openaiError(message));
+    const refuse = (status: number, message: string | object, headers: Record<string, string> = {}) => {
+      const body = typeof message === 'string' ? JSON.stringify(openaiError(message)) : JSON.stringify(message);
+      const extra = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
       socket.once('finish', () => socket.destroy());
       socket.end(
-        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n${extra}` +
           `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
     };
+    const reject = (status: number, message: string | object, headers?: Record<string, string>) => {
+      if (record) wsConnections.push({ path, headers: req.headers, frames: [], binaryFrames: [], closed: true, rejectedStatus: status });
+      refuse(status, message, headers);
+    };
     if (!path.split('?', 1)[0].endsWith('/responses')) return refuse(404, `Unknown websocket path: ${path}`);
+    const problem = credentialProblem(req.headers);
+    if (problem) return reject(401, openaiError(problem, 'invalid_request_error', 'invalid_api_key'));
+    const refused = refusalFor(req.headers, undefined);
+    if (refused) return reject(refused.status, openaiError(refused.message ?? `Refused by mock rule (${refused.code}).`, 'invalid_request_error', refused.code));
     if (wsRejectStatus !== null) {
-      if (record) wsConnections.push({ path, headers: req.headers, frames: [], binaryFrames: [], closed: true, rejectedStatus: wsRejectStatus });
-      return refuse(wsRejectStatus, 'WebSocket upgrade rejected by mock');
+      return reject(wsRejectStatus, wsRejectReply?.body ?? 'WebSocket upgrade rejected by mock', wsRejectReply?.headers);
     }
     turnState.set(req, ++wsCounter);
     wss.handleUpgrade(req, socket, head, (ws) => onWsConnection(ws, req));
@@ -410,6 +476,11 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
         const { code, reason } = wsCloseNext;
         wsCloseNext = null;
         return ws.close(code, reason);
+      }
+      if (wsErrorNext) {
+        const event = wsErrorNext;
+        wsErrorNext = null;
+        return send({ type: 'error', ...event });
       }
       if (wsBreakNext) {
         wsBreakNext = false;
@@ -455,7 +526,13 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     holdStreams,
     closeWsNext: (code, reason) => void (wsCloseNext = { code, reason }),
     breakWsNext: () => void (wsBreakNext = true),
-    rejectWsUpgrades: (status) => void (wsRejectStatus = status),
+    rejectWsUpgrades: (status, reply) => {
+      wsRejectStatus = status;
+      wsRejectReply = reply;
+    },
+    errorWsNext: (event) => void (wsErrorNext = event),
+    refuseMatching: (rule) => void (refusal = rule),
+    revokeCredential: (secret) => void revoked.add(secret),
     reset() {
       // Truncate in place: callers may hold references to these arrays.
       requests.length = 0;
@@ -465,6 +542,10 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       wsCloseNext = null;
       wsBreakNext = false;
       wsRejectStatus = null;
+      wsRejectReply = undefined;
+      wsErrorNext = null;
+      refusal = null;
+      revoked.clear();
       gate?.release(); // never leave a stream hanging
       gate = null;
     },

@@ -53,6 +53,11 @@ function minBy<T>(items: T[], score: (item: T) => number): T {
   return items.reduce((best, item) => (score(item) < score(best) ? item : best));
 }
 
+export function upstreamUrl(account: Account, path: string): string {
+  // ChatGPT's Codex backend has no `/v1` segment: its base URL already ends at `/backend-api/codex`.
+  return account.baseUrl + (account.provider === 'chatgpt' ? path.replace(/^\/v1(?=\/)/, '') : path);
+}
+
 export function accountsOf(provider: ProviderName, config: ProviderConfig): Account[] {
   return config.accounts.map((a) => ({
     id: a.id,

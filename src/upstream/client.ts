@@ -6,9 +6,10 @@ import type { Config, ProviderName } from '../config/schema.js';
 import { GatewayError, upstreamFailure } from '../errors.js';
 import type { HeaderMap } from '../proxy/headers.js';
 import type { Store } from '../store/types.js';
-import type { Account } from './accounts.js';
+import { upstreamUrl, type Account } from './accounts.js';
 import { withAccountCredential } from './credentials.js';
 import type { ProviderPool } from './pool.js';
+import { AccountProbe, type ProbeEvents } from './probe.js';
 
 export interface UpstreamTarget {
   /** the canonical API path, e.g. `/v1/responses`, with its query string */
@@ -52,7 +53,7 @@ export class HandshakeRefused extends Error {
   }
 }
 
-export interface UpstreamEvents {
+export interface UpstreamEvents extends ProbeEvents {
   onUpstreamError?(provider: ProviderName, accountId: string, kind: string): void;
   onCooldown?(provider: ProviderName, accountId: string, untilMs: number): void;
 }
@@ -66,15 +67,10 @@ interface Attempt<T> {
   discard(): void;
 }
 
-/** Statuses worth another account: rate limited, account refused, upstream broken. */
+/** Statuses that may be worth another account: rate limited, refused (if the probe agrees), upstream broken. */
 const RETRYABLE = (status: number) => status === 429 || status === 401 || status === 403 || status >= 500;
 
 export const MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024 * 1024;
-
-export function upstreamUrl(account: Account, path: string): string {
-  // ChatGPT's Codex backend has no `/v1` segment: its base URL already ends at `/backend-api/codex`.
-  return account.baseUrl + (account.provider === 'chatgpt' ? path.replace(/^\/v1(?=\/)/, '') : path);
-}
 
 /** Seconds or an HTTP date, as upstreams send it; undefined when absent or unreadable. */
 export function retryAfterMs(value: string | string[] | undefined, now = Date.now()): number | undefined {
@@ -96,16 +92,21 @@ export function buildAgent(config: Config['upstream']): Agent {
 
 /**
  * Talks to one provider's accounts with failover, over HTTP or WebSocket: a connection error,
- * 5xx, 429 or 401/403 moves on to the next account, which is only possible because nothing
- * has reached the client yet. The last upstream answer passes through when every account failed.
+ * 5xx, 429, or a 401/403 that a probe of the account confirms, moves on to the next account,
+ * which is only possible because nothing has reached the client yet. The last upstream answer
+ * passes through when every account failed.
  */
 export class UpstreamClient {
+  private readonly probe: AccountProbe;
+
   constructor(
     private readonly dispatcher: Dispatcher,
     private readonly store: Store,
     private readonly config: Config['upstream'],
     private readonly events: UpstreamEvents = {},
-  ) {}
+  ) {
+    this.probe = new AccountProbe(dispatcher, store, config, events);
+  }
 
   async send(pool: ProviderPool, req: UpstreamRequest): Promise<UpstreamReply> {
     const { account, attempt, release } = await this.failover(pool, req, req.signal, async (account) => {
@@ -200,11 +201,10 @@ export class UpstreamClient {
         lastError = err;
         continue;
       }
-      const retryable = RETRYABLE(attempt.statusCode);
-      if (retryable) await this.noteFailure(pool, account, attempt);
+      const moveOn = RETRYABLE(attempt.statusCode) && (await this.noteFailure(pool, account, attempt));
       dropLast();
       last = { account, attempt, release };
-      if (!retryable) return last;
+      if (!moveOn) return last;
     }
   }
 
@@ -217,15 +217,18 @@ export class UpstreamClient {
     return account;
   }
 
-  private async noteFailure(pool: ProviderPool, account: Account, attempt: Attempt<unknown>): Promise<void> {
+  /** Records what a failed answer says about the account; whether the request should move on. */
+  private async noteFailure(pool: ProviderPool, account: Account, attempt: Attempt<unknown>): Promise<boolean> {
     this.events.onUpstreamError?.(pool.provider, account.id, String(attempt.statusCode));
     if (attempt.statusCode === 429) {
       const until = Date.now() + (retryAfterMs(attempt.headers['retry-after']) ?? this.config.cooldownMs);
       await this.store.setAccountCooldown(account.id, until);
       this.events.onCooldown?.(pool.provider, account.id, until);
     } else if (attempt.statusCode === 401 || attempt.statusCode === 403) {
-      // the account's credential was refused: unusable until an operator re-enables it
-      await this.store.setAccountDisabled(account.id, true);
+      // refused for the request or for the account? Only a refused probe disables it (until an
+      // operator re-enables it); otherwise the caller gets this answer and the account serves on.
+      return (await this.probe.verdict(account)) === 'refused';
     }
+    return true;
   }
 }
