@@ -154,19 +154,17 @@ describe('two OpenAI accounts', () => {
     await expectNothingInFlight();
   });
 
-  it('an upstream 401 disables the account until an operator re-enables it', async () => {
+  it('a revoked account credential (401, confirmed by its probe) disables the account until an operator re-enables it', async () => {
     await start();
-    mock.enqueue({ status: 401, body: { error: { message: 'Incorrect API key provided', type: 'invalid_request_error', param: null, code: 'invalid_api_key' } } });
-    const res = await ask();
-    expect(res.status, res.text).toBe(200);
-    const [refused, served] = accountsSeen();
-    expect(served).toBe(other(refused!));
+    mock.revokeCredential(SECRET_1);
+    for (let i = 0; i < 5; i++) expect((await ask()).status).toBe(200);
+    const calls = mock.requests.filter((r) => r.method === 'POST');
+    // oa-1 was tried once, refused, probed (GET /v1/models) and dropped; oa-2 served everything
+    expect(calls.map((r) => ACCOUNT_OF[String(r.headers.authorization)])).toEqual(['oa-1', 'oa-2', 'oa-2', 'oa-2', 'oa-2', 'oa-2']);
+    expect(mock.requests.filter((r) => r.method === 'GET').map((r) => [r.path, r.headers.authorization])).toEqual([['/v1/models', `Bearer ${SECRET_1}`]]);
+    expect((await accountStates())['oa-1']!.state).toBe('disabled');
 
-    for (let i = 0; i < 4; i++) expect((await ask()).status).toBe(200);
-    expect(accountsSeen().slice(2)).toEqual([served, served, served, served]);
-    expect((await accountStates())[refused!]!.state).toBe('disabled');
-
-    const enabled = await call(gw!.url, `/admin/accounts/${refused}/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const enabled = await call(gw!.url, `/admin/accounts/oa-1/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(enabled.status).toBe(200);
     mock.reset();
     for (let i = 0; i < 4; i++) expect((await ask()).status).toBe(200);

@@ -429,7 +429,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     };
     if (!path.split('?', 1)[0].endsWith('/responses')) return refuse(404, `Unknown websocket path: ${path}`);
     const problem = credentialProblem(req.headers);
-    if (problem) return reject(401, openaiError(problem, 'invalid_request_error', 'invalid_api_key'));
+    if (problem && credentialOf(req.headers) !== undefined) return reject(401, openaiError(problem, 'invalid_request_error', 'invalid_api_key'));
     const refused = refusalFor(req.headers, undefined);
     if (refused) return reject(refused.status, openaiError(refused.message ?? `Refused by mock rule (${refused.code}).`, 'invalid_request_error', refused.code));
     if (wsRejectStatus !== null) {
