@@ -1,9 +1,14 @@
+import type { IncomingMessage } from 'node:http';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, startTestGateway, type TestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, rawRequest } from './support/http.js';
 
 const ADMIN_TOKEN = 'admin-token-for-header-tests';
 const REQUEST_ID = /^[\w.-]{1,128}$/;
+/** What the operator configured for the accounts: these, and only these, choose who is billed. */
+const OPENAI_ACCOUNT = { id: 'oa-1', apiKey: OPENAI_SECRET, organization: 'org-tollgate', project: 'proj_tollgate', headers: { 'X-Account-Tag': 'team-a' } };
+const ANTHROPIC_ACCOUNT = { id: 'an-1', apiKey: ANTHROPIC_SECRET, headers: { 'x-account-tag': 'team-b' } };
 
 let gw: TestGateway;
 let key: { id: string; secret: string };
@@ -14,8 +19,8 @@ beforeAll(async () => {
       adminToken: ADMIN_TOKEN,
       providers: {
         // without upstream WebSocket support, requests carrying session headers still go over HTTP
-        openai: { baseUrl: mockUrl, websocket: false, accounts: [{ id: 'oa-1', apiKey: OPENAI_SECRET }] },
-        anthropic: { baseUrl: mockUrl, accounts: [{ id: 'an-1', apiKey: ANTHROPIC_SECRET }] },
+        openai: { baseUrl: mockUrl, websocket: false, accounts: [OPENAI_ACCOUNT] },
+        anthropic: { baseUrl: mockUrl, accounts: [ANTHROPIC_ACCOUNT] },
       },
     }),
   });
@@ -32,6 +37,11 @@ function dirtyHeaders(secret: string) {
     authorization: `Bearer ${secret}`,
     'x-api-key': secret,
     'proxy-authorization': 'Basic cHJveHk6c2VjcmV0',
+    cookie: 'session=stolen-cookie-value',
+    // headers that choose whose account or organization is billed
+    'openai-organization': 'org-doesnotexist',
+    'openai-project': 'proj_attacker',
+    'chatgpt-account-id': 'acct-attacker',
     forwarded: 'for=203.0.113.7;proto=https',
     'x-forwarded-for': '203.0.113.7',
     'x-forwarded-proto': 'https',
@@ -48,62 +58,109 @@ function dirtyHeaders(secret: string) {
     te: 'trailers',
     // curl sends this for large bodies; undici refuses to send it on
     expect: '100-continue',
+    // anything not on the provider's allow-list
+    'x-random-thing': 'unknown to every provider',
+    'x-request-id': 'client-request-7',
   };
 }
+/** Never sent upstream by anyone; the credential and billing headers are checked by their values. */
+const NEVER_PASSED = [
+  'proxy-authorization', 'cookie', 'forwarded', 'x-real-ip', 'x-hop-one', 'x-hop-two', 'keep-alive', 'te', 'expect', 'x-random-thing', 'x-request-id',
+];
 
-const PASS_THROUGH = {
+/** Sent by the OpenAI SDKs and Codex, every one of them on the OpenAI/ChatGPT allow-list. */
+const OPENAI_ALLOWED = {
+  'user-agent': 'codex_cli_rs/0.124.0',
+  'accept-language': 'en-US',
+  'idempotency-key': 'idem-42',
+  'x-client-request-id': 'creq-42',
+  traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+  tracestate: 'vendor=opaque',
+  'x-stainless-os': 'Linux',
+  'x-stainless-retry-count': '0',
+  'openai-beta': 'responses=experimental',
   'session-id': 'sess-7f3a9c',
+  session_id: 'sess-7f3a9c',
   'thread-id': 'thread_0042',
+  conversation_id: 'conv-0042',
   'x-codex-turn-state': 'eyJ0dXJuIjozLCJzdGF0ZSI6Inh5eiJ9',
-  'anthropic-beta': 'prompt-caching-2024-07-31,interleaved-thinking-2025-05-14',
-  'x-claude-code-session-id': '9b2e1c44-0d7b-4c8e-a3a1-5f0c2d9e7b10',
+  'x-codex-turn-metadata': '{"turn_id":"t1"}',
+  'x-codex-window-id': 'win-1',
+  'x-codex-parent-thread-id': 'thread_0041',
+  'x-codex-installation-id': 'inst-1',
+  'x-codex-beta-features': 'feature_a',
+  'x-openai-subagent': 'review',
   originator: 'codex_cli_rs',
+  version: '0.124.0',
+};
+/** Sent by the Anthropic SDK and Claude Code, every one of them on the Anthropic allow-list. */
+const ANTHROPIC_ALLOWED = {
+  'user-agent': 'claude-cli/2.0.0 (external, cli)',
+  'idempotency-key': 'idem-43',
+  'x-stainless-lang': 'js',
+  'anthropic-beta': 'prompt-caching-2024-07-31,interleaved-thinking-2025-05-14',
+  'anthropic-dangerous-direct-browser-access': 'true',
+  'x-app': 'cli',
+  'x-claude-code-session-id': '9b2e1c44-0d7b-4c8e-a3a1-5f0c2d9e7b10',
 };
 
-function expectClean(seen: Record<string, string | string[] | undefined>) {
+function expectClean(seen: Record<string, string | string[] | undefined>, secret: string) {
   const text = allHeaderText(seen);
-  expect(text).not.toContain(key.secret);
-  for (const name of ['proxy-authorization', 'forwarded', 'x-real-ip', 'x-hop-one', 'x-hop-two', 'keep-alive', 'te', 'expect']) {
-    expect(seen[name], name).toBeUndefined();
-  }
+  expect(text).not.toContain(secret);
+  for (const name of NEVER_PASSED) expect(seen[name], name).toBeUndefined();
   for (const name of Object.keys(seen)) {
     expect(name).not.toMatch(/^(x-forwarded-|cf-|x-tollgate-)/);
   }
   expect(String(seen.connection ?? '')).not.toMatch(/hop/i);
-  expect(text).not.toContain('203.0.113.7');
-  expect(text).not.toContain('forged.signature');
+  for (const forbidden of ['203.0.113.7', 'forged.signature', 'stolen-cookie-value', 'org-doesnotexist', 'proj_attacker', 'acct-attacker']) {
+    expect(text).not.toContain(forbidden);
+  }
+}
+
+/** The OpenAI account's own values, from config. */
+function expectOpenAIAccount(seen: Record<string, string | string[] | undefined>) {
+  expect(seen.authorization).toBe(`Bearer ${OPENAI_SECRET}`);
+  expect(seen['openai-organization']).toBe('org-tollgate');
+  expect(seen['openai-project']).toBe('proj_tollgate');
+  expect(seen['x-account-tag']).toBe('team-a');
+  expect(seen['x-api-key']).toBeUndefined();
+  expect(seen['chatgpt-account-id']).toBeUndefined();
 }
 
 describe('request headers reaching the upstream', () => {
-  it('OpenAI route: only the account credential and the client headers that are safe to pass', async () => {
+  it('OpenAI route: the account credential, organization, project and headers, plus every allow-listed client header', async () => {
     const res = await rawRequest(gw.url, {
       path: '/v1/responses',
-      headers: { 'content-type': 'application/json', ...dirtyHeaders(key.secret), ...PASS_THROUGH },
+      headers: { 'content-type': 'application/json', ...dirtyHeaders(key.secret), ...ANTHROPIC_ALLOWED, ...OPENAI_ALLOWED },
       body: JSON.stringify(OPENAI_BODY),
     });
     expect(res.status, res.text).toBe(200);
     expect(gw.mock.requests).toHaveLength(1);
     const seen = gw.mock.requests[0]!.headers;
-    expectClean(seen);
-    expect(seen.authorization).toBe(`Bearer ${OPENAI_SECRET}`);
-    expect(seen['x-api-key']).toBeUndefined();
-    expect(seen['anthropic-version']).toBeUndefined();
-    for (const [name, value] of Object.entries(PASS_THROUGH)) expect(seen[name], name).toBe(value);
+    expectClean(seen, key.secret);
+    expectOpenAIAccount(seen);
+    for (const [name, value] of Object.entries(OPENAI_ALLOWED)) expect(seen[name], name).toBe(value);
+    // another provider's protocol headers are not OpenAI's
+    for (const name of ['anthropic-beta', 'anthropic-dangerous-direct-browser-access', 'x-app', 'x-claude-code-session-id']) {
+      expect(seen[name], name).toBeUndefined();
+    }
   });
 
-  it('Anthropic route: x-api-key is the account secret, the default anthropic-version is added', async () => {
+  it('Anthropic route: x-api-key is the account secret, the default anthropic-version is added, Anthropic headers only', async () => {
     const res = await rawRequest(gw.url, {
       path: '/v1/messages',
-      headers: { 'content-type': 'application/json', ...dirtyHeaders(key.secret), ...PASS_THROUGH },
+      headers: { 'content-type': 'application/json', ...dirtyHeaders(key.secret), ...OPENAI_ALLOWED, ...ANTHROPIC_ALLOWED },
       body: JSON.stringify(ANTHROPIC_BODY),
     });
     expect(res.status, res.text).toBe(200);
     const seen = gw.mock.requests[0]!.headers;
-    expectClean(seen);
+    expectClean(seen, key.secret);
     expect(seen['x-api-key']).toBe(ANTHROPIC_SECRET);
     expect(seen.authorization).toBeUndefined();
     expect(seen['anthropic-version']).toBe('2023-06-01');
-    for (const [name, value] of Object.entries(PASS_THROUGH)) expect(seen[name], name).toBe(value);
+    expect(seen['x-account-tag']).toBe('team-b');
+    for (const [name, value] of Object.entries(ANTHROPIC_ALLOWED)) expect(seen[name], name).toBe(value);
+    for (const name of ['openai-organization', 'openai-beta', 'session-id', 'x-codex-turn-state', 'originator']) expect(seen[name], name).toBeUndefined();
   });
 
   it('Anthropic route: a client-sent anthropic-version is kept as the only one', async () => {
@@ -132,35 +189,58 @@ describe('request headers reaching the upstream', () => {
   });
 });
 
-describe('the upstream WebSocket hop of a bridged Responses session', () => {
-  let bridged: TestGateway;
-  beforeAll(async () => {
-    bridged = await startTestGateway({ mock: gw.mock }); // providers accept WebSocket by default
+/** A client WebSocket to `GET /v1/responses`: opened, or the HTTP status of its refusal with its headers and body. */
+function upgrade(url: string, headers: Record<string, string>): Promise<{ ws?: WebSocket; status: number; headers: IncomingMessage['headers']; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/responses`, { headers });
+    ws.once('upgrade', (res) => ws.once('open', () => resolve({ ws, status: 101, headers: res.headers, body: '' })));
+    ws.once('unexpected-response', (_req, res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    ws.once('error', reject);
   });
-  afterAll(() => bridged.close());
+}
 
-  it('opens the upstream WebSocket with the account credential and the same clean headers', async () => {
-    const bridgedKey = await bridged.createKey();
-    const res = await rawRequest(bridged.url, {
+describe('the upstream WebSocket hops: client WebSocket and bridged Responses session', () => {
+  let wsGateway: TestGateway;
+  beforeAll(async () => {
+    wsGateway = await startTestGateway({
+      mock: gw.mock,
+      // providers accept WebSocket by default
+      config: (mockUrl) => ({ providers: { openai: { baseUrl: mockUrl, accounts: [OPENAI_ACCOUNT] } } }),
+    });
+  });
+  afterAll(() => wsGateway.close());
+
+  it('a client WebSocket upgrade opens the upstream one with the same allow-list and the account values', async () => {
+    const wsKey = await wsGateway.createKey();
+    const { 'x-tollgate-context': _forged, connection: _connection, 'keep-alive': _keepAlive, te: _te, expect: _expect, ...dirty } = dirtyHeaders(wsKey.secret);
+    const opened = await upgrade(wsGateway.url, { ...dirty, 'x-tollgate-context': 'forged.signature', ...OPENAI_ALLOWED });
+    expect(opened.status, opened.body).toBe(101);
+    opened.ws!.close();
+    expect(gw.mock.wsConnections).toHaveLength(1);
+    const seen = gw.mock.wsConnections[0]!.headers;
+    expectClean(seen, wsKey.secret);
+    expectOpenAIAccount(seen);
+    for (const [name, value] of Object.entries(OPENAI_ALLOWED)) expect(seen[name], name).toBe(value);
+  });
+
+  it('a bridged HTTP session opens the upstream WebSocket with the account values and the clean headers', async () => {
+    const bridgedKey = await wsGateway.createKey();
+    const res = await rawRequest(wsGateway.url, {
       path: '/v1/responses',
-      headers: { 'content-type': 'application/json', ...dirtyHeaders(bridgedKey.secret), ...PASS_THROUGH },
+      headers: { 'content-type': 'application/json', ...dirtyHeaders(bridgedKey.secret), ...OPENAI_ALLOWED },
       body: JSON.stringify(OPENAI_BODY),
     });
     expect(res.status, res.text).toBe(200);
     expect(gw.mock.requests).toHaveLength(0);
     expect(gw.mock.wsConnections).toHaveLength(1);
     const seen = gw.mock.wsConnections[0]!.headers;
-    const text = allHeaderText(seen);
-    expect(text).not.toContain(bridgedKey.secret);
-    expect(seen.authorization).toBe(`Bearer ${OPENAI_SECRET}`);
-    for (const name of ['x-api-key', 'proxy-authorization', 'forwarded', 'x-real-ip', 'x-hop-one', 'x-hop-two', 'keep-alive', 'te', 'expect']) {
-      expect(seen[name], name).toBeUndefined();
-    }
-    for (const name of Object.keys(seen)) expect(name).not.toMatch(/^(x-forwarded-|cf-|x-tollgate-)/);
-    expect(text).not.toContain('203.0.113.7');
-    for (const name of ['session-id', 'thread-id', 'anthropic-beta', 'x-claude-code-session-id', 'originator'] as const) {
-      expect(seen[name], name).toBe(PASS_THROUGH[name]);
-    }
+    expectClean(seen, bridgedKey.secret);
+    expectOpenAIAccount(seen);
+    for (const [name, value] of Object.entries(OPENAI_ALLOWED)) expect(seen[name], name).toBe(value);
   });
 });
 
