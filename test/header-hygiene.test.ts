@@ -344,3 +344,113 @@ describe('x-request-id', () => {
     expect(gw.mock.requests).toHaveLength(0);
   });
 });
+
+describe('secrets scrubbed from what upstreams send back', () => {
+  const SERVING_SECRET = 'sk-serving-account-' + 's'.repeat(24);
+  const OTHER_SECRET = 'sk-proj-other-account-' + 'Q7x'.repeat(8) + 'WXYZ';
+  /** Another account's key, whole and in the masked forms upstreams and tools print. */
+  const LEAKS = [
+    OTHER_SECRET,
+    `${OTHER_SECRET.slice(0, 6)}…${OTHER_SECRET.slice(-4)}`,
+    `${OTHER_SECRET.slice(0, 10)}...${OTHER_SECRET.slice(-4)}`,
+    `${OTHER_SECRET.slice(0, 6)}${'*'.repeat(32)}${OTHER_SECRET.slice(-4)}`,
+    `${ANTHROPIC_SECRET.slice(0, 8)}…${ANTHROPIC_SECRET.slice(-6)}`,
+  ];
+  /** Not one of ours: a masked key with another prefix passes as it is. */
+  const FOREIGN = 'sk-zzzzzz…WXYZ';
+  const leakyText = `key ${LEAKS.join(' and ')}; not ours: ${FOREIGN}`;
+  const leakyError = { error: { message: leakyText, type: 'invalid_request_error', param: null, code: 'invalid_api_key' } };
+  // HTTP header values are Latin-1: the `…` forms travel in bodies only
+  const ASCII_LEAKS = LEAKS.filter((leak) => !leak.includes('…'));
+  const leakyHeaders = { 'x-debug-auth': `Bearer ${OTHER_SECRET}`, 'x-debug-masked': ASCII_LEAKS.slice(1).join(', ') };
+
+  let scrubbing: TestGateway;
+  let scrubKey: { id: string; secret: string };
+  beforeAll(async () => {
+    scrubbing = await startTestGateway({
+      mock: gw.mock,
+      config: (mockUrl) => ({
+        providers: {
+          // fill_first: oa-serving answers everything; the leaked key is the idle account's
+          openai: {
+            baseUrl: mockUrl,
+            strategy: 'fill_first',
+            accounts: [
+              { id: 'oa-serving', apiKey: SERVING_SECRET },
+              { id: 'oa-other', apiKey: OTHER_SECRET },
+            ],
+          },
+          anthropic: { baseUrl: mockUrl, accounts: [{ id: 'an-1', apiKey: ANTHROPIC_SECRET }] },
+        },
+      }),
+    });
+    scrubKey = await scrubbing.createKey();
+  });
+  afterAll(() => scrubbing.close());
+
+  function expectScrubbed(text: string, leaks = LEAKS) {
+    for (const leak of leaks) expect(text).not.toContain(leak);
+    expect(text).not.toContain(OTHER_SECRET.slice(-10));
+    expect(text).toContain('[redacted]');
+  }
+  const headerText = (headers: Record<string, unknown>) => JSON.stringify(headers);
+  const expectHeadersScrubbed = (headers: Record<string, unknown>) => expectScrubbed(headerText(headers), ASCII_LEAKS);
+
+  it('an HTTP error: headers and body, whole and masked forms of every account secret', async () => {
+    gw.mock.enqueue({ status: 400, headers: leakyHeaders, body: leakyError });
+    const res = await rawRequest(scrubbing.url, {
+      path: '/v1/responses',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${scrubKey.secret}` },
+      body: JSON.stringify(OPENAI_BODY),
+    });
+    expect(res.status).toBe(400);
+    expect(gw.mock.requests[0]!.headers.authorization).toBe(`Bearer ${SERVING_SECRET}`);
+    expectScrubbed(res.text);
+    expect(res.text).toContain(FOREIGN);
+    expect(JSON.parse(res.text).error.code).toBe('invalid_api_key');
+    expectHeadersScrubbed(res.headers);
+    expect(res.headers['x-debug-auth']).toBe('Bearer [redacted]');
+  });
+
+  it('a success: headers scrubbed, the body streams untouched', async () => {
+    const body = { id: 'resp_1', object: 'response', status: 'completed', output: [], note: leakyText };
+    gw.mock.enqueue({ status: 200, headers: leakyHeaders, body });
+    const res = await call(scrubbing.url, '/v1/responses', { headers: { authorization: `Bearer ${scrubKey.secret}` }, body: OPENAI_BODY });
+    expect(res.status).toBe(200);
+    expect(res.json).toEqual(body);
+    expectHeadersScrubbed(Object.fromEntries(res.headers));
+  });
+
+  it('a refused WebSocket handshake: headers and body', async () => {
+    gw.mock.rejectWsUpgrades(400, { headers: leakyHeaders, body: leakyError });
+    const refused = await upgrade(scrubbing.url, { authorization: `Bearer ${scrubKey.secret}` });
+    expect(refused.status).toBe(400);
+    expectScrubbed(refused.body);
+    expect(refused.body).toContain(FOREIGN);
+    expectHeadersScrubbed(refused.headers);
+  });
+
+  it('a WebSocket error frame', async () => {
+    const opened = await upgrade(scrubbing.url, { authorization: `Bearer ${scrubKey.secret}` });
+    expect(opened.status).toBe(101);
+    gw.mock.errorWsNext({ status: 400, error: leakyError.error });
+    const frame = new Promise<string>((resolve) => opened.ws!.once('message', (data) => resolve(data.toString())));
+    opened.ws!.send(JSON.stringify({ type: 'response.create', model: 'gpt-5', input: 'hi' }));
+    const text = await frame;
+    opened.ws!.close();
+    expectScrubbed(text);
+    expect(JSON.parse(text)).toMatchObject({ type: 'error', status: 400, error: { code: 'invalid_api_key' } });
+  });
+
+  it('an error event of a bridged session, answered over HTTP', async () => {
+    gw.mock.errorWsNext({ status: 400, error: leakyError.error });
+    const res = await call(scrubbing.url, '/v1/responses', {
+      headers: { authorization: `Bearer ${scrubKey.secret}`, 'session-id': 'scrub-session' },
+      body: OPENAI_BODY,
+    });
+    expect(gw.mock.wsConnections).toHaveLength(1);
+    expect(res.status).toBe(400);
+    expectScrubbed(res.text);
+    expect(res.json.error.code).toBe('invalid_api_key');
+  });
+});
