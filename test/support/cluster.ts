@@ -28,9 +28,11 @@ export interface Replica {
 export interface ClusterOptions {
   redisUrl: string;
   mock: MockUpstream;
-  /** raw config merged over the default one */
-  config?: Record<string, unknown>;
+  /** raw config merged over the default one (a function gets the mock's URL) */
+  config?: ClusterConfig;
 }
+
+export type ClusterConfig = Record<string, unknown> | ((mockUrl: string) => Record<string, unknown>);
 
 function writeConfig(options: ClusterOptions): string {
   const config = {
@@ -39,7 +41,7 @@ function writeConfig(options: ClusterOptions): string {
       anthropic: { baseUrl: options.mock.url, accounts: [{ id: 'an-1', apiKey: ANTHROPIC_SECRET }] },
     },
     bridge: TEST_BRIDGE,
-    ...options.config,
+    ...(typeof options.config === 'function' ? options.config(options.mock.url) : options.config),
   };
   const path = join(mkdtempSync(join(tmpdir(), 'tollgate-cluster-')), 'tollgate.json');
   writeFileSync(path, JSON.stringify(config)); // YAML is a superset of JSON
@@ -131,7 +133,7 @@ export interface ClusterEnv {
  * A file's cluster: a real redis-server, the mock upstream and `count` replica processes,
  * started before its tests and stopped after them; the mock's records are cleared before each.
  */
-export function useCluster(count: number, options: { config?: Record<string, unknown> } = {}): ClusterEnv {
+export function useCluster(count: number, options: { config?: ClusterConfig } = {}): ClusterEnv {
   const env = {} as ClusterEnv;
   let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
