@@ -46,6 +46,21 @@ describe('config', () => {
     for (const message of [configError({}), configError({ providers: {} })]) expect(message).not.toContain('\n');
   });
 
+  it('account organization, project and headers: OpenAI only for the first two, never a gateway-set header', () => {
+    const account = (extra: Record<string, unknown>) => ({ id: 'a', apiKey: 'k', ...extra });
+    const ok = buildConfig({ providers: { openai: { baseUrl: 'https://x', accounts: [account({ organization: 'org-1', project: 'proj_1', headers: { 'X-Team': 'a' } })] } } }, {});
+    expect(ok.providers.openai!.accounts[0]).toMatchObject({ organization: 'org-1', project: 'proj_1', headers: { 'X-Team': 'a' } });
+    expect(configError({ providers: { anthropic: { baseUrl: 'https://x', accounts: [account({ organization: 'org-1' })] } } })).toBe(
+      'config: providers.anthropic.accounts[0].organization: only OpenAI accounts have one',
+    );
+    for (const name of ['Authorization', 'x-api-key', 'Cookie', 'host', 'content-length', 'Connection', 'sec-websocket-key', 'x-tollgate-context']) {
+      expect(configError({ providers: { openai: { baseUrl: 'https://x', accounts: [account({ headers: { [name]: 'v' } })] } } }), name).toMatch(
+        /^config: providers\.openai\.accounts\[0\]\.headers\..*is set by the gateway/,
+      );
+    }
+    expect(configError({ providers: { openai: { baseUrl: 'https://x', accounts: [account({ headers: { 'x-a': 'v\r\nx-b: injected' } })] } } })).toMatch(/CR, LF or NUL/);
+  });
+
   it('interpolates ${VAR} and refuses an unset one', () => {
     const raw = { providers: { openai: { baseUrl: '${BASE}', accounts: [{ id: 'oa-1', apiKey: '${OPENAI_API_KEY}' }] } } };
     const config = buildConfig(raw, { BASE: 'https://example.test', OPENAI_API_KEY: 'sk-from-env' });

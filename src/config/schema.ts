@@ -61,12 +61,13 @@ const accountSchema = z
     project: z.string().min(1).optional(),
     /** extra headers on every upstream request and handshake of this account; never the credential */
     headers: z
-      .record(
-        z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be an HTTP header name').refine((name) => !isReservedHeader(name), {
-          message: 'is set by the gateway (credential, framing or internal header)',
-        }),
-        z.string().regex(/^[^\r\n\0]*$/, 'must not contain CR, LF or NUL'),
-      )
+      .record(z.string(), z.string().regex(/^[^\r\n\0]*$/, 'must not contain CR, LF or NUL'))
+      .superRefine((headers, ctx) => {
+        for (const name of Object.keys(headers)) {
+          if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) ctx.addIssue({ code: 'custom', message: 'must be an HTTP header name', path: [name] });
+          else if (isReservedHeader(name)) ctx.addIssue({ code: 'custom', message: 'is set by the gateway (credential, framing or internal header)', path: [name] });
+        }
+      })
       .optional(),
     /** this account's own base URL; the provider's by default */
     baseUrl: z.url().optional(),
