@@ -84,6 +84,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   // preParsing runs after every onRequest hook, so after authentication: only an authenticated
   // caller's body is decoded or waited for.
   app.addHook('preParsing', (request, reply, payload, done) => {
+    if (!carriesBody(request)) return done(null, payload);
     let body: Readable = payload;
     try {
       const encoding = requestEncoding(request.headers['content-encoding']);
@@ -158,6 +159,12 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     done();
   });
   return app;
+}
+
+/** Whether the request announces a body (the test Fastify makes before parsing one). */
+function carriesBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /** The route config of a path's 405 route: the methods the path does serve. */
