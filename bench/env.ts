@@ -15,6 +15,8 @@ export interface HttpTarget {
   headers: Record<string, string>;
   /** the process that serves it (mock or gateway), whose CPU time per request is reported */
   pid?: number;
+  /** a gateway's internal listener, where its /metrics is */
+  internalUrl?: string;
 }
 
 /**
@@ -85,13 +87,13 @@ export class BenchEnv {
     // thread's is the big one) to <dir>/gateway-<name>/ when it stops
     const profileDir = process.env.BENCH_CPU_PROFILE_DIR;
     const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `gateway-${name}`)}`] : [];
-    const { child, ready } = await spawnTsChild<{ publicUrl: string }>(
+    const { child, ready } = await spawnTsChild<{ publicUrl: string; internalUrl: string }>(
       `gateway (${name})`,
       './gateway-process.ts',
       { BENCH_GATEWAY_CONFIG: JSON.stringify(raw) },
       nodeArgs,
     );
-    return { url: ready.publicUrl, headers: { authorization: `Bearer ${this.key.secret}` }, pid: child.proc.pid };
+    return { url: ready.publicUrl, internalUrl: ready.internalUrl, headers: { authorization: `Bearer ${this.key.secret}` }, pid: child.proc.pid };
   }
 }
 

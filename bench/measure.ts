@@ -185,13 +185,14 @@ async function oneRequest(target: HttpTarget, dispatcher: Agent | undefined, spe
 }
 
 /**
- * Sum of a Prometheus series in a target's `GET /metrics` (every line of `name` whose labels
- * include all of `labels`); 0 when no line matches (a counter not incremented yet).
+ * Sum of a Prometheus series in a gateway's `GET /metrics` on its internal listener (every line of
+ * `name` whose labels include all of `labels`); 0 when no line matches (a counter not incremented yet).
  */
 export async function metricValue(target: HttpTarget, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const res = await request(target.url + '/metrics');
+  const metricsUrl = `${target.internalUrl ?? target.url}/metrics`;
+  const res = await request(metricsUrl);
   const text = await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`${target.url}/metrics answered ${res.statusCode}: ${text.slice(0, 300)}`);
+  if (res.statusCode !== 200) throw new Error(`${metricsUrl} answered ${res.statusCode}: ${text.slice(0, 300)}`);
   const wanted = Object.entries(labels).map(([label, value]) => `${label}="${value}"`);
   let sum = 0;
   for (const line of text.split('\n')) {

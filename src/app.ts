@@ -19,9 +19,9 @@ import { registerUsageRoute } from './usage/routes.js';
 export interface App {
   gateway: Gateway;
   bridge: Bridge;
-  /** the public listener: model routes, usage, health, metrics, admin */
+  /** the public listener: model routes, usage, health, admin (metrics only with `server.publicMetrics`) */
   public: FastifyInstance;
-  /** the internal listener: owner forwarding; never exposed publicly */
+  /** the internal listener: owner forwarding and metrics; never exposed publicly */
   internal: FastifyInstance;
   listen(): Promise<{ publicUrl: string; internalUrl: string }>;
   close(): Promise<void>;
@@ -58,6 +58,10 @@ function registerHealthRoutes(app: FastifyInstance, gateway: Gateway): void {
     }
     return { status: 'ready', store: gateway.store.kind };
   });
+}
+
+/** Prometheus metrics name accounts and traffic: the internal listener's, public only when configured. */
+function registerMetricsRoute(app: FastifyInstance, gateway: Gateway): void {
   app.get('/metrics', async (_request, reply) =>
     reply.type(gateway.metrics.registry.contentType).send(await gateway.metrics.registry.metrics()),
   );
@@ -82,9 +86,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   };
   const bridge = new Bridge(gateway, identity);
 
+  const bodyBounds = { bodyLimit: config.server.bodyLimitBytes, requestBodyTimeoutMs: config.server.requestBodyTimeoutMs };
   const app = buildHttpServer({
     logger,
-    bodyLimit: config.server.bodyLimitBytes,
+    ...bodyBounds,
     onAnswered: (request, reply) => {
       const route = request.routeOptions.url ?? 'unknown';
       gateway.metrics.requests.inc({ route, status: reply.statusCode });
@@ -92,6 +97,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
   });
   registerHealthRoutes(app, gateway);
+  if (config.server.publicMetrics) registerMetricsRoute(app, gateway);
   registerAdminRoutes(app, gateway);
   app.register(async (proxied) => {
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
@@ -103,8 +109,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   app.after(() => app.answerWrongMethods());
 
-  const internal = buildHttpServer({ logger, bodyLimit: config.server.bodyLimitBytes });
+  const internal = buildHttpServer({ logger, ...bodyBounds });
   internal.get('/health/live', async () => ({ status: 'ok' }));
+  registerMetricsRoute(internal, gateway);
   registerInternalRoutes(internal, gateway, bridge);
   internal.after(() => internal.answerWrongMethods());
 

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sameSecret } from '../src/admin/routes.js';
 import { runCli } from '../src/cli.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
 
@@ -25,6 +26,16 @@ function callModel(secret: string, model = 'gpt-5') {
     body: JSON.stringify({ model, input: 'hi' }),
   });
 }
+
+describe('admin token comparison', () => {
+  it('accepts the equal token and refuses shorter, longer and same-length different ones', () => {
+    expect(sameSecret(ADMIN_TOKEN, ADMIN_TOKEN)).toBe(true);
+    expect(sameSecret(ADMIN_TOKEN.slice(0, -1), ADMIN_TOKEN)).toBe(false);
+    expect(sameSecret(ADMIN_TOKEN + 'x', ADMIN_TOKEN)).toBe(false);
+    expect(sameSecret(ADMIN_TOKEN.slice(0, -1) + 'y', ADMIN_TOKEN)).toBe(false);
+    expect(sameSecret('', ADMIN_TOKEN)).toBe(false);
+  });
+});
 
 describe('admin API', () => {
   it('refuses a missing or wrong admin token, and a proxy key', async () => {

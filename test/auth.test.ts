@@ -178,7 +178,7 @@ describe('auth failure metric', () => {
     expect((await call(gw.url, '/v1/messages', { headers: { 'x-api-key': JUNK }, body: ANTHROPIC_BODY })).status).toBe(401);
     expect(await failures('x-api-key')).toBe(before.apiKey + 2);
     expect(await failures('bearer')).toBe(before.bearer);
-    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    const text = await (await fetch(`${gw.internalUrl}/metrics`)).text();
     expect(text).toMatch(/tollgate_auth_failures_total\{source="x-api-key"[^}]*\} \d+/);
   });
 

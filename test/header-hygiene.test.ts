@@ -318,7 +318,7 @@ describe('x-request-id', () => {
     ['405 on a wrong method', '/v1/chat/completions', {}, 405],
     ['GET /health/live', '/health/live', {}, 200],
     ['GET /health/ready', '/health/ready', {}, 200],
-    ['GET /metrics', '/metrics', {}, 200],
+    ['GET /metrics (internal listener only)', '/metrics', {}, 404],
     ['admin with the token', '/admin/keys', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }, 200],
     ['admin without the token', '/admin/keys', {}, 401],
   ];

@@ -220,7 +220,12 @@ describe('helm chart', () => {
       expect(template(name).trimStart().startsWith(`{{- if ${gate} }}`), name).toBe(true);
     }
     expect(template('hpa.yaml')).toContain('apiVersion: autoscaling/v2');
-    expect(template('servicemonitor.yaml')).toMatch(/apiVersion: monitoring\.coreos\.com\/v1[\s\S]*path: \/metrics/);
+    // /metrics is on the internal listener: scraped through the headless Service's internal port
+    expect(template('servicemonitor.yaml')).toMatch(/apiVersion: monitoring\.coreos\.com\/v1[\s\S]*tollgate\/peers: "true"[\s\S]*port: internal\s+path: \/metrics/);
+    expect(template('servicemonitor.yaml')).not.toMatch(/port: http/);
     expect(template('networkpolicy.yaml')).toMatch(/port: internal[\s\S]*podSelector:[\s\S]*tollgate\.selectorLabels/);
+    // the scrape is let onto the internal port only from the peers the operator names
+    expect(template('networkpolicy.yaml')).toMatch(/with \.Values\.networkPolicy\.metricsFrom[\s\S]*port: internal[\s\S]*toYaml \./);
+    expect(values.networkPolicy.metricsFrom).toEqual([]);
   });
 });

@@ -260,6 +260,24 @@ describe('Responses over WebSocket', () => {
     expect(gw.mock.wsConnections[0]!.frames).toHaveLength(1);
   });
 
+  it('a response.create behind a UTF-8 byte-order mark is admitted like any other: refused model, counted request, limit', async () => {
+    const withBom = (frame: unknown) => Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(frame))]).toString('utf8');
+    const restricted = await gw.createKey({ allowed_models: ['gpt-5-mini'], limits: [{ limit_type: 'requests', limit_window: 'daily', max_value: 1 }] });
+    const c = await client({ authorization: `Bearer ${restricted.secret}` });
+    c.ws.send(withBom({ type: 'response.create', model: 'gpt-5', input: 'hi' }));
+    const [refusal] = await c.events('error');
+    expect(refusal).toMatchObject({ status: 403, error: { code: 'model_not_allowed' } });
+
+    c.ws.send(withBom({ type: 'response.create', model: 'gpt-5-mini', input: 'hi' }));
+    await c.events('response.completed');
+    await until(async () => (await usageOf(gw, restricted.secret)).request_count).toBe(1);
+    c.ws.send(withBom({ type: 'response.create', model: 'gpt-5-mini', input: 'again' }));
+    const [overLimit] = await c.events('error');
+    expect(overLimit).toMatchObject({ status: 429, error: { code: 'rate_limit_exceeded' } });
+    // the admitted frame went upstream without its mark, as the gateway read it
+    expect(gw.mock.wsConnections[0]!.frames).toEqual([{ type: 'response.create', model: 'gpt-5-mini', input: 'hi' }]);
+  });
+
   it('frames that are not response.create pass as they are, in order', async () => {
     const c = await client({ authorization: `Bearer ${key.secret}` });
     c.ws.send('not json');

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors.js';
 import type { KeyRecord, Store } from '../store/types.js';
 
@@ -35,29 +36,37 @@ export function requireModelAllowed(record: KeyRecord, model: string | undefined
   }
 }
 
+/** How many known keys the local cache holds; far more than a deployment has. */
+const KNOWN_KEYS_CACHED = 10_000;
+/** Unknown hashes are remembered in a small cache of their own, so junk keys never evict good ones. */
+const UNKNOWN_KEYS_CACHED = 1_000;
+
 /**
  * Key lookups through a short-lived local cache, so the hot path is not one store round trip
  * per request. Entries live at most `ttlMs`, which bounds how long a key revoked on another
  * replica keeps working here; revocations made here are dropped at once.
  */
 export class KeyDirectory {
-  private readonly byHash = new Map<string, { record: KeyRecord | null; expires: number }>();
+  /** null when caching is off (ttl 0) */
+  private readonly known: LRUCache<string, KeyRecord> | null;
+  private readonly unknown: LRUCache<string, true> | null;
 
-  constructor(private readonly store: Store, private readonly ttlMs: number) {}
+  constructor(private readonly store: Store, ttlMs: number) {
+    this.known = ttlMs > 0 ? new LRUCache({ max: KNOWN_KEYS_CACHED, ttl: ttlMs }) : null;
+    this.unknown = ttlMs > 0 ? new LRUCache({ max: UNKNOWN_KEYS_CACHED, ttl: ttlMs }) : null;
+  }
 
   /**
    * The secret is never compared with anything: its SHA-256 is the lookup index, and the time an
    * index lookup takes tells nothing about a secret whose hash a caller cannot steer.
    */
   async byHashOf(sha256: string): Promise<KeyRecord | null> {
-    const now = Date.now();
-    const cached = this.byHash.get(sha256);
-    if (cached && cached.expires > now) return cached.record;
+    const cached = this.known?.get(sha256);
+    if (cached) return cached;
+    if (this.unknown?.has(sha256)) return null;
     const record = await this.store.getKeyByHash(sha256);
-    if (this.ttlMs > 0) {
-      if (this.byHash.size > 10_000) this.byHash.clear(); // bounded: unknown keys must not grow it forever
-      this.byHash.set(sha256, { record, expires: now + this.ttlMs });
-    }
+    if (record) this.known?.set(sha256, record);
+    else this.unknown?.set(sha256, true);
     return record;
   }
 
@@ -67,6 +76,6 @@ export class KeyDirectory {
   }
 
   forget(record: Pick<KeyRecord, 'sha256'>): void {
-    this.byHash.delete(record.sha256);
+    this.known?.delete(record.sha256);
   }
 }

@@ -56,15 +56,11 @@ export function signContext(
 const malformed = (why: string) => new GatewayError('context_malformed', `Internal context header is malformed: ${why}.`);
 
 /**
- * Checks signature, version, target, expiry and body digest; the nonce's single use is the
- * caller's job (it needs the store). Throws a GatewayError with a specific code on any failure.
+ * Checks the header alone: signature, version, fields, target and expiry, so it can run before
+ * the body is read. The body digest is `verifyContextBody`'s, the nonce's single use is the
+ * caller's (it needs the store). Throws a GatewayError with a specific code on any failure.
  */
-export function verifyContext(
-  header: string | undefined,
-  secret: string,
-  expect: { instanceId: string; body: Buffer },
-  now = Date.now(),
-): ReauthContext {
+export function verifyContextHeader(header: string | undefined, secret: string, instanceId: string, now = Date.now()): ReauthContext {
   if (!header) throw new GatewayError('context_bad_signature', `Missing ${CONTEXT_HEADER} header.`);
   const [payload, signature, extra] = header.split('.');
   if (!payload || !signature || extra !== undefined) throw malformed('expected <payload>.<signature>');
@@ -85,12 +81,16 @@ export function verifyContext(
   }
   if (context.authSource !== 'bearer' && context.authSource !== 'x-api-key') throw malformed('authSource invalid');
   if (!Number.isFinite(context.issuedAt) || !Number.isFinite(context.expiresAt)) throw malformed('times missing');
-  if (context.targetInstance !== expect.instanceId) {
+  if (context.targetInstance !== instanceId) {
     throw new GatewayError('context_wrong_target', `Internal context is for ${context.targetInstance}, not this replica.`);
   }
   if (context.expiresAt * 1000 <= now) throw new GatewayError('context_expired', 'Internal context has expired.');
-  if (context.bodySha256 !== bodyDigest(expect.body)) {
+  return context;
+}
+
+/** The body, once read, must be the one the verified context was signed for. */
+export function verifyContextBody(context: ReauthContext, body: Buffer): void {
+  if (context.bodySha256 !== bodyDigest(body)) {
     throw new GatewayError('context_body_mismatch', 'Request body does not match the internal context digest.');
   }
-  return context;
 }

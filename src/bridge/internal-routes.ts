@@ -1,11 +1,11 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { RESPONSES_PROVIDERS, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
-import { CONTEXT_HEADER, verifyContext } from './context.js';
+import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
 import { sessionOf } from './session-key.js';
 
 /**
@@ -13,28 +13,38 @@ import { sessionOf } from './session-key.js';
  * along: the signed context stands in for it, and the key is re-validated by id here.
  */
 export function registerInternalRoutes(internal: FastifyInstance, gateway: Gateway, bridge: Bridge): void {
-  internal.post(INTERNAL_BRIDGE_PATH, async (request, reply) => {
-    const secret = gateway.config.internalSecret;
-    if (!secret) throw new GatewayError('context_bad_signature', 'Owner forwarding is off: no internal secret is configured.');
-    const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
-    const header = request.headers[CONTEXT_HEADER];
-    const context = verifyContext(Array.isArray(header) ? header[0] : header, secret, { instanceId: bridge.identity.instanceId, body: body.raw });
-    const now = Date.now();
-    // both round trips at once; the nonce is spent either way
-    const [fresh, key] = await Promise.all([
-      gateway.store.useNonce(context.nonce, context.expiresAt * 1000 - now + 1_000),
-      gateway.keys.byId(context.keyId),
-    ]);
-    if (!fresh) throw new GatewayError('context_replayed', 'Internal context was already used.');
-    const problem = keyProblem(key, now);
-    if (problem) throw new GatewayError('invalid_api_key', `The caller's API key is ${problem === 'unknown' ? 'revoked' : problem}.`);
-    request.principal = { key: key!, source: context.authSource };
-    request.facts.keyId = key!.id;
-    const session = sessionOf(request.headers, key!.id);
-    if (!session || session.key !== context.sessionKey) {
-      throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
-    }
-    requireModelAllowed(key!, modelOf(body.json));
-    return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
+  /** Verified contexts by request, from the onRequest hook to the handler. */
+  const contexts = new WeakMap<FastifyRequest, ReauthContext>();
+
+  internal.post(INTERNAL_BRIDGE_PATH, {
+    // the header is checked before the body is read: no body is read for a caller without one
+    onRequest: async (request) => {
+      const secret = gateway.config.internalSecret;
+      if (!secret) throw new GatewayError('context_bad_signature', 'Owner forwarding is off: no internal secret is configured.');
+      const header = request.headers[CONTEXT_HEADER];
+      contexts.set(request, verifyContextHeader(Array.isArray(header) ? header[0] : header, secret, bridge.identity.instanceId));
+    },
+    handler: async (request, reply) => {
+      const context = contexts.get(request)!;
+      const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
+      verifyContextBody(context, body.raw);
+      const now = Date.now();
+      // both round trips at once; the nonce is spent either way
+      const [fresh, key] = await Promise.all([
+        gateway.store.useNonce(context.nonce, context.expiresAt * 1000 - now + 1_000),
+        gateway.keys.byId(context.keyId),
+      ]);
+      if (!fresh) throw new GatewayError('context_replayed', 'Internal context was already used.');
+      const problem = keyProblem(key, now);
+      if (problem) throw new GatewayError('invalid_api_key', `The caller's API key is ${problem === 'unknown' ? 'revoked' : problem}.`);
+      request.principal = { key: key!, source: context.authSource };
+      request.facts.keyId = key!.id;
+      const session = sessionOf(request.headers, key!.id);
+      if (!session || session.key !== context.sessionKey) {
+        throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
+      }
+      requireModelAllowed(key!, modelOf(body.json));
+      return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
+    },
   });
 }

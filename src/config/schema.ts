@@ -10,6 +10,7 @@ export const DEFAULTS = {
   internalHost: '0.0.0.0',
   internalPort: 8081,
   bodyLimitBytes: 16 * 1024 * 1024,
+  requestBodyTimeoutMs: 30_000,
   upstreamConnectTimeoutMs: 10_000,
   upstreamHeadersTimeoutMs: 300_000,
   upstreamBodyTimeoutMs: 300_000,
@@ -116,6 +117,10 @@ export const configSchema = z
       internalHost: z.string().default(DEFAULTS.internalHost),
       internalPort: port(DEFAULTS.internalPort),
       bodyLimitBytes: positiveInt(DEFAULTS.bodyLimitBytes),
+      /** the whole request body must arrive within this, from the request's start (else 408) */
+      requestBodyTimeoutMs: positiveInt(DEFAULTS.requestBodyTimeoutMs),
+      /** also serve /metrics on the public port (it is always on the internal one) */
+      publicMetrics: z.boolean().default(false),
       shutdownGraceMs: z.number().int().min(0).default(DEFAULTS.shutdownGraceMs),
       /** WebSocket ping interval, both sides; a side that missed the previous pong is closed */
       websocketKeepaliveMs: positiveInt(DEFAULTS.websocketKeepaliveMs),

@@ -51,7 +51,14 @@ export function closeWith(socket: WebSocket, code: number, reason: Buffer | stri
   socket.close(sent, sent === code ? reason : '');
 }
 
-/** The frame as JSON when it is a `response.create`, else null. */
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+
+/** A frame's bytes without a leading UTF-8 byte-order mark: what the gateway checks is what goes upstream. */
+function withoutBom(data: Buffer): Buffer {
+  return data.subarray(0, 3).equals(BOM) ? data.subarray(3) : data;
+}
+
+/** The frame as JSON when it is a `response.create`, else null (text and binary frames alike). */
 function responseCreate(data: Buffer): Record<string, unknown> | null {
   const first = data.find((byte) => byte !== 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d);
   if (first !== 0x7b /* { */) return null;
@@ -170,7 +177,8 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     }
   };
 
-  const forward = async ({ data, isBinary }: Frame) => {
+  const forward = async ({ data: received, isBinary }: Frame) => {
+    const data = withoutBom(received);
     const create = responseCreate(data);
     let admittedAt: number | undefined;
     if (create) {

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
+import { decodedBody, requestEncoding } from './body-decoding.js';
+import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.js';
 import type { ParsedBody } from './types.js';
 import './types.js';
 
@@ -44,6 +47,8 @@ function asGatewayError(err: FastifyError, bodyLimit: number): GatewayError {
 export interface HttpServerOptions {
   logger: Logger;
   bodyLimit: number;
+  /** the whole request body must arrive within this many ms of the request's start */
+  requestBodyTimeoutMs: number;
   /** called once per answered request, next to its access-log line (metrics) */
   onAnswered?: (request: FastifyRequest, reply: FastifyReply) => void;
 }
@@ -70,6 +75,35 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     reply.header('x-request-id', request.id);
     // An `Upgrade` request answered over HTTP (refused, or a route without WebSocket) ends its connection.
     if (handedToUpgradeListener(request)) reply.header('connection', 'close');
+    // 404 and 405 are known from the request line: answered before the body is read
+    const unserved = unservedRequest(request, reply);
+    if (unserved) return sendError(reply, unserved);
+    done();
+  });
+
+  // preParsing runs after every onRequest hook, so after authentication: only an authenticated
+  // caller's body is decoded or waited for.
+  app.addHook('preParsing', (request, reply, payload, done) => {
+    if (!carriesBody(request)) return done(null, payload);
+    let body: Readable = payload;
+    try {
+      const encoding = requestEncoding(request.headers['content-encoding']);
+      if (encoding) {
+        body = decodedBody(payload, encoding, opts.bodyLimit);
+        // the body is plain from here on: what is forwarded must not claim otherwise
+        delete request.raw.headers['content-encoding'];
+      }
+    } catch (err) {
+      return done(err as Error);
+    }
+    if (!request.raw.complete) body = withBodyDeadline(request, body, opts.requestBodyTimeoutMs, opts.requestBodyTimeoutMs - reply.elapsedTime);
+    done(null, body);
+  });
+
+  // An answer given before the body was fully read (refused, too large, too slow) ends the
+  // connection: the rest of the body is never read, and the socket is not kept for another request.
+  app.addHook('onSend', (request, reply, _payload, done) => {
+    if (!request.raw.complete) reply.header('connection', 'close');
     done();
   });
 
@@ -79,6 +113,10 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     const type = request.headers['content-type'] ?? '';
     const looksJson = /\bjson\b/i.test(type) || type === '';
     if (raw.length === 0) return done(null, { raw, json: undefined } satisfies ParsedBody);
+    if (nestsDeeperThan(raw, MAX_JSON_DEPTH)) {
+      if (!looksJson) return done(null, { raw, json: undefined } satisfies ParsedBody);
+      return done(new GatewayError('invalid_json', `Request body nests deeper than ${MAX_JSON_DEPTH} levels.`), undefined);
+    }
     try {
       done(null, { raw, json: JSON.parse(raw.toString('utf8')) } satisfies ParsedBody);
     } catch (err) {
@@ -93,9 +131,8 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     return sendError(reply, gatewayError);
   });
 
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, new GatewayError('not_found', `No route ${request.method} ${request.url.split('?')[0]}.`)),
-  );
+  // answered in onRequest (above); Fastify requires a handler all the same
+  app.setNotFoundHandler((request, reply) => sendError(reply, unservedRequest(request, reply)!));
 
   answerWrongMethods(app);
 
@@ -124,11 +161,32 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
   return app;
 }
 
+/** Whether the request announces a body (the test Fastify makes before parsing one). */
+function carriesBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length'];
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
+/** The route config of a path's 405 route: the methods the path does serve. */
+interface WrongMethodConfig {
+  allowedMethods?: string;
+}
+
+/** 404 for an unknown path, 405 (with `Allow`) for a known path's other methods; null when a route serves it. */
+function unservedRequest(request: FastifyRequest, reply: FastifyReply): GatewayError | null {
+  const path = request.url.split('?')[0];
+  if (request.is404) return new GatewayError('not_found', `No route ${request.method} ${path}.`);
+  const allowed = (request.routeOptions.config as WrongMethodConfig).allowedMethods;
+  if (allowed === undefined) return null;
+  reply.header('allow', allowed);
+  return new GatewayError('method_not_allowed', `${request.method} is not allowed on ${request.routeOptions.url}; use ${allowed}.`);
+}
+
 /** Registers a 405 for the methods a known path does not serve (Fastify would say 404). */
 function answerWrongMethods(app: FastifyInstance): void {
   const served = new Map<string, Set<string>>();
   app.addHook('onRoute', (route) => {
-    if (route.config && (route.config as { wrongMethod?: boolean }).wrongMethod) return;
+    if ((route.config as WrongMethodConfig | undefined)?.allowedMethods !== undefined) return;
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     const known = served.get(route.url) ?? new Set<string>();
     methods.forEach((m) => known.add(m));
@@ -141,15 +199,29 @@ function answerWrongMethods(app: FastifyInstance): void {
       app.route({
         method: missing as ('GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE')[],
         url,
-        config: { wrongMethod: true },
-        handler: (request: FastifyRequest, reply: FastifyReply) => {
-          const allowed = [...methods].filter((m) => m !== 'HEAD').join(', ');
-          reply.header('allow', allowed);
-          return sendError(reply, new GatewayError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${allowed}.`));
-        },
+        config: { allowedMethods: [...methods].filter((m) => m !== 'HEAD').join(', ') } satisfies WrongMethodConfig,
+        // answered in onRequest; Fastify requires a handler all the same
+        handler: (request: FastifyRequest, reply: FastifyReply) => sendError(reply, unservedRequest(request, reply)!),
       });
     }
   });
+}
+
+/**
+ * `body`, failing with 408 `request_timeout` unless the request's body has fully arrived by
+ * `remainingMs` from now. A body still arriving after the deadline is not read further (onSend
+ * then closes the connection); a response, streamed or not, is not bounded by it.
+ */
+function withBodyDeadline(request: FastifyRequest, body: Readable, timeoutMs: number, remainingMs: number): Readable {
+  // the request itself must stay intact to be answered: a stream of its own is what fails
+  const guarded = body === request.raw ? body.pipe(new PassThrough()) : body;
+  const timer = setTimeout(
+    () => guarded.destroy(new GatewayError('request_timeout', `The request body did not arrive within ${timeoutMs} ms.`)),
+    Math.max(0, remainingMs),
+  );
+  request.raw.once('end', () => clearTimeout(timer));
+  guarded.once('close', () => clearTimeout(timer));
+  return guarded;
 }
 
 declare module 'fastify' {

@@ -82,9 +82,9 @@ export function rawRequest(
   });
 }
 
-/** The value of one Prometheus sample in `GET /metrics`, 0 when absent. */
-export async function metricValue(gw: Pick<TestGateway, 'url'>, name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${gw.url}/metrics`)).text();
+/** The value of one Prometheus sample in `GET /metrics` (internal listener), 0 when absent. */
+export async function metricValue(gw: Pick<TestGateway, 'internalUrl'>, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await fetch(`${gw.internalUrl}/metrics`)).text();
   for (const line of text.split('\n')) {
     const match = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
     if (!match || match[1] !== name) continue;
