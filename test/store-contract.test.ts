@@ -3,10 +3,11 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { RedisStore } from '../src/store/redis.js';
-import type { KeyRecord, Limit, LimitType, Store } from '../src/store/types.js';
+import { usageDeltas } from '../src/store/counters.js';
+import type { KeyRecord, Limit, LimitType, Store, UsageBatch } from '../src/store/types.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../src/usage/windows.js';
-import { startRedis, startSentinel, type TestRedis, type TestSentinel } from './support/redis.js';
+import { AOF_ALWAYS, startRedis, startSentinel, type TestRedis, type TestSentinel } from './support/redis.js';
 
 let redis: TestRedis;
 let cluster: TestRedis;
@@ -49,6 +50,17 @@ const tokens = (input: number, output: number, cached = 0): TokenUsage => ({
   output_tokens: output,
   cached_input_tokens: cached,
   total_tokens: input + output,
+});
+
+let seq = 0;
+/** One record in a batch of its own from the test's writer, numbered in order. */
+const recordUsage = (store: Store, keyId: string, usage: TokenUsage, at: number): Promise<boolean> =>
+  store.recordUsage(keyId, { writer: 'test-writer', seq: ++seq, entries: [{ at, deltas: usageDeltas(usage) }] });
+
+const batch = (writer: string, seq: number, ...entries: [at: number, usage: TokenUsage][]): UsageBatch => ({
+  writer,
+  seq,
+  entries: entries.map(([at, usage]) => ({ at, deltas: usageDeltas(usage) })),
 });
 
 const owner = (instanceId: string, accountId = 'acct-1') => ({ instanceId, accountId });
@@ -136,9 +148,9 @@ describe.each(stores)('%s store contract', (kind, create) => {
 
     it.each(['input_tokens', 'output_tokens', 'total_tokens'] as const)('a %s limit denies once the total reached max', async (type) => {
       const limits = [limit(type, 'daily', 100)];
-      await store.recordUsage('k', tokens(30, 30), now); // input 30, output 30, total 60
+      await recordUsage(store, 'k', tokens(30, 30), now); // input 30, output 30, total 60
       expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
-      await store.recordUsage('k', type === 'total_tokens' ? tokens(20, 20) : tokens(70, 70), now);
+      await recordUsage(store, 'k', type === 'total_tokens' ? tokens(20, 20) : tokens(70, 70), now);
       expect(await store.admitRequest('k', limits, now)).toEqual({
         admitted: false,
         denial: { limit: limits[0], current: 100, resetAt: windowBounds('daily', now).end },
@@ -165,10 +177,10 @@ describe.each(stores)('%s store contract', (kind, create) => {
   });
 
   describe('usage', () => {
-    it('refundRequest takes back an admitted request everywhere', async () => {
+    it('a requests: -1 entry takes back an admitted request everywhere (a refund)', async () => {
       const limits = [limit('requests', 'daily', 1)];
       await store.admitRequest('k', limits, now);
-      await store.refundRequest('k', now);
+      expect(await store.recordUsage('k', { writer: 'w', seq: 1, entries: [{ at: now, deltas: { requests: -1 } }] })).toBe(true);
       const usage = await store.getUsage('k', now);
       expect(usage.allTime.requests).toBe(0);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window].requests).toBe(0);
@@ -182,9 +194,9 @@ describe.each(stores)('%s store contract', (kind, create) => {
       for (const window of LIMIT_WINDOWS) expect(empty.windows[window]).toEqual(zero);
 
       await store.admitRequest('k', [], now);
-      await store.recordUsage('k', tokens(100, 20, 40), now);
-      await store.recordUsage('k', tokens(5, 7, 1), now);
-      await store.recordUsage('other', tokens(1, 1), now);
+      await recordUsage(store, 'k', tokens(100, 20, 40), now);
+      await recordUsage(store, 'k', tokens(5, 7, 1), now);
+      await recordUsage(store, 'other', tokens(1, 1), now);
 
       const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132 };
       const usage = await store.getUsage('k', now);
@@ -192,9 +204,41 @@ describe.each(stores)('%s store contract', (kind, create) => {
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
     });
 
+    it('a batch applies once: the same (writer, seq) again and any lower seq are skipped', async () => {
+      const first = batch('w1', 5, [now, tokens(10, 1)], [now, tokens(20, 2, 3)]);
+      expect(await store.recordUsage('k', first)).toBe(true);
+      // the retry of a write whose reply was lost
+      expect(await store.recordUsage('k', first)).toBe(false);
+      expect(await store.recordUsage('k', batch('w1', 7, [now, tokens(100, 0)]))).toBe(true);
+      // an older batch arriving after a newer one
+      expect(await store.recordUsage('k', batch('w1', 6, [now, tokens(1000, 0)]))).toBe(false);
+
+      const expected = { requests: 0, input_tokens: 130, output_tokens: 3, cached_input_tokens: 3, total_tokens: 133 };
+      const usage = await store.getUsage('k', now);
+      expect(usage.allTime).toEqual(expected);
+      for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
+    });
+
+    it('writers and keys are independent: each has its own sequence', async () => {
+      expect(await store.recordUsage('k', batch('w1', 3, [now, tokens(1, 0)]))).toBe(true);
+      expect(await store.recordUsage('k', batch('w2', 1, [now, tokens(2, 0)]))).toBe(true);
+      expect(await store.recordUsage('other', batch('w1', 1, [now, tokens(4, 0)]))).toBe(true);
+      expect(await store.recordUsage('k', batch('w2', 1, [now, tokens(8, 0)]))).toBe(false);
+      expect((await store.getUsage('k', now)).allTime.input_tokens).toBe(3);
+      expect((await store.getUsage('other', now)).allTime.input_tokens).toBe(4);
+    });
+
+    it('each entry of a batch lands in the buckets of its own time', async () => {
+      const next = windowBounds('5h', now).end;
+      expect(await store.recordUsage('k', batch('w1', 1, [now, tokens(1, 0)], [next, tokens(10, 0)], [now, tokens(100, 0)]))).toBe(true);
+      const later = await store.getUsage('k', next);
+      expect(later.windows['5h'].input_tokens).toBe(10);
+      expect(later.allTime.input_tokens).toBe(111);
+    });
+
     it.each(LIMIT_WINDOWS)('the %s bucket rolls over at its end; all time and longer windows keep counting', async (window) => {
       await store.admitRequest('k', [], now);
-      await store.recordUsage('k', tokens(10, 5), now);
+      await recordUsage(store, 'k', tokens(10, 5), now);
       const next = windowBounds(window, now).end;
 
       const usage = await store.getUsage('k', next);
@@ -205,7 +249,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
         expect(usage.windows[other].total_tokens, other).toBe(sameBucket ? 15 : 0);
       }
 
-      await store.recordUsage('k', tokens(1, 1), next);
+      await recordUsage(store, 'k', tokens(1, 1), next);
       expect((await store.getUsage('k', next)).windows[window].total_tokens).toBe(2);
     });
   });
@@ -372,6 +416,45 @@ describe('redis store only', () => {
     }
   });
 
+  it('remembers the batches it applied across crashes on its AOF data', async () => {
+    const aof = await startRedis({ args: AOF_ALWAYS });
+    const store = await RedisStore.connect(aof.url);
+    try {
+      const now = Date.now();
+      const first = batch('w1', 1, [now, tokens(10, 5)]);
+      expect(await store.recordUsage('k', first)).toBe(true);
+      for (const crash of [() => aof.kill(), () => aof.terminate()]) {
+        await crash();
+        await aof.start();
+        await expect.poll(() => store.ping().then(() => true, () => false), { timeout: 5_000 }).toBe(true);
+        // the retry of a write whose reply the crash swallowed
+        expect(await store.recordUsage('k', first)).toBe(false);
+      }
+      expect(await store.recordUsage('k', batch('w1', 2, [now, tokens(1, 1)]))).toBe(true);
+      expect((await store.getUsage('k', now)).allTime).toMatchObject({ input_tokens: 11, total_tokens: 17 });
+    } finally {
+      await store.close();
+      await aof.stop();
+    }
+  }, 20_000);
+
+  it("a writer mark lives in the key's slot and expires a week after its last write", async () => {
+    const keyPrefix = freshPrefix();
+    const store = await RedisStore.connect(redis.url, { keyPrefix });
+    const raw = new Redis(redis.url);
+    try {
+      await store.recordUsage('k', batch('w1', 1, [Date.now(), tokens(1, 1)]));
+      const mark = `${keyPrefix}tg:{u:k}:w:w1`;
+      expect(await raw.get(mark)).toBe('1');
+      const ttl = await raw.pttl(mark);
+      expect(ttl).toBeGreaterThan(6 * 24 * 3_600_000);
+      expect(ttl).toBeLessThanOrEqual(7 * 24 * 3_600_000);
+    } finally {
+      raw.disconnect();
+      await store.close();
+    }
+  });
+
   describe('when Redis goes away', () => {
     it('fails fast with store_unavailable and recovers by itself when Redis returns', async () => {
       const store = await RedisStore.connect(redis.url, { keyPrefix: freshPrefix() });
@@ -384,7 +467,7 @@ describe('redis store only', () => {
           () => store.admitRequest('k', [limit('requests', 'daily', 5)], Date.now()),
           () => store.getKeyByHash('sha-a'),
           () => store.getUsage('k', Date.now()),
-          () => store.recordUsage('k', tokens(1, 1), Date.now()),
+          () => recordUsage(store, 'k', tokens(1, 1), Date.now()),
           () => store.claimLease('s', owner('r1'), 1_000),
           () => store.getAccountStates(['a']),
         ];

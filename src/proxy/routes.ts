@@ -83,7 +83,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
       accountId,
     });
   } catch (err) {
-    if (admittedAt !== undefined) await refundRequest(gateway.store, key.id, admittedAt);
+    if (admittedAt !== undefined) refundRequest(gateway.usage, key.id, admittedAt);
     throw err;
   }
   request.facts.accountId = upstream.account.id;

@@ -178,7 +178,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
       admittedAt = admitted;
     }
     if (upstream.readyState !== WebSocket.OPEN) {
-      if (admittedAt !== undefined) await refundRequest(gateway.store, request.principal!.key.id, admittedAt);
+      if (admittedAt !== undefined) refundRequest(gateway.usage, request.principal!.key.id, admittedAt);
       return;
     }
     if (admittedAt !== undefined) requests += 1;

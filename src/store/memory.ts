@@ -1,6 +1,5 @@
-import type { TokenUsage } from '../usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { addTokens, counterFor, emptyCounters, limitDenies } from './counters.js';
+import { addCounters, counterFor, emptyCounters, limitDenies } from './counters.js';
 import type {
   AccountState,
   Admission,
@@ -9,6 +8,7 @@ import type {
   Limit,
   ReplicaInfo,
   Store,
+  UsageBatch,
   UsageCounters,
   UsageSnapshot,
 } from './types.js';
@@ -21,6 +21,8 @@ interface Bucket {
 interface KeyUsage {
   allTime: UsageCounters;
   windows: Map<LimitWindow, Bucket>;
+  /** writer → seq of the last batch applied (one writer per process here, but the same contract) */
+  applied: Map<string, number>;
 }
 
 interface HeldLease {
@@ -85,18 +87,19 @@ export class MemoryStore implements Store {
         return { admitted: false, denial: { limit, current, resetAt: windowBounds(limit.limit_window, now).end } };
       }
     }
-    this.countRequest(usage, now, 1);
+    this.countRequest(usage, now);
     return { admitted: true };
   }
 
-  async refundRequest(keyId: string, admittedAt: number): Promise<void> {
-    this.countRequest(this.usageOf(keyId), admittedAt, -1);
-  }
-
-  async recordUsage(keyId: string, tokens: TokenUsage, now: number): Promise<void> {
+  async recordUsage(keyId: string, batch: UsageBatch): Promise<boolean> {
     const usage = this.usageOf(keyId);
-    addTokens(usage.allTime, tokens);
-    for (const window of LIMIT_WINDOWS) addTokens(this.bucket(usage, window, now).counters, tokens);
+    if (batch.seq <= (usage.applied.get(batch.writer) ?? 0)) return false;
+    usage.applied.set(batch.writer, batch.seq);
+    for (const { at, deltas } of batch.entries) {
+      addCounters(usage.allTime, deltas);
+      for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, at).counters, deltas);
+    }
+    return true;
   }
 
   async getUsage(keyId: string, now: number): Promise<UsageSnapshot> {
@@ -185,7 +188,7 @@ export class MemoryStore implements Store {
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);
     if (!usage) {
-      usage = { allTime: emptyCounters(), windows: new Map() };
+      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map() };
       this.usage.set(keyId, usage);
     }
     return usage;
@@ -232,8 +235,8 @@ export class MemoryStore implements Store {
     for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
   }
 
-  private countRequest(usage: KeyUsage, now: number, delta: number): void {
-    usage.allTime.requests += delta;
-    for (const window of LIMIT_WINDOWS) this.bucket(usage, window, now).counters.requests += delta;
+  private countRequest(usage: KeyUsage, now: number): void {
+    usage.allTime.requests += 1;
+    for (const window of LIMIT_WINDOWS) this.bucket(usage, window, now).counters.requests += 1;
   }
 }

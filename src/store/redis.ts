@@ -1,6 +1,5 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
-import type { TokenUsage } from '../usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { emptyCounters } from './counters.js';
 import type {
@@ -11,6 +10,7 @@ import type {
   Limit,
   ReplicaInfo,
   Store,
+  UsageBatch,
   UsageCounters,
   UsageSnapshot,
 } from './types.js';
@@ -35,6 +35,11 @@ const READY_TIMEOUT_MS = 5_000;
 const BUCKET_GRACE_MS = 24 * 3_600_000;
 /** Epoch counters must outlive their leases so a session's epochs keep growing; refreshed on use. */
 const EPOCH_TTL_MS = 7 * 24 * 3_600_000;
+/**
+ * A writer's mark outlives its last write by this much. A batch is only ever re-sent by its own
+ * writer until acknowledged, so the mark must outlast the longest store outage a retry spans.
+ */
+const WRITER_MARK_TTL_MS = 7 * 24 * 3_600_000;
 /** A replica silent this long is certainly gone: forgotten even if it never deregistered. */
 const REPLICA_FORGET_MS = 24 * 3_600_000;
 
@@ -46,6 +51,8 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{keys}:ids                 set of key ids
  *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
  *   tg:{u:<keyId>}:all            all-time usage hash
+ *   tg:{u:<keyId>}:w:<writer>     seq of the writer's last usage batch applied to this key
+ *                                 (PX WRITER_MARK_TTL_MS: one per key and live replica process)
  *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
@@ -77,19 +84,21 @@ const SCRIPTS = {
     redis.call('HINCRBY', KEYS[#KEYS], 'requests', 1)
     return {-1}`,
   /*
-   * Adds deltas to every window bucket and the all-time hash, in one command.
-   * KEYS: one bucket hash per window, then the all-time hash.
-   * ARGV: each bucket's PEXPIREAT, then field/delta pairs.
+   * Applies one writer's usage batch once: skipped when its seq is not above the writer's mark,
+   * which is set in the same script, so counters and mark change together (also in the AOF).
+   * KEYS: the writer's mark, the all-time hash, then every window bucket hash the batch touches.
+   * ARGV: seq, mark TTL ms, each bucket's PEXPIREAT, then (KEYS index, field, delta) triples.
+   * Returns 1 when applied, 0 when skipped.
    */
   tgAddUsage: `
-    local buckets = #KEYS - 1
-    for k = 1, #KEYS do
-      for i = buckets + 1, #ARGV, 2 do
-        redis.call('HINCRBY', KEYS[k], ARGV[i], ARGV[i + 1])
-      end
-      -- also for a bucket already past: a past PEXPIREAT deletes what was just created
-      if k <= buckets then redis.call('PEXPIREAT', KEYS[k], ARGV[k]) end
+    if tonumber(ARGV[1]) <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    local buckets = #KEYS - 2
+    for i = 3 + buckets, #ARGV, 3 do
+      redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
     end
+    -- also for a bucket already past: a past PEXPIREAT deletes what was just created
+    for b = 1, buckets do redis.call('PEXPIREAT', KEYS[2 + b], ARGV[2 + b]) end
     return 1`,
   /*
    * Claim (staleEpoch '') or compare-and-set takeover of a lease, with a fresh epoch.
@@ -314,17 +323,32 @@ export class RedisStore implements Store {
     });
   }
 
-  async refundRequest(keyId: string, admittedAt: number): Promise<void> {
-    await this.addToBuckets(keyId, admittedAt, { requests: -1 });
-  }
-
-  async recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void> {
-    // Counters are integers in Redis (HINCRBY); upstream token counts are whole numbers anyway.
-    await this.addToBuckets(keyId, now, {
-      input_tokens: Math.round(usage.input_tokens),
-      output_tokens: Math.round(usage.output_tokens),
-      cached_input_tokens: Math.round(usage.cached_input_tokens),
-      total_tokens: Math.round(usage.total_tokens),
+  async recordUsage(keyId: string, batch: UsageBatch): Promise<boolean> {
+    return this.run(async () => {
+      const keys = [`${this.usageBase(keyId)}:w:${batch.writer}`, `${this.usageBase(keyId)}:all`];
+      const expiries: number[] = [];
+      // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
+      const sums = new Map<string, number>();
+      const add = (keyIndex: number, deltas: Partial<UsageCounters>): void => {
+        for (const [field, delta] of Object.entries(deltas)) {
+          const slot = `${keyIndex} ${field}`;
+          sums.set(slot, (sums.get(slot) ?? 0) + delta);
+        }
+      };
+      for (const { at, deltas } of batch.entries) {
+        add(2, deltas);
+        for (const bucket of this.buckets(keyId, at).windows) {
+          let index = keys.indexOf(bucket.key, 2);
+          if (index < 0) {
+            index = keys.push(bucket.key) - 1;
+            expiries.push(bucket.expireAt);
+          }
+          add(index + 1, deltas);
+        }
+      }
+      const triples = [...sums].flatMap(([slot, delta]) => [...slot.split(' '), delta]);
+      const applied = await this.script('tgAddUsage', keys, [batch.seq, WRITER_MARK_TTL_MS, ...expiries, ...triples]);
+      return applied === 1;
     });
   }
 
@@ -484,24 +508,19 @@ export class RedisStore implements Store {
     return (await this.script('tgGrantLease', this.leaseKeys(sessionKey), args)) as [number, string?];
   }
 
+  /** Every usage key of one API key shares this hash tag: one slot for its scripts. */
+  private usageBase(keyId: string): string {
+    return `${this.prefix}{u:${keyId}}`;
+  }
+
   /** The bucket hash of every window containing `now`, with its expiry, and the all-time hash. */
   private buckets(keyId: string, now: number): { windows: { key: string; expireAt: number }[]; allTime: string } {
-    const base = `${this.prefix}{u:${keyId}}`;
+    const base = this.usageBase(keyId);
     const windows = LIMIT_WINDOWS.map((window) => {
       const { start, end } = windowBounds(window, now);
       return { key: `${base}:${window}:${start}`, expireAt: end + BUCKET_GRACE_MS };
     });
     return { windows, allTime: `${base}:all` };
-  }
-
-  /** Adds to counters of every window bucket containing `at` and of all time, atomically. */
-  private async addToBuckets(keyId: string, at: number, deltas: Partial<UsageCounters>): Promise<void> {
-    await this.run(() => {
-      const buckets = this.buckets(keyId, at);
-      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime];
-      const args = [...buckets.windows.map((b) => b.expireAt), ...Object.entries(deltas).flat()];
-      return this.script('tgAddUsage', keys, args);
-    });
   }
 
   private keyRecordKey(id: string): string {

@@ -29,6 +29,24 @@ export interface UsageCounters extends TokenUsage {
   requests: number;
 }
 
+/** Counter deltas of one usage record, at the time the request happened (picks the window buckets). */
+export interface UsageEntry {
+  at: number;
+  deltas: Partial<UsageCounters>;
+}
+
+/**
+ * Usage records of one key from one writer (one replica process), numbered by that writer. The
+ * store applies a batch at most once: it remembers per (key, writer) the last `seq` applied and
+ * skips a batch whose `seq` is not above it, so a write whose reply was lost can be sent again.
+ */
+export interface UsageBatch {
+  writer: string;
+  /** strictly increasing per writer and key */
+  seq: number;
+  entries: UsageEntry[];
+}
+
 export interface LimitDenial {
   limit: Limit;
   current: number;
@@ -85,9 +103,13 @@ export interface Store {
    * window's total has reached max.
    */
   admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission>;
-  /** Takes back a request counted by `admitRequest` that never reached an upstream. */
-  refundRequest(keyId: string, admittedAt: number): Promise<void>;
-  recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void>;
+  /**
+   * Adds the batch's deltas to every window bucket of each entry and to all time, atomically and
+   * at most once per (key, writer, seq). True when applied, false when skipped as already seen.
+   * A request counted by `admitRequest` that never reached an upstream is taken back this way
+   * too: an entry of `requests: -1` at its admission time.
+   */
+  recordUsage(keyId: string, batch: UsageBatch): Promise<boolean>;
   getUsage(keyId: string, now: number): Promise<UsageSnapshot>;
 
   getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>>;
