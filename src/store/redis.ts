@@ -148,6 +148,10 @@ function createClient(url: string, options: RedisStoreOptions): Client {
     commandTimeout: 1_000,
     connectTimeout: 2_000,
     retryStrategy: reconnectDelay,
+    // A command in flight when its connection dropped may have run: sending it again on the new
+    // connection could count an admission twice. It fails (503) instead; usage batches are
+    // re-sent by the usage recorder, whose numbering makes that safe.
+    autoResendUnfulfilledCommands: false,
     // commands of concurrent requests issued in the same tick share one write and round trip
     enableAutoPipelining: true,
   };
