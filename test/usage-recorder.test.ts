@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
-import type { UsageBatch } from '../src/store/types.js';
+import type { Admission, AdmissionTicket, Limit, UsageBatch } from '../src/store/types.js';
 import { USAGE_BATCH_LIMIT, USAGE_BUFFER_LIMIT, UsageRecorder } from '../src/usage/recorder.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 
@@ -19,6 +19,12 @@ class FlakyStore extends MemoryStore {
     const applied = await super.recordUsage(keyId, batch);
     if (this.loseReplies) throw new GatewayError('store_unavailable', 'reply lost');
     return applied;
+  }
+  override async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
+    if (this.down) throw new GatewayError('store_unavailable', 'down');
+    const admission = await super.admitRequest(keyId, limits, now, ticket);
+    if (this.loseReplies) throw new GatewayError('store_unavailable', 'reply lost');
+    return admission;
   }
 }
 
@@ -75,8 +81,8 @@ describe('UsageRecorder', () => {
     const store = new FlakyStore();
     const recorder = new UsageRecorder(store);
     const admittedAt = Date.now();
-    await store.admitRequest('k', [], admittedAt);
-    await store.admitRequest('k', [], admittedAt);
+    await recorder.admit('k', [], admittedAt);
+    await recorder.admit('k', [], admittedAt);
     store.loseReplies = true;
     recorder.refund('k', admittedAt);
     await recorder.flush();
@@ -85,6 +91,23 @@ describe('UsageRecorder', () => {
     const snapshot = await store.getUsage('k', admittedAt);
     expect(snapshot.allTime.requests).toBe(1);
     expect(snapshot.windows.daily.requests).toBe(1);
+    recorder.stop();
+  });
+
+  it('an admission whose outcome is unknown is taken back if it was counted, and only then', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    const now = Date.now();
+    await recorder.admit('k', [], now);
+    store.loseReplies = true; // counted, caller told 503
+    await expect(recorder.admit('k', [], now)).rejects.toThrow(GatewayError);
+    store.loseReplies = false;
+    store.down = true; // never reached the store
+    await expect(recorder.admit('k', [], now)).rejects.toThrow(GatewayError);
+    store.down = false;
+    await recorder.flush();
+    expect(recorder.backlog).toBe(0);
+    expect((await store.getUsage('k', now)).allTime.requests).toBe(1);
     recorder.stop();
   });
 

@@ -149,7 +149,7 @@ export class Bridge {
     request.facts.provider = call.pool.provider;
     request.facts.accountId = session.lease.accountId;
     const key = request.principal!.key;
-    const admittedAt = await admitRequest(gateway.store, key);
+    const admittedAt = await admitRequest(gateway.usage, key);
     let reachedUpstream = false;
     try {
       await session.run({

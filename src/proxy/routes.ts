@@ -68,7 +68,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     reply.header(TURN_STATE_HEADER, session.turnState);
   }
 
-  const admittedAt = route.format ? await admitRequest(gateway.store, key, Date.now()) : undefined;
+  const admittedAt = route.format ? await admitRequest(gateway.usage, key, Date.now()) : undefined;
   const signal = clientGoneSignal(reply);
   const { metrics } = gateway;
   const sentAt = performance.now();

@@ -160,7 +160,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     try {
       const key = await currentKey();
       for (const model of modelsOf(frame)) requireModelAllowed(key, model);
-      return await admitRequest(gateway.store, key, Date.now());
+      return await admitRequest(gateway.usage, key, Date.now());
     } catch (err) {
       const refusal = asRefusal(err);
       toClient(errorEvent(refusal), false);

@@ -1,16 +1,19 @@
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { addCounters, counterFor, emptyCounters, limitDenies } from './counters.js';
-import type {
-  AccountState,
-  Admission,
-  KeyRecord,
-  Lease,
-  Limit,
-  ReplicaInfo,
-  Store,
-  UsageBatch,
-  UsageCounters,
-  UsageSnapshot,
+import { GatewayError } from '../errors.js';
+import {
+  ADMISSION_MEMORY,
+  type AccountState,
+  type Admission,
+  type AdmissionTicket,
+  type KeyRecord,
+  type Lease,
+  type Limit,
+  type ReplicaInfo,
+  type Store,
+  type UsageBatch,
+  type UsageCounters,
+  type UsageSnapshot,
 } from './types.js';
 
 interface Bucket {
@@ -18,11 +21,19 @@ interface Bucket {
   counters: UsageCounters;
 }
 
+/** A writer's admissions of one key: every number up to `top` is settled, counted or not. */
+interface AdmissionRing {
+  top: number;
+  /** the numbers counted, at most ADMISSION_MEMORY of the latest, in increasing order */
+  counted: Set<number>;
+}
+
 interface KeyUsage {
   allTime: UsageCounters;
   windows: Map<LimitWindow, Bucket>;
   /** writer → seq of the last batch applied (one writer per process here, but the same contract) */
   applied: Map<string, number>;
+  admissions: Map<string, AdmissionRing>;
 }
 
 interface HeldLease {
@@ -78,8 +89,10 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+  async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
     const usage = this.usageOf(keyId);
+    const ring = this.ringOf(usage, ticket.writer);
+    if (!settle(ring, ticket.number)) throw new GatewayError('store_unavailable', 'This admission arrived after it was given up.');
     for (const limit of limits) {
       const bucket = this.bucket(usage, limit.limit_window, now);
       const current = counterFor(bucket.counters, limit.limit_type);
@@ -87,7 +100,9 @@ export class MemoryStore implements Store {
         return { admitted: false, denial: { limit, current, resetAt: windowBounds(limit.limit_window, now).end } };
       }
     }
-    this.countRequest(usage, now);
+    this.countRequest(usage, now, 1);
+    ring.counted.add(ticket.number);
+    if (ring.counted.size > ADMISSION_MEMORY) ring.counted.delete(ring.counted.values().next().value!);
     return { admitted: true };
   }
 
@@ -95,9 +110,13 @@ export class MemoryStore implements Store {
     const usage = this.usageOf(keyId);
     if (batch.seq <= (usage.applied.get(batch.writer) ?? 0)) return false;
     usage.applied.set(batch.writer, batch.seq);
-    for (const { at, deltas } of batch.entries) {
-      addCounters(usage.allTime, deltas);
-      for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, at).counters, deltas);
+    for (const entry of batch.entries) {
+      if ('lostAdmission' in entry) {
+        if (takeBack(this.ringOf(usage, batch.writer), entry.lostAdmission)) this.countRequest(usage, entry.at, -1);
+        continue;
+      }
+      addCounters(usage.allTime, entry.deltas);
+      for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, entry.at).counters, entry.deltas);
     }
     return true;
   }
@@ -188,10 +207,19 @@ export class MemoryStore implements Store {
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);
     if (!usage) {
-      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map() };
+      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map(), admissions: new Map() };
       this.usage.set(keyId, usage);
     }
     return usage;
+  }
+
+  private ringOf(usage: KeyUsage, writer: string): AdmissionRing {
+    let ring = usage.admissions.get(writer);
+    if (!ring) {
+      ring = { top: 0, counted: new Set() };
+      usage.admissions.set(writer, ring);
+    }
+    return ring;
   }
 
   /** Only the current bucket of each window is kept; a new bucket starts from zero. */
@@ -235,8 +263,21 @@ export class MemoryStore implements Store {
     for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
   }
 
-  private countRequest(usage: KeyUsage, now: number): void {
-    usage.allTime.requests += 1;
-    for (const window of LIMIT_WINDOWS) this.bucket(usage, window, now).counters.requests += 1;
+  private countRequest(usage: KeyUsage, now: number, delta: 1 | -1): void {
+    usage.allTime.requests += delta;
+    for (const window of LIMIT_WINDOWS) this.bucket(usage, window, now).counters.requests += delta;
   }
+}
+
+/** Settles every admission number up to `n`; false when `n` was settled already (a late arrival). */
+function settle(ring: AdmissionRing, n: number): boolean {
+  if (n <= ring.top) return false;
+  ring.top = n;
+  return true;
+}
+
+/** True when admission `n` was counted (and is no longer); settles it either way. */
+function takeBack(ring: AdmissionRing, n: number): boolean {
+  if (settle(ring, n)) return false;
+  return ring.counted.delete(n);
 }

@@ -5,6 +5,7 @@ import { emptyCounters } from './counters.js';
 import type {
   AccountState,
   Admission,
+  AdmissionTicket,
   KeyRecord,
   Lease,
   Limit,
@@ -14,6 +15,7 @@ import type {
   UsageCounters,
   UsageSnapshot,
 } from './types.js';
+import { ADMISSION_MEMORY } from './types.js';
 
 /**
  * How to reach Redis. `url` (redis:// or rediss://) always gives credentials and TLS; with
@@ -52,7 +54,9 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
  *   tg:{u:<keyId>}:all            all-time usage hash
  *   tg:{u:<keyId>}:w:<writer>     seq of the writer's last usage batch applied to this key
- *                                 (PX WRITER_MARK_TTL_MS: one per key and live replica process)
+ *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
+ *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
+ *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
  *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
@@ -61,44 +65,90 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:nonce:<nonce>              "1", PX ttl
  */
 
+/*
+ * A writer's admissions of one key (KEYS top, bits): every number up to `top` is settled; bit
+ * n % size is set while admission n is counted. settle() returns false for a number settled
+ * already (an admission arriving after it was given up); takeBack() returns true when admission
+ * n was counted, and clears it. An admission `size` or more numbers older than `top` is forgotten.
+ */
+const ADMISSION_RING = `
+  local function settle(top, bits, n, size, ttl)
+    local last = tonumber(redis.call('GET', top) or '0')
+    if n <= last then return false end
+    if n - last >= size then
+      redis.call('DEL', bits)
+    else
+      for m = last + 1, n do redis.call('SETBIT', bits, m % size, 0) end
+      redis.call('PEXPIRE', bits, ttl)
+    end
+    redis.call('SET', top, n, 'PX', ttl)
+    return true
+  end
+  local function takeBack(top, bits, n, size, ttl)
+    if settle(top, bits, n, size, ttl) then return false end
+    if tonumber(redis.call('GET', top)) - n >= size then return false end
+    return redis.call('SETBIT', bits, n % size, 0) == 1
+  end
+`;
+
 const SCRIPTS = {
   /*
-   * KEYS: one bucket hash per window, then the all-time hash.
-   * ARGV: each bucket's PEXPIREAT, then per limit: bucket index (1-based), counter field, max.
-   * Returns {-1} when admitted, else {index of the denying limit, its current value}.
+   * KEYS: one bucket hash per window, the all-time hash, then the writer's admission top and bits.
+   * ARGV: each bucket's PEXPIREAT, admission number, ring size, ring TTL ms, then per limit:
+   * bucket index (1-based), counter field, max.
+   * Returns {-1} when admitted, {-2} for an admission settled already, else {index of the
+   * denying limit, its current value}.
    */
-  tgAdmit: `
-    local buckets = #KEYS - 1
-    for i = buckets + 1, #ARGV, 3 do
+  tgAdmit: `${ADMISSION_RING}
+    local buckets = #KEYS - 3
+    local n, size, ttl = tonumber(ARGV[buckets + 1]), tonumber(ARGV[buckets + 2]), ARGV[buckets + 3]
+    local top, bits = KEYS[#KEYS - 1], KEYS[#KEYS]
+    if not settle(top, bits, n, size, ttl) then return {-2} end
+    for i = buckets + 4, #ARGV, 3 do
       local field, max = ARGV[i + 1], tonumber(ARGV[i + 2])
       local raw = redis.call('HGET', KEYS[tonumber(ARGV[i])], field) or '0'
       local current = tonumber(raw)
       local denies
       if field == 'requests' then denies = current + 1 > max else denies = current >= max end
-      if denies then return {(i - buckets - 1) / 3, raw} end
+      if denies then return {(i - buckets - 4) / 3, raw} end
     end
     for b = 1, buckets do
       redis.call('HINCRBY', KEYS[b], 'requests', 1)
       redis.call('PEXPIREAT', KEYS[b], ARGV[b])
     end
-    redis.call('HINCRBY', KEYS[#KEYS], 'requests', 1)
+    redis.call('HINCRBY', KEYS[buckets + 1], 'requests', 1)
+    redis.call('SETBIT', bits, n % size, 1)
+    redis.call('PEXPIRE', bits, ttl)
     return {-1}`,
   /*
    * Applies one writer's usage batch once: skipped when its seq is not above the writer's mark,
    * which is set in the same script, so counters and mark change together (also in the AOF).
-   * KEYS: the writer's mark, the all-time hash, then every window bucket hash the batch touches.
-   * ARGV: seq, mark TTL ms, each bucket's PEXPIREAT, then (KEYS index, field, delta) triples.
+   * KEYS: the writer's mark, the all-time hash, the writer's admission top and bits, then every
+   * window bucket hash the batch touches.
+   * ARGV: seq, TTL ms of mark and ring, ring size, count of lost admissions, each bucket's
+   * PEXPIREAT, then per lost admission: its number, how many hashes, their KEYS indexes; then
+   * (KEYS index, field, delta) triples.
    * Returns 1 when applied, 0 when skipped.
    */
-  tgAddUsage: `
+  tgAddUsage: `${ADMISSION_RING}
     if tonumber(ARGV[1]) <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    local buckets = #KEYS - 2
-    for i = 3 + buckets, #ARGV, 3 do
-      redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+    local ttl, size = ARGV[2], tonumber(ARGV[3])
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+    local buckets = #KEYS - 4
+    local i = 5 + buckets
+    for _ = 1, tonumber(ARGV[4]) do
+      local counted = takeBack(KEYS[3], KEYS[4], tonumber(ARGV[i]), size, ttl)
+      local hashes = tonumber(ARGV[i + 1])
+      if counted then
+        for h = i + 2, i + 1 + hashes do redis.call('HINCRBY', KEYS[tonumber(ARGV[h])], 'requests', -1) end
+      end
+      i = i + 2 + hashes
+    end
+    for t = i, #ARGV, 3 do
+      redis.call('HINCRBY', KEYS[tonumber(ARGV[t])], ARGV[t + 1], ARGV[t + 2])
     end
     -- also for a bucket already past: a past PEXPIREAT deletes what was just created
-    for b = 1, buckets do redis.call('PEXPIREAT', KEYS[2 + b], ARGV[2 + b]) end
+    for b = 1, buckets do redis.call('PEXPIREAT', KEYS[4 + b], ARGV[4 + b]) end
     return 1`,
   /*
    * Claim (staleEpoch '') or compare-and-set takeover of a lease, with a fresh epoch.
@@ -309,15 +359,17 @@ export class RedisStore implements Store {
 
   // --- usage ------------------------------------------------------------------
 
-  async admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+  async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
     return this.run(async () => {
       const buckets = this.buckets(keyId, now);
       const args: (string | number)[] = buckets.windows.map((b) => b.expireAt);
+      args.push(ticket.number, ADMISSION_MEMORY, WRITER_MARK_TTL_MS);
       for (const limit of limits) {
         args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, limit.limit_type, limit.max_value);
       }
-      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime];
+      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime, ...this.admissionKeys(keyId, ticket.writer)];
       const [index, current] = (await this.script('tgAdmit', keys, args)) as [number, string?];
+      if (index === -2) throw new GatewayError('store_unavailable', 'This admission arrived after it was given up.');
       if (index < 0) return { admitted: true };
       const limit = limits[index];
       return {
@@ -329,30 +381,41 @@ export class RedisStore implements Store {
 
   async recordUsage(keyId: string, batch: UsageBatch): Promise<boolean> {
     return this.run(async () => {
-      const keys = [`${this.usageBase(keyId)}:w:${batch.writer}`, `${this.usageBase(keyId)}:all`];
+      const keys = [`${this.usageBase(keyId)}:w:${batch.writer}`, `${this.usageBase(keyId)}:all`, ...this.admissionKeys(keyId, batch.writer)];
       const expiries: number[] = [];
-      // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
-      const sums = new Map<string, number>();
-      const add = (keyIndex: number, deltas: Partial<UsageCounters>): void => {
-        for (const [field, delta] of Object.entries(deltas)) {
-          const slot = `${keyIndex} ${field}`;
-          sums.set(slot, (sums.get(slot) ?? 0) + delta);
-        }
-      };
-      for (const { at, deltas } of batch.entries) {
-        add(2, deltas);
-        for (const bucket of this.buckets(keyId, at).windows) {
-          let index = keys.indexOf(bucket.key, 2);
+      /** KEYS indexes (1-based) of the all-time hash and the window buckets containing `at` */
+      const hashesAt = (at: number): number[] => [
+        2,
+        ...this.buckets(keyId, at).windows.map((bucket) => {
+          let index = keys.indexOf(bucket.key, 4);
           if (index < 0) {
             index = keys.push(bucket.key) - 1;
             expiries.push(bucket.expireAt);
           }
-          add(index + 1, deltas);
+          return index + 1;
+        }),
+      ];
+      const lost: number[] = [];
+      let lostCount = 0;
+      // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
+      const sums = new Map<string, number>();
+      for (const entry of batch.entries) {
+        const hashes = hashesAt(entry.at);
+        if ('lostAdmission' in entry) {
+          lost.push(entry.lostAdmission, hashes.length, ...hashes);
+          lostCount += 1;
+          continue;
+        }
+        for (const hash of hashes) {
+          for (const [field, delta] of Object.entries(entry.deltas)) {
+            const slot = `${hash} ${field}`;
+            sums.set(slot, (sums.get(slot) ?? 0) + delta);
+          }
         }
       }
       const triples = [...sums].flatMap(([slot, delta]) => [...slot.split(' '), delta]);
-      const applied = await this.script('tgAddUsage', keys, [batch.seq, WRITER_MARK_TTL_MS, ...expiries, ...triples]);
-      return applied === 1;
+      const args = [batch.seq, WRITER_MARK_TTL_MS, ADMISSION_MEMORY, lostCount, ...expiries, ...lost, ...triples];
+      return (await this.script('tgAddUsage', keys, args)) === 1;
     });
   }
 
@@ -510,6 +573,12 @@ export class RedisStore implements Store {
   ): Promise<[number, string?]> {
     const args = [owner.instanceId, owner.accountId, leaseMs, EPOCH_TTL_MS, staleEpoch];
     return (await this.script('tgGrantLease', this.leaseKeys(sessionKey), args)) as [number, string?];
+  }
+
+  /** [top, bits] of a writer's admissions of one key (see ADMISSION_RING). */
+  private admissionKeys(keyId: string, writer: string): [string, string] {
+    const base = `${this.usageBase(keyId)}:a:${writer}`;
+    return [base, `${base}:bits`];
   }
 
   /** Every usage key of one API key shares this hash tag: one slot for its scripts. */

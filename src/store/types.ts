@@ -29,11 +29,26 @@ export interface UsageCounters extends TokenUsage {
   requests: number;
 }
 
-/** Counter deltas of one usage record, at the time the request happened (picks the window buckets). */
-export interface UsageEntry {
-  at: number;
-  deltas: Partial<UsageCounters>;
+/** One admission of one writer (one replica process), numbered per key by that writer from 1 up. */
+export interface AdmissionTicket {
+  writer: string;
+  number: number;
 }
+
+/**
+ * How many of a writer's latest admissions per key the store remembers as counted or not, so an
+ * admission whose reply was lost can be taken back exactly (see `UsageEntry.lostAdmission`).
+ */
+export const ADMISSION_MEMORY = 4096;
+
+/**
+ * One usage record, at the time the request happened (picks the window buckets): counter deltas,
+ * or the taking back of an admission of the batch's writer whose reply was lost — one request
+ * less if, and only if, that admission was counted. Its number is settled either way: the
+ * admission, should it still arrive, is refused. An admission more than `ADMISSION_MEMORY`
+ * admissions of that writer and key old stays counted.
+ */
+export type UsageEntry = { at: number; deltas: Partial<UsageCounters> } | { at: number; lostAdmission: number };
 
 /**
  * Usage records of one key from one writer (one replica process), numbered by that writer. The
@@ -100,9 +115,10 @@ export interface Store {
    * Atomically: if every limit has room, count one request in every window and admit;
    * otherwise count nothing and return the first limit that denies.
    * Request limits deny when the count would exceed max; token limits deny once the
-   * window's total has reached max.
+   * window's total has reached max. A ticket whose number is not above the last one of its
+   * writer for this key is refused with `store_unavailable` (its caller gave it up already).
    */
-  admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission>;
+  admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission>;
   /**
    * Adds the batch's deltas to every window bucket of each entry and to all time, atomically and
    * at most once per (key, writer, seq). True when applied, false when skipped as already seen.

@@ -1,13 +1,13 @@
 import { GatewayError } from '../errors.js';
-import type { KeyRecord, Store } from '../store/types.js';
+import type { KeyRecord } from '../store/types.js';
 import type { UsageRecorder } from './recorder.js';
 
 /**
  * Checks the key's limits and counts the request, atomically in the store; throws the 429 a
  * client sees when a limit is reached. Returns the admission time, needed to refund.
  */
-export async function admitRequest(store: Store, key: KeyRecord, now = Date.now()): Promise<number> {
-  const admission = await store.admitRequest(key.id, key.limits, now);
+export async function admitRequest(recorder: UsageRecorder, key: KeyRecord, now = Date.now()): Promise<number> {
+  const admission = await recorder.admit(key.id, key.limits, now);
   if (admission.admitted) return now;
   const { limit, current, resetAt } = admission.denial;
   throw new GatewayError(

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { usageDeltas } from '../store/counters.js';
-import type { Store, UsageBatch, UsageEntry } from '../store/types.js';
+import type { Admission, Limit, Store, UsageBatch, UsageEntry } from '../store/types.js';
 import type { TokenUsage } from './tokens.js';
 
 export const USAGE_BUFFER_LIMIT = 10_000;
@@ -16,7 +16,7 @@ export interface UsageRecorderEvents {
 }
 
 /**
- * Writes usage (and refunds) of requests to the store, exactly once. This process is one writer
+ * Counts requests and writes their usage (and refunds) to the store, exactly once. This process is one writer
  * with an id of its own; its records of one key go out in numbered batches, one batch of a key at
  * a time, and a batch whose outcome is unknown (store unreachable, reply lost or late) is sent
  * again unchanged, same number, until the store acknowledges it. The store skips a number it has
@@ -24,6 +24,9 @@ export interface UsageRecorderEvents {
  *
  * While the store is unreachable records wait in a bounded buffer, retried every second; past
  * `USAGE_BUFFER_LIMIT` records the oldest not yet sent are dropped (reported through `onDrop`).
+ *
+ * Admissions are numbered per key too. One whose outcome is unknown (its caller gets the 503) is
+ * taken back through the same numbered batches: the store removes it if, and only if, it counted it.
  */
 export class UsageRecorder {
   /** fresh per process: its numbers start at 1 and never meet the marks of an earlier life */
@@ -38,11 +41,26 @@ export class UsageRecorder {
   /** per key, the running loop that writes its batches one after another */
   private readonly writers = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
+  /** per key, the number of the last admission asked for */
+  private readonly admissions = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
     private readonly events: UsageRecorderEvents = {},
   ) {}
+
+  /** Checks the key's limits and counts the request (see `Store.admitRequest`). */
+  async admit(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+    const number = (this.admissions.get(keyId) ?? 0) + 1;
+    this.admissions.set(keyId, number);
+    try {
+      return await this.store.admitRequest(keyId, limits, now, { writer: this.writer, number });
+    } catch (err) {
+      // counted or not, nobody knows yet: the store will tell by the number
+      this.enqueue(keyId, { at: now, lostAdmission: number });
+      throw err;
+    }
+  }
 
   /** The usage of a completed request. */
   record(keyId: string, usage: TokenUsage, at = Date.now()): void {
