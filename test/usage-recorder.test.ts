@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
-import type { Admission, AdmissionTicket, Limit, UsageBatch } from '../src/store/types.js';
+import { StoreNotReached, type Admission, type AdmissionTicket, type Limit, type UsageBatch } from '../src/store/types.js';
 import { USAGE_BATCH_LIMIT, USAGE_BUFFER_LIMIT, UsageRecorder } from '../src/usage/recorder.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 
@@ -21,7 +21,7 @@ class FlakyStore extends MemoryStore {
     return applied;
   }
   override async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
-    if (this.down) throw new GatewayError('store_unavailable', 'down');
+    if (this.down) throw new GatewayError('store_unavailable', 'down', { cause: new StoreNotReached('no connection') });
     const admission = await super.admitRequest(keyId, limits, now, ticket);
     if (this.loseReplies) throw new GatewayError('store_unavailable', 'reply lost');
     return admission;
@@ -102,12 +102,18 @@ describe('UsageRecorder', () => {
     store.loseReplies = true; // counted, caller told 503
     await expect(recorder.admit('k', [], now)).rejects.toThrow(GatewayError);
     store.loseReplies = false;
-    store.down = true; // never reached the store
-    await expect(recorder.admit('k', [], now)).rejects.toThrow(GatewayError);
-    store.down = false;
     await recorder.flush();
     expect(recorder.backlog).toBe(0);
     expect((await store.getUsage('k', now)).allTime.requests).toBe(1);
+    recorder.stop();
+  });
+
+  it('an admission that surely never reached the store leaves nothing to take back', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    store.down = true;
+    await expect(recorder.admit('k', [], Date.now())).rejects.toThrow(GatewayError);
+    expect(recorder.backlog).toBe(0);
     recorder.stop();
   });
 

@@ -1,6 +1,6 @@
+import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { addCounters, counterFor, emptyCounters, limitDenies } from './counters.js';
-import { GatewayError } from '../errors.js';
 import {
   ADMISSION_MEMORY,
   type AccountState,

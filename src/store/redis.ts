@@ -15,7 +15,7 @@ import type {
   UsageCounters,
   UsageSnapshot,
 } from './types.js';
-import { ADMISSION_MEMORY } from './types.js';
+import { ADMISSION_MEMORY, StoreNotReached } from './types.js';
 
 /**
  * How to reach Redis. `url` (redis:// or rediss://) always gives credentials and TLS; with
@@ -361,6 +361,8 @@ export class RedisStore implements Store {
 
   async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
     return this.run(async () => {
+      // ioredis would refuse too (no offline queue), but only this says for sure nothing was sent
+      if (this.client.status !== 'ready') throw new StoreNotReached(`Redis connection ${this.client.status}`);
       const buckets = this.buckets(keyId, now);
       const args: (string | number)[] = buckets.windows.map((b) => b.expireAt);
       args.push(ticket.number, ADMISSION_MEMORY, WRITER_MARK_TTL_MS);

@@ -29,6 +29,14 @@ export interface UsageCounters extends TokenUsage {
   requests: number;
 }
 
+/**
+ * The cause of a store failure known to have changed nothing: the call was never sent (no
+ * connection). Any other failure may have been applied.
+ */
+export class StoreNotReached extends Error {
+  override name = 'StoreNotReached';
+}
+
 /** One admission of one writer (one replica process), numbered per key by that writer from 1 up. */
 export interface AdmissionTicket {
   writer: string;
@@ -117,6 +125,8 @@ export interface Store {
    * Request limits deny when the count would exceed max; token limits deny once the
    * window's total has reached max. A ticket whose number is not above the last one of its
    * writer for this key is refused with `store_unavailable` (its caller gave it up already).
+   * A failure caused by `StoreNotReached` counted nothing; after any other the admission may
+   * have been counted (take it back with a `lostAdmission` entry).
    */
   admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission>;
   /**

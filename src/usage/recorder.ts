@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { usageDeltas } from '../store/counters.js';
-import type { Admission, Limit, Store, UsageBatch, UsageEntry } from '../store/types.js';
+import { GatewayError } from '../errors.js';
+import { StoreNotReached, type Admission, type Limit, type Store, type UsageBatch, type UsageEntry } from '../store/types.js';
 import type { TokenUsage } from './tokens.js';
 
 export const USAGE_BUFFER_LIMIT = 10_000;
@@ -56,8 +57,9 @@ export class UsageRecorder {
     try {
       return await this.store.admitRequest(keyId, limits, now, { writer: this.writer, number });
     } catch (err) {
-      // counted or not, nobody knows yet: the store will tell by the number
-      this.enqueue(keyId, { at: now, lostAdmission: number });
+      // unless it surely never reached the store, nobody knows yet whether it counted: the store
+      // will tell by its number
+      if (!(err instanceof GatewayError && err.cause instanceof StoreNotReached)) this.enqueue(keyId, { at: now, lostAdmission: number });
       throw err;
     }
   }
