@@ -44,6 +44,7 @@ export class Gateway {
     this.usage = new UsageRecorder(store, {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
       onDrop: () => this.metrics.usageDropped.inc(),
+      onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
     });
   }
 
@@ -63,7 +64,7 @@ export class Gateway {
     this.pools.get(provider)?.noteTokens(accountId, usage.total_tokens);
     this.metrics.tokens.inc({ provider, type: 'input' }, usage.input_tokens);
     this.metrics.tokens.inc({ provider, type: 'output' }, usage.output_tokens);
-    void this.usage.record(request.principal!.key.id, usage);
+    this.usage.record(request.principal!.key.id, usage);
   }
 
   async close(): Promise<void> {

@@ -3,10 +3,11 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { RedisStore } from '../src/store/redis.js';
-import type { KeyRecord, Limit, LimitType, Store } from '../src/store/types.js';
+import { usageDeltas } from '../src/store/counters.js';
+import type { KeyRecord, Limit, LimitType, Store, UsageBatch } from '../src/store/types.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../src/usage/windows.js';
-import { startRedis, startSentinel, type TestRedis, type TestSentinel } from './support/redis.js';
+import { AOF_ALWAYS, startRedis, startSentinel, type TestRedis, type TestSentinel } from './support/redis.js';
 
 let redis: TestRedis;
 let cluster: TestRedis;
@@ -49,6 +50,22 @@ const tokens = (input: number, output: number, cached = 0): TokenUsage => ({
   output_tokens: output,
   cached_input_tokens: cached,
   total_tokens: input + output,
+});
+
+let admissions = 0;
+/** An admission from the test's writer, numbered in order. */
+const admit = (store: Store, keyId: string, limits: Limit[], at: number) =>
+  store.admitRequest(keyId, limits, at, { writer: 'test-writer', number: ++admissions });
+
+let seq = 0;
+/** One record in a batch of its own from the test's writer, numbered in order. */
+const recordUsage = (store: Store, keyId: string, usage: TokenUsage, at: number): Promise<boolean> =>
+  store.recordUsage(keyId, { writer: 'test-writer', seq: ++seq, entries: [{ at, deltas: usageDeltas(usage) }] });
+
+const batch = (writer: string, seq: number, ...entries: [at: number, usage: TokenUsage][]): UsageBatch => ({
+  writer,
+  seq,
+  entries: entries.map(([at, usage]) => ({ at, deltas: usageDeltas(usage) })),
 });
 
 const owner = (instanceId: string, accountId = 'acct-1') => ({ instanceId, accountId });
@@ -120,9 +137,9 @@ describe.each(stores)('%s store contract', (kind, create) => {
   describe('admitRequest', () => {
     it.each(LIMIT_WINDOWS)('a requests limit in the %s window denies past max, with the window reset', async (window) => {
       const limits = [limit('requests', window, 2)];
-      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
-      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
-      expect(await store.admitRequest('k', limits, now)).toEqual({
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
+      expect(await admit(store, 'k', limits, now)).toEqual({
         admitted: false,
         denial: { limit: limits[0], current: 2, resetAt: windowBounds(window, now).end },
       });
@@ -131,15 +148,15 @@ describe.each(stores)('%s store contract', (kind, create) => {
       expect(usage.windows[window].requests).toBe(2);
       expect(usage.allTime.requests).toBe(2);
       // The next window starts from zero.
-      expect(await store.admitRequest('k', limits, windowBounds(window, now).end)).toEqual({ admitted: true });
+      expect(await admit(store, 'k', limits, windowBounds(window, now).end)).toEqual({ admitted: true });
     });
 
     it.each(['input_tokens', 'output_tokens', 'total_tokens'] as const)('a %s limit denies once the total reached max', async (type) => {
       const limits = [limit(type, 'daily', 100)];
-      await store.recordUsage('k', tokens(30, 30), now); // input 30, output 30, total 60
-      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
-      await store.recordUsage('k', type === 'total_tokens' ? tokens(20, 20) : tokens(70, 70), now);
-      expect(await store.admitRequest('k', limits, now)).toEqual({
+      await recordUsage(store, 'k', tokens(30, 30), now); // input 30, output 30, total 60
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
+      await recordUsage(store, 'k', type === 'total_tokens' ? tokens(20, 20) : tokens(70, 70), now);
+      expect(await admit(store, 'k', limits, now)).toEqual({
         admitted: false,
         denial: { limit: limits[0], current: 100, resetAt: windowBounds('daily', now).end },
       });
@@ -148,31 +165,71 @@ describe.each(stores)('%s store contract', (kind, create) => {
 
     it('returns the first limit that denies and counts every window at once', async () => {
       const limits = [limit('total_tokens', 'monthly', 1000), limit('requests', 'weekly', 1), limit('requests', '5h', 1)];
-      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
       const usage = await store.getUsage('k', now);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window].requests).toBe(1);
 
-      const second = await store.admitRequest('k', limits, now);
+      const second = await admit(store, 'k', limits, now);
       expect(second).toEqual({ admitted: false, denial: { limit: limits[1], current: 1, resetAt: windowBounds('weekly', now).end } });
     });
 
+    it('an admission whose reply was lost is taken back once, only if it was counted', async () => {
+      const ticket = (writer: string, number: number) => ({ writer, number });
+      const takeBack = (seq: number, ...numbers: number[]): UsageBatch => ({ writer: 'w1', seq, entries: numbers.map((n) => ({ at: now, lostAdmission: n })) });
+      const requests = async () => (await store.getUsage('k', now)).allTime.requests;
+      expect(await store.admitRequest('k', [], now, ticket('w1', 1))).toEqual({ admitted: true });
+      expect(await store.admitRequest('k', [], now, ticket('w1', 2))).toEqual({ admitted: true });
+      expect(await store.recordUsage('k', takeBack(1, 2))).toBe(true);
+      expect(await requests()).toBe(1);
+      // the batch again, and the same admission in another batch: nothing more
+      expect(await store.recordUsage('k', takeBack(1, 2))).toBe(false);
+      expect(await store.recordUsage('k', takeBack(2, 2))).toBe(true);
+      expect(await requests()).toBe(1);
+      const windows = (await store.getUsage('k', now)).windows;
+      for (const window of LIMIT_WINDOWS) expect(windows[window].requests, window).toBe(1);
+
+      // lost before it reached the store: nothing to take back, and it is refused should it arrive
+      expect(await store.recordUsage('k', takeBack(3, 4))).toBe(true);
+      expect(await requests()).toBe(1);
+      for (const late of [4, 3]) {
+        const err = await store.admitRequest('k', [], now, ticket('w1', late)).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(GatewayError);
+        expect((err as GatewayError).code).toBe('store_unavailable');
+      }
+      expect(await store.recordUsage('k', takeBack(4, 3))).toBe(true);
+      expect(await requests()).toBe(1);
+      // other writers and keys have numbers of their own
+      expect(await store.admitRequest('k', [], now, ticket('w2', 1))).toEqual({ admitted: true });
+      expect(await store.admitRequest('other', [], now, ticket('w1', 1))).toEqual({ admitted: true });
+      expect(await store.admitRequest('k', [], now, ticket('w1', 5))).toEqual({ admitted: true });
+      expect(await requests()).toBe(3);
+    });
+
+    it('a denied admission is settled, counted nothing, and has nothing to take back', async () => {
+      const limits = [limit('requests', 'daily', 1)];
+      expect(await store.admitRequest('k', limits, now, { writer: 'w1', number: 1 })).toEqual({ admitted: true });
+      expect((await store.admitRequest('k', limits, now, { writer: 'w1', number: 2 })).admitted).toBe(false);
+      expect(await store.recordUsage('k', { writer: 'w1', seq: 1, entries: [{ at: now, lostAdmission: 2 }] })).toBe(true);
+      expect((await store.getUsage('k', now)).allTime.requests).toBe(1);
+    });
+
     it('admits without limits and keeps keys apart', async () => {
-      expect(await store.admitRequest('a', [], now)).toEqual({ admitted: true });
-      expect(await store.admitRequest('b', [limit('requests', 'daily', 1)], now)).toEqual({ admitted: true });
+      expect(await admit(store, 'a', [], now)).toEqual({ admitted: true });
+      expect(await admit(store, 'b', [limit('requests', 'daily', 1)], now)).toEqual({ admitted: true });
       expect((await store.getUsage('a', now)).allTime.requests).toBe(1);
       expect((await store.getUsage('b', now)).allTime.requests).toBe(1);
     });
   });
 
   describe('usage', () => {
-    it('refundRequest takes back an admitted request everywhere', async () => {
+    it('a requests: -1 entry takes back an admitted request everywhere (a refund)', async () => {
       const limits = [limit('requests', 'daily', 1)];
-      await store.admitRequest('k', limits, now);
-      await store.refundRequest('k', now);
+      await admit(store, 'k', limits, now);
+      expect(await store.recordUsage('k', { writer: 'w', seq: 1, entries: [{ at: now, deltas: { requests: -1 } }] })).toBe(true);
       const usage = await store.getUsage('k', now);
       expect(usage.allTime.requests).toBe(0);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window].requests).toBe(0);
-      expect(await store.admitRequest('k', limits, now)).toEqual({ admitted: true });
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
     });
 
     it('recordUsage adds up in every window and all time; getUsage starts at zero', async () => {
@@ -181,10 +238,10 @@ describe.each(stores)('%s store contract', (kind, create) => {
       expect(empty.allTime).toEqual(zero);
       for (const window of LIMIT_WINDOWS) expect(empty.windows[window]).toEqual(zero);
 
-      await store.admitRequest('k', [], now);
-      await store.recordUsage('k', tokens(100, 20, 40), now);
-      await store.recordUsage('k', tokens(5, 7, 1), now);
-      await store.recordUsage('other', tokens(1, 1), now);
+      await admit(store, 'k', [], now);
+      await recordUsage(store, 'k', tokens(100, 20, 40), now);
+      await recordUsage(store, 'k', tokens(5, 7, 1), now);
+      await recordUsage(store, 'other', tokens(1, 1), now);
 
       const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132 };
       const usage = await store.getUsage('k', now);
@@ -192,9 +249,41 @@ describe.each(stores)('%s store contract', (kind, create) => {
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
     });
 
+    it('a batch applies once: the same (writer, seq) again and any lower seq are skipped', async () => {
+      const first = batch('w1', 5, [now, tokens(10, 1)], [now, tokens(20, 2, 3)]);
+      expect(await store.recordUsage('k', first)).toBe(true);
+      // the retry of a write whose reply was lost
+      expect(await store.recordUsage('k', first)).toBe(false);
+      expect(await store.recordUsage('k', batch('w1', 7, [now, tokens(100, 0)]))).toBe(true);
+      // an older batch arriving after a newer one
+      expect(await store.recordUsage('k', batch('w1', 6, [now, tokens(1000, 0)]))).toBe(false);
+
+      const expected = { requests: 0, input_tokens: 130, output_tokens: 3, cached_input_tokens: 3, total_tokens: 133 };
+      const usage = await store.getUsage('k', now);
+      expect(usage.allTime).toEqual(expected);
+      for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
+    });
+
+    it('writers and keys are independent: each has its own sequence', async () => {
+      expect(await store.recordUsage('k', batch('w1', 3, [now, tokens(1, 0)]))).toBe(true);
+      expect(await store.recordUsage('k', batch('w2', 1, [now, tokens(2, 0)]))).toBe(true);
+      expect(await store.recordUsage('other', batch('w1', 1, [now, tokens(4, 0)]))).toBe(true);
+      expect(await store.recordUsage('k', batch('w2', 1, [now, tokens(8, 0)]))).toBe(false);
+      expect((await store.getUsage('k', now)).allTime.input_tokens).toBe(3);
+      expect((await store.getUsage('other', now)).allTime.input_tokens).toBe(4);
+    });
+
+    it('each entry of a batch lands in the buckets of its own time', async () => {
+      const next = windowBounds('5h', now).end;
+      expect(await store.recordUsage('k', batch('w1', 1, [now, tokens(1, 0)], [next, tokens(10, 0)], [now, tokens(100, 0)]))).toBe(true);
+      const later = await store.getUsage('k', next);
+      expect(later.windows['5h'].input_tokens).toBe(10);
+      expect(later.allTime.input_tokens).toBe(111);
+    });
+
     it.each(LIMIT_WINDOWS)('the %s bucket rolls over at its end; all time and longer windows keep counting', async (window) => {
-      await store.admitRequest('k', [], now);
-      await store.recordUsage('k', tokens(10, 5), now);
+      await admit(store, 'k', [], now);
+      await recordUsage(store, 'k', tokens(10, 5), now);
       const next = windowBounds(window, now).end;
 
       const usage = await store.getUsage('k', next);
@@ -205,7 +294,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
         expect(usage.windows[other].total_tokens, other).toBe(sameBucket ? 15 : 0);
       }
 
-      await store.recordUsage('k', tokens(1, 1), next);
+      await recordUsage(store, 'k', tokens(1, 1), next);
       expect((await store.getUsage('k', next)).windows[window].total_tokens).toBe(2);
     });
   });
@@ -363,7 +452,7 @@ describe('redis store only', () => {
     try {
       const limits = [limit('requests', 'daily', 50)];
       const now = Date.now();
-      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => connections[i % 3].admitRequest('k', limits, now)));
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => connections[i % 3].admitRequest('k', limits, now, { writer: `connection-${i % 3}`, number: i + 1 })));
       expect(results.filter((r) => r.admitted)).toHaveLength(50);
       expect(results.filter((r) => !r.admitted).every((r) => !r.admitted && r.denial.current === 50)).toBe(true);
       const usage = await connections[0].getUsage('k', now);
@@ -380,7 +469,7 @@ describe('redis store only', () => {
     const raw = new Redis(redis.url);
     try {
       const now = Date.now();
-      await store.admitRequest('k', [], now);
+      await admit(store, 'k', [], now);
       await store.claimLease('s', owner('r1'), 1_000);
       const keys = await raw.keys(`${keyPrefix}*`);
       for (const key of keys) {
@@ -404,6 +493,49 @@ describe('redis store only', () => {
     }
   });
 
+  it('remembers the batches it applied and the admissions it counted across crashes on its AOF data', async () => {
+    const aof = await startRedis({ args: AOF_ALWAYS });
+    const store = await RedisStore.connect(aof.url);
+    try {
+      const now = Date.now();
+      const first = batch('w1', 1, [now, tokens(10, 5)]);
+      expect(await store.recordUsage('k', first)).toBe(true);
+      expect(await store.admitRequest('k', [], now, { writer: 'w1', number: 1 })).toEqual({ admitted: true });
+      expect(await store.admitRequest('k', [], now, { writer: 'w1', number: 2 })).toEqual({ admitted: true });
+      for (const crash of [() => aof.kill(), () => aof.terminate()]) {
+        await crash();
+        await aof.start();
+        await expect.poll(() => store.ping().then(() => true, () => false), { timeout: 5_000 }).toBe(true);
+        // the retry of a write whose reply the crash swallowed
+        expect(await store.recordUsage('k', first)).toBe(false);
+      }
+      expect(await store.recordUsage('k', batch('w1', 2, [now, tokens(1, 1)]))).toBe(true);
+      // which admissions were counted survived too: one taken back, one never counted
+      expect(await store.recordUsage('k', { writer: 'w1', seq: 3, entries: [{ at: now, lostAdmission: 2 }, { at: now, lostAdmission: 3 }] })).toBe(true);
+      expect((await store.getUsage('k', now)).allTime).toMatchObject({ requests: 1, input_tokens: 11, total_tokens: 17 });
+    } finally {
+      await store.close();
+      await aof.stop();
+    }
+  }, 20_000);
+
+  it("a writer mark lives in the key's slot and expires a week after its last write", async () => {
+    const keyPrefix = freshPrefix();
+    const store = await RedisStore.connect(redis.url, { keyPrefix });
+    const raw = new Redis(redis.url);
+    try {
+      await store.recordUsage('k', batch('w1', 1, [Date.now(), tokens(1, 1)]));
+      const mark = `${keyPrefix}tg:{u:k}:w:w1`;
+      expect(await raw.get(mark)).toBe('1');
+      const ttl = await raw.pttl(mark);
+      expect(ttl).toBeGreaterThan(6 * 24 * 3_600_000);
+      expect(ttl).toBeLessThanOrEqual(7 * 24 * 3_600_000);
+    } finally {
+      raw.disconnect();
+      await store.close();
+    }
+  });
+
   describe('when Redis goes away', () => {
     it('fails fast with store_unavailable and recovers by itself when Redis returns', async () => {
       const store = await RedisStore.connect(redis.url, { keyPrefix: freshPrefix() });
@@ -413,10 +545,10 @@ describe('redis store only', () => {
 
         const calls: Array<() => Promise<unknown>> = [
           () => store.ping(),
-          () => store.admitRequest('k', [limit('requests', 'daily', 5)], Date.now()),
+          () => admit(store, 'k', [limit('requests', 'daily', 5)], Date.now()),
           () => store.getKeyByHash('sha-a'),
           () => store.getUsage('k', Date.now()),
-          () => store.recordUsage('k', tokens(1, 1), Date.now()),
+          () => recordUsage(store, 'k', tokens(1, 1), Date.now()),
           () => store.claimLease('s', owner('r1'), 1_000),
           () => store.getAccountStates(['a']),
         ];
@@ -438,7 +570,7 @@ describe('redis store only', () => {
           await sleep(100);
         }
         // The data is gone with the old server, the connection works again.
-        expect(await store.admitRequest('k', [limit('requests', 'daily', 5)], Date.now())).toEqual({ admitted: true });
+        expect(await admit(store, 'k', [limit('requests', 'daily', 5)], Date.now())).toEqual({ admitted: true });
         expect(await store.getKeyById('a')).toBeNull();
       } finally {
         await store.close();

@@ -1,15 +1,30 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
-import { USAGE_BUFFER_LIMIT, UsageRecorder } from '../src/usage/recorder.js';
+import { StoreNotReached, type Admission, type AdmissionTicket, type Limit, type UsageBatch } from '../src/store/types.js';
+import { USAGE_BATCH_LIMIT, USAGE_BUFFER_LIMIT, UsageRecorder } from '../src/usage/recorder.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 
-/** A real store whose writes can be switched off, as when Redis is unreachable. */
+/**
+ * A real store whose writes can be switched off, as when Redis is unreachable, or made to apply
+ * and then fail, as when the reply of an executed write is lost. Keeps every batch it was sent.
+ */
 class FlakyStore extends MemoryStore {
   down = false;
-  override async recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void> {
+  loseReplies = false;
+  readonly sent: UsageBatch[] = [];
+  override async recordUsage(keyId: string, batch: UsageBatch): Promise<boolean> {
+    this.sent.push(structuredClone(batch));
     if (this.down) throw new GatewayError('store_unavailable', 'down');
-    return super.recordUsage(keyId, usage, now);
+    const applied = await super.recordUsage(keyId, batch);
+    if (this.loseReplies) throw new GatewayError('store_unavailable', 'reply lost');
+    return applied;
+  }
+  override async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
+    if (this.down) throw new GatewayError('store_unavailable', 'down', { cause: new StoreNotReached('no connection') });
+    const admission = await super.admitRequest(keyId, limits, now, ticket);
+    if (this.loseReplies) throw new GatewayError('store_unavailable', 'reply lost');
+    return admission;
   }
 }
 
@@ -21,10 +36,11 @@ describe('UsageRecorder', () => {
     const errors: unknown[] = [];
     const recorder = new UsageRecorder(store, { onError: (err) => errors.push(err) });
     store.down = true;
-    await recorder.record('k', usage(10));
-    await recorder.record('k', usage(20));
+    recorder.record('k', usage(10));
+    recorder.record('k', usage(20));
+    await recorder.flush();
     expect(recorder.backlog).toBe(2);
-    expect(errors).toHaveLength(2);
+    expect(errors.length).toBeGreaterThan(0);
     expect((await store.getUsage('k', Date.now())).allTime.total_tokens).toBe(0);
 
     store.down = false;
@@ -34,32 +50,101 @@ describe('UsageRecorder', () => {
     recorder.stop();
   });
 
+  it('a write whose reply was lost is sent again unchanged and counted once', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    store.loseReplies = true;
+    recorder.record('k', usage(10));
+    await recorder.flush();
+    // records behind the unresolved batch wait: they are not folded into it
+    recorder.record('k', usage(20));
+    await recorder.flush();
+    store.loseReplies = false;
+    await recorder.flush();
+    recorder.record('k', usage(40));
+    await recorder.flush();
+
+    expect(recorder.backlog).toBe(0);
+    expect((await store.getUsage('k', Date.now())).allTime.input_tokens).toBe(70);
+    const seqs = store.sent.map((b) => b.seq);
+    expect(new Set(seqs).size).toBeLessThan(seqs.length); // some batch went out more than once…
+    for (const batch of store.sent) {
+      // …and always as it was first sent
+      expect(batch).toEqual(store.sent.find((b) => b.seq === batch.seq));
+      expect(batch.writer).toBe(recorder.writer);
+    }
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b)); // in order
+    recorder.stop();
+  });
+
+  it('refunds go the same way: once, in the bucket of the admission', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    const admittedAt = Date.now();
+    await recorder.admit('k', [], admittedAt);
+    await recorder.admit('k', [], admittedAt);
+    store.loseReplies = true;
+    recorder.refund('k', admittedAt);
+    await recorder.flush();
+    store.loseReplies = false;
+    await recorder.flush();
+    const snapshot = await store.getUsage('k', admittedAt);
+    expect(snapshot.allTime.requests).toBe(1);
+    expect(snapshot.windows.daily.requests).toBe(1);
+    recorder.stop();
+  });
+
+  it('an admission whose outcome is unknown is taken back if it was counted, and only then', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    const now = Date.now();
+    await recorder.admit('k', [], now);
+    store.loseReplies = true; // counted, caller told 503
+    await expect(recorder.admit('k', [], now)).rejects.toThrow(GatewayError);
+    store.loseReplies = false;
+    await recorder.flush();
+    expect(recorder.backlog).toBe(0);
+    expect((await store.getUsage('k', now)).allTime.requests).toBe(1);
+    recorder.stop();
+  });
+
+  it('an admission that surely never reached the store leaves nothing to take back', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    store.down = true;
+    await expect(recorder.admit('k', [], Date.now())).rejects.toThrow(GatewayError);
+    expect(recorder.backlog).toBe(0);
+    recorder.stop();
+  });
+
+  it('batches what piled up for a key, at most USAGE_BATCH_LIMIT records a call', async () => {
+    const store = new FlakyStore();
+    const recorder = new UsageRecorder(store);
+    store.down = true;
+    for (let i = 0; i < USAGE_BATCH_LIMIT * 2 + 1; i++) recorder.record('k', usage(1));
+    await recorder.flush();
+    store.down = false;
+    store.sent.length = 0;
+    await recorder.flush();
+    expect(store.sent.map((b) => b.entries.length)).toEqual([1, USAGE_BATCH_LIMIT, USAGE_BATCH_LIMIT]);
+    expect((await store.getUsage('k', Date.now())).allTime.input_tokens).toBe(USAGE_BATCH_LIMIT * 2 + 1);
+    recorder.stop();
+  });
+
   it('keeps at most USAGE_BUFFER_LIMIT records, dropping the oldest and reporting each drop', async () => {
     const store = new FlakyStore();
     let drops = 0;
-    const recorder = new UsageRecorder(store, { onDrop: () => drops++ });
+    const backlogs: number[] = [];
+    const recorder = new UsageRecorder(store, { onDrop: () => drops++, onBacklog: (n) => backlogs.push(n) });
     store.down = true;
-    for (let i = 0; i < USAGE_BUFFER_LIMIT + 5; i++) await recorder.record('k', usage(1));
+    for (let i = 0; i < USAGE_BUFFER_LIMIT + 5; i++) recorder.record('k', usage(1));
+    await recorder.flush();
     expect(recorder.backlog).toBe(USAGE_BUFFER_LIMIT);
     expect(drops).toBe(5);
     store.down = false;
     await recorder.flush();
     expect((await store.getUsage('k', Date.now())).allTime.input_tokens).toBe(USAGE_BUFFER_LIMIT);
-    recorder.stop();
-  });
-
-  it('stops at the first failure of a flush and keeps the rest in order', async () => {
-    const store = new FlakyStore();
-    const recorder = new UsageRecorder(store);
-    store.down = true;
-    await recorder.record('a', usage(1));
-    await recorder.record('b', usage(2));
-    await recorder.flush();
-    expect(recorder.backlog).toBe(2);
-    store.down = false;
-    await recorder.flush();
-    expect((await store.getUsage('a', Date.now())).allTime.input_tokens).toBe(1);
-    expect((await store.getUsage('b', Date.now())).allTime.input_tokens).toBe(2);
+    expect(backlogs.at(-1)).toBe(0);
     recorder.stop();
   });
 });

@@ -149,7 +149,7 @@ export class Bridge {
     request.facts.provider = call.pool.provider;
     request.facts.accountId = session.lease.accountId;
     const key = request.principal!.key;
-    const admittedAt = await admitRequest(gateway.store, key);
+    const admittedAt = await admitRequest(gateway.usage, key);
     let reachedUpstream = false;
     try {
       await session.run({
@@ -160,7 +160,7 @@ export class Bridge {
         onSent: () => (reachedUpstream = true),
       });
     } catch (err) {
-      if (!reachedUpstream) await refundRequest(gateway.store, key.id, admittedAt);
+      if (!reachedUpstream) refundRequest(gateway.usage, key.id, admittedAt);
       // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
       if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, gateway.scrubber);
       throw err;

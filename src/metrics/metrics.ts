@@ -24,6 +24,7 @@ export function buildMetrics() {
     bridgeSessions: new Gauge({ name: 'tollgate_bridge_owned_sessions', help: 'Bridge sessions owned by this replica', registers }),
     bridgeForwards: new Counter({ name: 'tollgate_bridge_forwards_total', help: 'Owner forwards by outcome', labelNames: ['outcome'], registers }),
     bridgeForwardLatency: new Histogram({ name: 'tollgate_bridge_forward_seconds', help: 'Time to the owner response headers', buckets: LATENCY_BUCKETS, registers }),
+    usageBacklog: new Gauge({ name: 'tollgate_usage_backlog', help: 'Usage records not yet acknowledged by the store', registers }),
     usageDropped: new Counter({ name: 'tollgate_usage_dropped_total', help: 'Usage records dropped while the store was unreachable', registers }),
   };
 }

@@ -68,7 +68,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     reply.header(TURN_STATE_HEADER, session.turnState);
   }
 
-  const admittedAt = route.format ? await admitRequest(gateway.store, key, Date.now()) : undefined;
+  const admittedAt = route.format ? await admitRequest(gateway.usage, key, Date.now()) : undefined;
   const signal = clientGoneSignal(reply);
   const { metrics } = gateway;
   const sentAt = performance.now();
@@ -83,7 +83,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
       accountId,
     });
   } catch (err) {
-    if (admittedAt !== undefined) await refundRequest(gateway.store, key.id, admittedAt);
+    if (admittedAt !== undefined) refundRequest(gateway.usage, key.id, admittedAt);
     throw err;
   }
   request.facts.accountId = upstream.account.id;

@@ -168,7 +168,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     try {
       const key = await currentKey();
       for (const model of modelsOf(frame)) requireModelAllowed(key, model);
-      return await admitRequest(gateway.store, key, Date.now());
+      return await admitRequest(gateway.usage, key, Date.now());
     } catch (err) {
       const refusal = asRefusal(err);
       toClient(errorEvent(refusal), false);
@@ -187,7 +187,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
       admittedAt = admitted;
     }
     if (upstream.readyState !== WebSocket.OPEN) {
-      if (admittedAt !== undefined) await refundRequest(gateway.store, request.principal!.key.id, admittedAt);
+      if (admittedAt !== undefined) refundRequest(gateway.usage, request.principal!.key.id, admittedAt);
       return;
     }
     if (admittedAt !== undefined) requests += 1;

@@ -14,9 +14,19 @@ export function limitDenies(limit: Limit, current: number): boolean {
   return limit.limit_type === 'requests' ? current + 1 > limit.max_value : current >= limit.max_value;
 }
 
-export function addTokens(counters: UsageCounters, usage: TokenUsage): void {
-  counters.input_tokens += usage.input_tokens;
-  counters.output_tokens += usage.output_tokens;
-  counters.cached_input_tokens += usage.cached_input_tokens;
-  counters.total_tokens += usage.total_tokens;
+export function addCounters(counters: UsageCounters, deltas: Partial<UsageCounters>): void {
+  for (const [field, delta] of Object.entries(deltas) as [keyof UsageCounters, number][]) counters[field] += delta;
+}
+
+/**
+ * The counter deltas of one completed request's usage. Counters are integers (Redis HINCRBY);
+ * upstream token counts are whole numbers anyway.
+ */
+export function usageDeltas(usage: TokenUsage): Partial<UsageCounters> {
+  return {
+    input_tokens: Math.round(usage.input_tokens),
+    output_tokens: Math.round(usage.output_tokens),
+    cached_input_tokens: Math.round(usage.cached_input_tokens),
+    total_tokens: Math.round(usage.total_tokens),
+  };
 }

@@ -1,18 +1,21 @@
-import type { TokenUsage } from '../usage/tokens.js';
+import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { addTokens, counterFor, emptyCounters, limitDenies } from './counters.js';
-import type {
-  AccountState,
-  Admission,
-  KeyRecord,
-  Lease,
-  Limit,
-  ProbeRecord,
-  ProbeVerdict,
-  ReplicaInfo,
-  Store,
-  UsageCounters,
-  UsageSnapshot,
+import { addCounters, counterFor, emptyCounters, limitDenies } from './counters.js';
+import {
+  ADMISSION_MEMORY,
+  type AccountState,
+  type Admission,
+  type AdmissionTicket,
+  type KeyRecord,
+  type Lease,
+  type Limit,
+  type ProbeRecord,
+  type ProbeVerdict,
+  type ReplicaInfo,
+  type Store,
+  type UsageBatch,
+  type UsageCounters,
+  type UsageSnapshot,
 } from './types.js';
 
 interface Bucket {
@@ -20,9 +23,19 @@ interface Bucket {
   counters: UsageCounters;
 }
 
+/** A writer's admissions of one key: every number up to `top` is settled, counted or not. */
+interface AdmissionRing {
+  top: number;
+  /** the numbers counted, at most ADMISSION_MEMORY of the latest, in increasing order */
+  counted: Set<number>;
+}
+
 interface KeyUsage {
   allTime: UsageCounters;
   windows: Map<LimitWindow, Bucket>;
+  /** writer → seq of the last batch applied (one writer per process here, but the same contract) */
+  applied: Map<string, number>;
+  admissions: Map<string, AdmissionRing>;
 }
 
 interface HeldLease {
@@ -79,8 +92,10 @@ export class MemoryStore implements Store {
     return true;
   }
 
-  async admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+  async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
     const usage = this.usageOf(keyId);
+    const ring = this.ringOf(usage, ticket.writer);
+    if (!settle(ring, ticket.number)) throw new GatewayError('store_unavailable', 'This admission arrived after it was given up.');
     for (const limit of limits) {
       const bucket = this.bucket(usage, limit.limit_window, now);
       const current = counterFor(bucket.counters, limit.limit_type);
@@ -89,17 +104,24 @@ export class MemoryStore implements Store {
       }
     }
     this.countRequest(usage, now, 1);
+    ring.counted.add(ticket.number);
+    if (ring.counted.size > ADMISSION_MEMORY) ring.counted.delete(ring.counted.values().next().value!);
     return { admitted: true };
   }
 
-  async refundRequest(keyId: string, admittedAt: number): Promise<void> {
-    this.countRequest(this.usageOf(keyId), admittedAt, -1);
-  }
-
-  async recordUsage(keyId: string, tokens: TokenUsage, now: number): Promise<void> {
+  async recordUsage(keyId: string, batch: UsageBatch): Promise<boolean> {
     const usage = this.usageOf(keyId);
-    addTokens(usage.allTime, tokens);
-    for (const window of LIMIT_WINDOWS) addTokens(this.bucket(usage, window, now).counters, tokens);
+    if (batch.seq <= (usage.applied.get(batch.writer) ?? 0)) return false;
+    usage.applied.set(batch.writer, batch.seq);
+    for (const entry of batch.entries) {
+      if ('lostAdmission' in entry) {
+        if (takeBack(this.ringOf(usage, batch.writer), entry.lostAdmission)) this.countRequest(usage, entry.at, -1);
+        continue;
+      }
+      addCounters(usage.allTime, entry.deltas);
+      for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, entry.at).counters, entry.deltas);
+    }
+    return true;
   }
 
   async getUsage(keyId: string, now: number): Promise<UsageSnapshot> {
@@ -201,10 +223,19 @@ export class MemoryStore implements Store {
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);
     if (!usage) {
-      usage = { allTime: emptyCounters(), windows: new Map() };
+      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map(), admissions: new Map() };
       this.usage.set(keyId, usage);
     }
     return usage;
+  }
+
+  private ringOf(usage: KeyUsage, writer: string): AdmissionRing {
+    let ring = usage.admissions.get(writer);
+    if (!ring) {
+      ring = { top: 0, counted: new Set() };
+      usage.admissions.set(writer, ring);
+    }
+    return ring;
   }
 
   /** Only the current bucket of each window is kept; a new bucket starts from zero. */
@@ -248,8 +279,21 @@ export class MemoryStore implements Store {
     for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
   }
 
-  private countRequest(usage: KeyUsage, now: number, delta: number): void {
+  private countRequest(usage: KeyUsage, now: number, delta: 1 | -1): void {
     usage.allTime.requests += delta;
     for (const window of LIMIT_WINDOWS) this.bucket(usage, window, now).counters.requests += delta;
   }
+}
+
+/** Settles every admission number up to `n`; false when `n` was settled already (a late arrival). */
+function settle(ring: AdmissionRing, n: number): boolean {
+  if (n <= ring.top) return false;
+  ring.top = n;
+  return true;
+}
+
+/** True when admission `n` was counted (and is no longer); settles it either way. */
+function takeBack(ring: AdmissionRing, n: number): boolean {
+  if (settle(ring, n)) return false;
+  return ring.counted.delete(n);
 }

@@ -1,11 +1,11 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
-import type { TokenUsage } from '../usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { emptyCounters } from './counters.js';
 import type {
   AccountState,
   Admission,
+  AdmissionTicket,
   KeyRecord,
   Lease,
   Limit,
@@ -13,9 +13,11 @@ import type {
   ProbeVerdict,
   ReplicaInfo,
   Store,
+  UsageBatch,
   UsageCounters,
   UsageSnapshot,
 } from './types.js';
+import { ADMISSION_MEMORY, StoreNotReached } from './types.js';
 
 /**
  * How to reach Redis. `url` (redis:// or rediss://) always gives credentials and TLS; with
@@ -37,6 +39,11 @@ const READY_TIMEOUT_MS = 5_000;
 const BUCKET_GRACE_MS = 24 * 3_600_000;
 /** Epoch counters must outlive their leases so a session's epochs keep growing; refreshed on use. */
 const EPOCH_TTL_MS = 7 * 24 * 3_600_000;
+/**
+ * A writer's mark outlives its last write by this much. A batch is only ever re-sent by its own
+ * writer until acknowledged, so the mark must outlast the longest store outage a retry spans.
+ */
+const WRITER_MARK_TTL_MS = 7 * 24 * 3_600_000;
 /** A replica silent this long is certainly gone: forgotten even if it never deregistered. */
 const REPLICA_FORGET_MS = 24 * 3_600_000;
 
@@ -48,6 +55,10 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{keys}:ids                 set of key ids
  *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
  *   tg:{u:<keyId>}:all            all-time usage hash
+ *   tg:{u:<keyId>}:w:<writer>     seq of the writer's last usage batch applied to this key
+ *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
+ *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
+ *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
  *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
@@ -57,42 +68,90 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:nonce:<nonce>              "1", PX ttl
  */
 
+/*
+ * A writer's admissions of one key (KEYS top, bits): every number up to `top` is settled; bit
+ * n % size is set while admission n is counted. settle() returns false for a number settled
+ * already (an admission arriving after it was given up); takeBack() returns true when admission
+ * n was counted, and clears it. An admission `size` or more numbers older than `top` is forgotten.
+ */
+const ADMISSION_RING = `
+  local function settle(top, bits, n, size, ttl)
+    local last = tonumber(redis.call('GET', top) or '0')
+    if n <= last then return false end
+    if n - last >= size then
+      redis.call('DEL', bits)
+    else
+      for m = last + 1, n do redis.call('SETBIT', bits, m % size, 0) end
+      redis.call('PEXPIRE', bits, ttl)
+    end
+    redis.call('SET', top, n, 'PX', ttl)
+    return true
+  end
+  local function takeBack(top, bits, n, size, ttl)
+    if settle(top, bits, n, size, ttl) then return false end
+    if tonumber(redis.call('GET', top)) - n >= size then return false end
+    return redis.call('SETBIT', bits, n % size, 0) == 1
+  end
+`;
+
 const SCRIPTS = {
   /*
-   * KEYS: one bucket hash per window, then the all-time hash.
-   * ARGV: each bucket's PEXPIREAT, then per limit: bucket index (1-based), counter field, max.
-   * Returns {-1} when admitted, else {index of the denying limit, its current value}.
+   * KEYS: one bucket hash per window, the all-time hash, then the writer's admission top and bits.
+   * ARGV: each bucket's PEXPIREAT, admission number, ring size, ring TTL ms, then per limit:
+   * bucket index (1-based), counter field, max.
+   * Returns {-1} when admitted, {-2} for an admission settled already, else {index of the
+   * denying limit, its current value}.
    */
-  tgAdmit: `
-    local buckets = #KEYS - 1
-    for i = buckets + 1, #ARGV, 3 do
+  tgAdmit: `${ADMISSION_RING}
+    local buckets = #KEYS - 3
+    local n, size, ttl = tonumber(ARGV[buckets + 1]), tonumber(ARGV[buckets + 2]), ARGV[buckets + 3]
+    local top, bits = KEYS[#KEYS - 1], KEYS[#KEYS]
+    if not settle(top, bits, n, size, ttl) then return {-2} end
+    for i = buckets + 4, #ARGV, 3 do
       local field, max = ARGV[i + 1], tonumber(ARGV[i + 2])
       local raw = redis.call('HGET', KEYS[tonumber(ARGV[i])], field) or '0'
       local current = tonumber(raw)
       local denies
       if field == 'requests' then denies = current + 1 > max else denies = current >= max end
-      if denies then return {(i - buckets - 1) / 3, raw} end
+      if denies then return {(i - buckets - 4) / 3, raw} end
     end
     for b = 1, buckets do
       redis.call('HINCRBY', KEYS[b], 'requests', 1)
       redis.call('PEXPIREAT', KEYS[b], ARGV[b])
     end
-    redis.call('HINCRBY', KEYS[#KEYS], 'requests', 1)
+    redis.call('HINCRBY', KEYS[buckets + 1], 'requests', 1)
+    redis.call('SETBIT', bits, n % size, 1)
+    redis.call('PEXPIRE', bits, ttl)
     return {-1}`,
   /*
-   * Adds deltas to every window bucket and the all-time hash, in one command.
-   * KEYS: one bucket hash per window, then the all-time hash.
-   * ARGV: each bucket's PEXPIREAT, then field/delta pairs.
+   * Applies one writer's usage batch once: skipped when its seq is not above the writer's mark,
+   * which is set in the same script, so counters and mark change together (also in the AOF).
+   * KEYS: the writer's mark, the all-time hash, the writer's admission top and bits, then every
+   * window bucket hash the batch touches.
+   * ARGV: seq, TTL ms of mark and ring, ring size, count of lost admissions, each bucket's
+   * PEXPIREAT, then per lost admission: its number, how many hashes, their KEYS indexes; then
+   * (KEYS index, field, delta) triples.
+   * Returns 1 when applied, 0 when skipped.
    */
-  tgAddUsage: `
-    local buckets = #KEYS - 1
-    for k = 1, #KEYS do
-      for i = buckets + 1, #ARGV, 2 do
-        redis.call('HINCRBY', KEYS[k], ARGV[i], ARGV[i + 1])
+  tgAddUsage: `${ADMISSION_RING}
+    if tonumber(ARGV[1]) <= tonumber(redis.call('GET', KEYS[1]) or '0') then return 0 end
+    local ttl, size = ARGV[2], tonumber(ARGV[3])
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+    local buckets = #KEYS - 4
+    local i = 5 + buckets
+    for _ = 1, tonumber(ARGV[4]) do
+      local counted = takeBack(KEYS[3], KEYS[4], tonumber(ARGV[i]), size, ttl)
+      local hashes = tonumber(ARGV[i + 1])
+      if counted then
+        for h = i + 2, i + 1 + hashes do redis.call('HINCRBY', KEYS[tonumber(ARGV[h])], 'requests', -1) end
       end
-      -- also for a bucket already past: a past PEXPIREAT deletes what was just created
-      if k <= buckets then redis.call('PEXPIREAT', KEYS[k], ARGV[k]) end
+      i = i + 2 + hashes
     end
+    for t = i, #ARGV, 3 do
+      redis.call('HINCRBY', KEYS[tonumber(ARGV[t])], ARGV[t + 1], ARGV[t + 2])
+    end
+    -- also for a bucket already past: a past PEXPIREAT deletes what was just created
+    for b = 1, buckets do redis.call('PEXPIREAT', KEYS[4 + b], ARGV[4 + b]) end
     return 1`,
   /*
    * Claim (staleEpoch '') or compare-and-set takeover of a lease, with a fresh epoch.
@@ -151,6 +210,10 @@ function createClient(url: string, options: RedisStoreOptions): Client {
     commandTimeout: 1_000,
     connectTimeout: 2_000,
     retryStrategy: reconnectDelay,
+    // A command in flight when its connection dropped may have run: sending it again on the new
+    // connection could count an admission twice. It fails (503) instead; usage batches are
+    // re-sent by the usage recorder, whose numbering makes that safe.
+    autoResendUnfulfilledCommands: false,
     // commands of concurrent requests issued in the same tick share one write and round trip
     enableAutoPipelining: true,
   };
@@ -308,15 +371,19 @@ export class RedisStore implements Store {
 
   // --- usage ------------------------------------------------------------------
 
-  async admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+  async admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission> {
     return this.run(async () => {
+      // ioredis would refuse too (no offline queue), but only this says for sure nothing was sent
+      if (this.client.status !== 'ready') throw new StoreNotReached(`Redis connection ${this.client.status}`);
       const buckets = this.buckets(keyId, now);
       const args: (string | number)[] = buckets.windows.map((b) => b.expireAt);
+      args.push(ticket.number, ADMISSION_MEMORY, WRITER_MARK_TTL_MS);
       for (const limit of limits) {
         args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, limit.limit_type, limit.max_value);
       }
-      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime];
+      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime, ...this.admissionKeys(keyId, ticket.writer)];
       const [index, current] = (await this.script('tgAdmit', keys, args)) as [number, string?];
+      if (index === -2) throw new GatewayError('store_unavailable', 'This admission arrived after it was given up.');
       if (index < 0) return { admitted: true };
       const limit = limits[index];
       return {
@@ -326,17 +393,43 @@ export class RedisStore implements Store {
     });
   }
 
-  async refundRequest(keyId: string, admittedAt: number): Promise<void> {
-    await this.addToBuckets(keyId, admittedAt, { requests: -1 });
-  }
-
-  async recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void> {
-    // Counters are integers in Redis (HINCRBY); upstream token counts are whole numbers anyway.
-    await this.addToBuckets(keyId, now, {
-      input_tokens: Math.round(usage.input_tokens),
-      output_tokens: Math.round(usage.output_tokens),
-      cached_input_tokens: Math.round(usage.cached_input_tokens),
-      total_tokens: Math.round(usage.total_tokens),
+  async recordUsage(keyId: string, batch: UsageBatch): Promise<boolean> {
+    return this.run(async () => {
+      const keys = [`${this.usageBase(keyId)}:w:${batch.writer}`, `${this.usageBase(keyId)}:all`, ...this.admissionKeys(keyId, batch.writer)];
+      const expiries: number[] = [];
+      /** KEYS indexes (1-based) of the all-time hash and the window buckets containing `at` */
+      const hashesAt = (at: number): number[] => [
+        2,
+        ...this.buckets(keyId, at).windows.map((bucket) => {
+          let index = keys.indexOf(bucket.key, 4);
+          if (index < 0) {
+            index = keys.push(bucket.key) - 1;
+            expiries.push(bucket.expireAt);
+          }
+          return index + 1;
+        }),
+      ];
+      const lost: number[] = [];
+      let lostCount = 0;
+      // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
+      const sums = new Map<string, number>();
+      for (const entry of batch.entries) {
+        const hashes = hashesAt(entry.at);
+        if ('lostAdmission' in entry) {
+          lost.push(entry.lostAdmission, hashes.length, ...hashes);
+          lostCount += 1;
+          continue;
+        }
+        for (const hash of hashes) {
+          for (const [field, delta] of Object.entries(entry.deltas)) {
+            const slot = `${hash} ${field}`;
+            sums.set(slot, (sums.get(slot) ?? 0) + delta);
+          }
+        }
+      }
+      const triples = [...sums].flatMap(([slot, delta]) => [...slot.split(' '), delta]);
+      const args = [batch.seq, WRITER_MARK_TTL_MS, ADMISSION_MEMORY, lostCount, ...expiries, ...lost, ...triples];
+      return (await this.script('tgAddUsage', keys, args)) === 1;
     });
   }
 
@@ -507,24 +600,25 @@ export class RedisStore implements Store {
     return (await this.script('tgGrantLease', this.leaseKeys(sessionKey), args)) as [number, string?];
   }
 
+  /** [top, bits] of a writer's admissions of one key (see ADMISSION_RING). */
+  private admissionKeys(keyId: string, writer: string): [string, string] {
+    const base = `${this.usageBase(keyId)}:a:${writer}`;
+    return [base, `${base}:bits`];
+  }
+
+  /** Every usage key of one API key shares this hash tag: one slot for its scripts. */
+  private usageBase(keyId: string): string {
+    return `${this.prefix}{u:${keyId}}`;
+  }
+
   /** The bucket hash of every window containing `now`, with its expiry, and the all-time hash. */
   private buckets(keyId: string, now: number): { windows: { key: string; expireAt: number }[]; allTime: string } {
-    const base = `${this.prefix}{u:${keyId}}`;
+    const base = this.usageBase(keyId);
     const windows = LIMIT_WINDOWS.map((window) => {
       const { start, end } = windowBounds(window, now);
       return { key: `${base}:${window}:${start}`, expireAt: end + BUCKET_GRACE_MS };
     });
     return { windows, allTime: `${base}:all` };
-  }
-
-  /** Adds to counters of every window bucket containing `at` and of all time, atomically. */
-  private async addToBuckets(keyId: string, at: number, deltas: Partial<UsageCounters>): Promise<void> {
-    await this.run(() => {
-      const buckets = this.buckets(keyId, at);
-      const keys = [...buckets.windows.map((b) => b.key), buckets.allTime];
-      const args = [...buckets.windows.map((b) => b.expireAt), ...Object.entries(deltas).flat()];
-      return this.script('tgAddUsage', keys, args);
-    });
   }
 
   private keyRecordKey(id: string): string {

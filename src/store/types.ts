@@ -29,6 +29,47 @@ export interface UsageCounters extends TokenUsage {
   requests: number;
 }
 
+/**
+ * The cause of a store failure known to have changed nothing: the call was never sent (no
+ * connection). Any other failure may have been applied.
+ */
+export class StoreNotReached extends Error {
+  override name = 'StoreNotReached';
+}
+
+/** One admission of one writer (one replica process), numbered per key by that writer from 1 up. */
+export interface AdmissionTicket {
+  writer: string;
+  number: number;
+}
+
+/**
+ * How many of a writer's latest admissions per key the store remembers as counted or not, so an
+ * admission whose reply was lost can be taken back exactly (see `UsageEntry.lostAdmission`).
+ */
+export const ADMISSION_MEMORY = 4096;
+
+/**
+ * One usage record, at the time the request happened (picks the window buckets): counter deltas,
+ * or the taking back of an admission of the batch's writer whose reply was lost — one request
+ * less if, and only if, that admission was counted. Its number is settled either way: the
+ * admission, should it still arrive, is refused. An admission more than `ADMISSION_MEMORY`
+ * admissions of that writer and key old stays counted.
+ */
+export type UsageEntry = { at: number; deltas: Partial<UsageCounters> } | { at: number; lostAdmission: number };
+
+/**
+ * Usage records of one key from one writer (one replica process), numbered by that writer. The
+ * store applies a batch at most once: it remembers per (key, writer) the last `seq` applied and
+ * skips a batch whose `seq` is not above it, so a write whose reply was lost can be sent again.
+ */
+export interface UsageBatch {
+  writer: string;
+  /** strictly increasing per writer and key */
+  seq: number;
+  entries: UsageEntry[];
+}
+
 export interface LimitDenial {
   limit: Limit;
   current: number;
@@ -87,12 +128,19 @@ export interface Store {
    * Atomically: if every limit has room, count one request in every window and admit;
    * otherwise count nothing and return the first limit that denies.
    * Request limits deny when the count would exceed max; token limits deny once the
-   * window's total has reached max.
+   * window's total has reached max. A ticket whose number is not above the last one of its
+   * writer for this key is refused with `store_unavailable` (its caller gave it up already).
+   * A failure caused by `StoreNotReached` counted nothing; after any other the admission may
+   * have been counted (take it back with a `lostAdmission` entry).
    */
-  admitRequest(keyId: string, limits: Limit[], now: number): Promise<Admission>;
-  /** Takes back a request counted by `admitRequest` that never reached an upstream. */
-  refundRequest(keyId: string, admittedAt: number): Promise<void>;
-  recordUsage(keyId: string, usage: TokenUsage, now: number): Promise<void>;
+  admitRequest(keyId: string, limits: Limit[], now: number, ticket: AdmissionTicket): Promise<Admission>;
+  /**
+   * Adds the batch's deltas to every window bucket of each entry and to all time, atomically and
+   * at most once per (key, writer, seq). True when applied, false when skipped as already seen.
+   * A request counted by `admitRequest` that never reached an upstream is taken back this way
+   * too: an entry of `requests: -1` at its admission time.
+   */
+  recordUsage(keyId: string, batch: UsageBatch): Promise<boolean>;
   getUsage(keyId: string, now: number): Promise<UsageSnapshot>;
 
   getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>>;

@@ -1,12 +1,13 @@
 import { GatewayError } from '../errors.js';
-import type { KeyRecord, Store } from '../store/types.js';
+import type { KeyRecord } from '../store/types.js';
+import type { UsageRecorder } from './recorder.js';
 
 /**
  * Checks the key's limits and counts the request, atomically in the store; throws the 429 a
  * client sees when a limit is reached. Returns the admission time, needed to refund.
  */
-export async function admitRequest(store: Store, key: KeyRecord, now = Date.now()): Promise<number> {
-  const admission = await store.admitRequest(key.id, key.limits, now);
+export async function admitRequest(recorder: UsageRecorder, key: KeyRecord, now = Date.now()): Promise<number> {
+  const admission = await recorder.admit(key.id, key.limits, now);
   if (admission.admitted) return now;
   const { limit, current, resetAt } = admission.denial;
   throw new GatewayError(
@@ -17,9 +18,9 @@ export async function admitRequest(store: Store, key: KeyRecord, now = Date.now(
 }
 
 /**
- * Takes back a request admitted by `admitRequest` that never reached an upstream. A refund the
- * store cannot take leaves the request counted: the error is on the side of the limit.
+ * Takes back a request admitted by `admitRequest` that never reached an upstream: written once
+ * like usage, also when the store is unreachable right now.
  */
-export async function refundRequest(store: Store, keyId: string, admittedAt: number): Promise<void> {
-  await store.refundRequest(keyId, admittedAt).catch(() => {});
+export function refundRequest(recorder: UsageRecorder, keyId: string, admittedAt: number): void {
+  recorder.refund(keyId, admittedAt);
 }

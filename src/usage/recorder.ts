@@ -1,52 +1,88 @@
-import type { Store } from '../store/types.js';
+import { randomUUID } from 'node:crypto';
+import { usageDeltas } from '../store/counters.js';
+import { GatewayError } from '../errors.js';
+import { StoreNotReached, type Admission, type Limit, type Store, type UsageBatch, type UsageEntry } from '../store/types.js';
 import type { TokenUsage } from './tokens.js';
 
 export const USAGE_BUFFER_LIMIT = 10_000;
+/** Records of one key sent in one store call at most. */
+export const USAGE_BATCH_LIMIT = 100;
 const RETRY_INTERVAL_MS = 1_000;
 
-interface PendingUsage {
-  keyId: string;
-  usage: TokenUsage;
-  at: number;
+export interface UsageRecorderEvents {
+  onError?(err: unknown): void;
+  onDrop?(): void;
+  /** the backlog changed: records not yet acknowledged by the store */
+  onBacklog?(backlog: number): void;
 }
 
 /**
- * Writes usage of completed requests to the store. When the store is unreachable the usage is
- * kept in a bounded buffer and written when it answers again; past `USAGE_BUFFER_LIMIT`
- * entries the oldest are dropped (reported through `onDrop`) so memory stays bounded.
+ * Counts requests and writes their usage (and refunds) to the store, exactly once. This process is one writer
+ * with an id of its own; its records of one key go out in numbered batches, one batch of a key at
+ * a time, and a batch whose outcome is unknown (store unreachable, reply lost or late) is sent
+ * again unchanged, same number, until the store acknowledges it. The store skips a number it has
+ * applied already, so a retried write never counts twice.
+ *
+ * While the store is unreachable records wait in a bounded buffer, retried every second; past
+ * `USAGE_BUFFER_LIMIT` records the oldest not yet sent are dropped (reported through `onDrop`).
+ *
+ * Admissions are numbered per key too. One whose outcome is unknown (its caller gets the 503) is
+ * taken back through the same numbered batches: the store removes it if, and only if, it counted it.
  */
 export class UsageRecorder {
-  private readonly pending: PendingUsage[] = [];
+  /** fresh per process: its numbers start at 1 and never meet the marks of an earlier life */
+  readonly writer = randomUUID();
+  private seq = 0;
+  /** records not yet in a batch, per key, oldest first */
+  private readonly unsent = new Map<string, UsageEntry[]>();
+  private unsentCount = 0;
+  /** per key, the batch sent and not yet acknowledged: immutable until it is */
+  private readonly inFlight = new Map<string, UsageBatch>();
+  private inFlightCount = 0;
+  /** per key, the running loop that writes its batches one after another */
+  private readonly writers = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
+  /** per key, the number of the last admission asked for */
+  private readonly admissions = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
-    private readonly events: { onError?(err: unknown): void; onDrop?(): void } = {},
+    private readonly events: UsageRecorderEvents = {},
   ) {}
 
-  record(keyId: string, usage: TokenUsage, at = Date.now()): Promise<void> {
-    return this.store.recordUsage(keyId, usage, at).catch((err) => {
-      this.events.onError?.(err);
-      this.buffer({ keyId, usage, at });
-    });
-  }
-
-  get backlog(): number {
-    return this.pending.length;
-  }
-
-  /** Writes what is buffered; resolves once the buffer is empty or the store failed again. */
-  async flush(): Promise<void> {
-    while (this.pending.length > 0) {
-      const next = this.pending[0]!;
-      try {
-        await this.store.recordUsage(next.keyId, next.usage, next.at);
-      } catch {
-        this.schedule();
-        return;
-      }
-      this.pending.shift();
+  /** Checks the key's limits and counts the request (see `Store.admitRequest`). */
+  async admit(keyId: string, limits: Limit[], now: number): Promise<Admission> {
+    const number = (this.admissions.get(keyId) ?? 0) + 1;
+    this.admissions.set(keyId, number);
+    try {
+      return await this.store.admitRequest(keyId, limits, now, { writer: this.writer, number });
+    } catch (err) {
+      // unless it surely never reached the store, nobody knows yet whether it counted: the store
+      // will tell by its number
+      if (!(err instanceof GatewayError && err.cause instanceof StoreNotReached)) this.enqueue(keyId, { at: now, lostAdmission: number });
+      throw err;
     }
+  }
+
+  /** The usage of a completed request. */
+  record(keyId: string, usage: TokenUsage, at = Date.now()): void {
+    this.enqueue(keyId, { at, deltas: usageDeltas(usage) });
+  }
+
+  /** Takes back a request admitted at `admittedAt` that never reached an upstream. */
+  refund(keyId: string, admittedAt: number): void {
+    this.enqueue(keyId, { at: admittedAt, deltas: { requests: -1 } });
+  }
+
+  /** Records not yet acknowledged by the store. */
+  get backlog(): number {
+    return this.unsentCount + this.inFlightCount;
+  }
+
+  /** Writes everything buffered; resolves once all of it is acknowledged or a write failed. */
+  async flush(): Promise<void> {
+    const keys = new Set([...this.inFlight.keys(), ...this.unsent.keys()]);
+    await Promise.all([...keys].map((keyId) => this.drain(keyId)));
   }
 
   stop(): void {
@@ -54,16 +90,73 @@ export class UsageRecorder {
     this.timer = undefined;
   }
 
-  private buffer(entry: PendingUsage): void {
-    this.pending.push(entry);
-    if (this.pending.length > USAGE_BUFFER_LIMIT) {
-      this.pending.shift();
-      this.events.onDrop?.();
-    }
-    this.schedule();
+  private enqueue(keyId: string, entry: UsageEntry): void {
+    const queue = this.unsent.get(keyId);
+    if (queue) queue.push(entry);
+    else this.unsent.set(keyId, [entry]);
+    this.unsentCount += 1;
+    if (this.backlog > USAGE_BUFFER_LIMIT) this.dropOldestUnsent();
+    this.events.onBacklog?.(this.backlog);
+    void this.drain(keyId);
   }
 
-  private schedule(): void {
+  /** Starts the key's write loop unless it runs already; resolves when that loop ends. */
+  private drain(keyId: string): Promise<void> {
+    const running = this.writers.get(keyId);
+    if (running) return running;
+    if (!this.inFlight.has(keyId) && !this.unsent.has(keyId)) return Promise.resolve();
+    const loop = this.writeKey(keyId);
+    this.writers.set(keyId, loop);
+    return loop;
+  }
+
+  /**
+   * Writes the key's batches in order until none is left or the store fails; the loop forgets
+   * itself in the same tick it finds nothing to do, so a record queued later starts a new one.
+   */
+  private async writeKey(keyId: string): Promise<void> {
+    for (;;) {
+      const batch = this.inFlight.get(keyId) ?? this.nextBatch(keyId);
+      if (!batch) break;
+      try {
+        await this.store.recordUsage(keyId, batch);
+      } catch (err) {
+        this.events.onError?.(err);
+        this.scheduleRetry();
+        break;
+      }
+      this.inFlight.delete(keyId);
+      this.inFlightCount -= batch.entries.length;
+      this.events.onBacklog?.(this.backlog);
+    }
+    this.writers.delete(keyId);
+  }
+
+  private nextBatch(keyId: string): UsageBatch | undefined {
+    const queue = this.unsent.get(keyId);
+    if (!queue) return undefined;
+    const entries = queue.splice(0, USAGE_BATCH_LIMIT);
+    if (queue.length === 0) this.unsent.delete(keyId);
+    const batch: UsageBatch = { writer: this.writer, seq: ++this.seq, entries };
+    this.unsentCount -= entries.length;
+    this.inFlightCount += entries.length;
+    this.inFlight.set(keyId, batch);
+    return batch;
+  }
+
+  /** Batches already sent are never touched: only records not yet sent can go. */
+  private dropOldestUnsent(): void {
+    let oldest: [string, UsageEntry[]] | undefined;
+    for (const candidate of this.unsent) if (!oldest || candidate[1][0]!.at < oldest[1][0]!.at) oldest = candidate;
+    if (!oldest) return;
+    const [keyId, queue] = oldest;
+    queue.shift();
+    if (queue.length === 0) this.unsent.delete(keyId);
+    this.unsentCount -= 1;
+    this.events.onDrop?.();
+  }
+
+  private scheduleRetry(): void {
     if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;

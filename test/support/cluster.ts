@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { startMockUpstream, type MockUpstream } from '../../src/mock/upstream.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { OPENAI_SECRET, ANTHROPIC_SECRET } from './gateway.js';
-import { startRedis, type TestRedis } from './redis.js';
+import { startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
 
 export const ADMIN_TOKEN = 'cluster-admin-token-' + 'z'.repeat(12);
 export const INTERNAL_SECRET = 'cluster-internal-secret-' + 'y'.repeat(12);
@@ -133,11 +133,11 @@ export interface ClusterEnv {
  * A file's cluster: a real redis-server, the mock upstream and `count` replica processes,
  * started before its tests and stopped after them; the mock's records are cleared before each.
  */
-export function useCluster(count: number, options: { config?: ClusterConfig } = {}): ClusterEnv {
+export function useCluster(count: number, options: { config?: ClusterConfig; redis?: TestRedisOptions } = {}): ClusterEnv {
   const env = {} as ClusterEnv;
   let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
-    env.redis = await startRedis();
+    env.redis = await startRedis(options.redis);
     env.mock = await startMockUpstream();
     env.store = await RedisStore.connect(env.redis.url);
     const cluster = await startCluster(count, { redisUrl: env.redis.url, mock: env.mock, config: options.config });

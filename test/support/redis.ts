@@ -16,7 +16,19 @@ export interface TestRedis {
   restart(): Promise<void>;
   /** SIGKILL: the server vanishes the way a crashed one does. */
   kill(): Promise<void>;
+  /** SIGTERM: the server shuts down as an orchestrator stops it. */
+  terminate(): Promise<void>;
 }
+
+export interface TestRedisOptions {
+  /** a one-node Redis Cluster */
+  cluster?: boolean;
+  /** extra `redis-server` arguments, after (and so over) the defaults */
+  args?: string[];
+}
+
+/** What production should run: every write on disk before its reply (see the README's Guarantees). */
+export const AOF_ALWAYS = ['--appendonly', 'yes', '--appendfsync', 'always'];
 
 const READY_TIMEOUT_MS = 5_000;
 
@@ -91,9 +103,10 @@ async function assignAllSlots(port: number): Promise<void> {
 
 /**
  * Spawns a `redis-server` on a free loopback port in a directory of its own: no periodic saves,
- * but `stop()` saves, so a stop/start keeps the data as a real restart would.
+ * but `stop()` saves, so a stop/start keeps the data as a real restart would. `start()` after
+ * `kill()` keeps only what the AOF has (`args: AOF_ALWAYS`).
  */
-export async function startRedis(options: { cluster?: boolean } = {}): Promise<TestRedis> {
+export async function startRedis(options: TestRedisOptions = {}): Promise<TestRedis> {
   if (!onPath('redis-server')) throw new Error('redis-server not found on PATH (apt-get install redis-server)');
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-redis-'));
@@ -102,7 +115,7 @@ export async function startRedis(options: { cluster?: boolean } = {}): Promise<T
   const clusterArgs = options.cluster ? ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-announce-ip', '127.0.0.1'] : [];
 
   const start = async (): Promise<void> => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...clusterArgs], {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...clusterArgs, ...(options.args ?? [])], {
       cwd: dir,
       stdio: 'ignore',
     });
@@ -147,6 +160,7 @@ export async function startRedis(options: { cluster?: boolean } = {}): Promise<T
     stop,
     start,
     kill: () => signal('SIGKILL'),
+    terminate: () => signal('SIGTERM'),
     restart: async () => {
       await stop();
       await start();
