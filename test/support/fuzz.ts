@@ -325,7 +325,7 @@ const methodArb = fc.oneof(
 function pathArb(bases: readonly string[]): fc.Arbitrary<string> {
   const base = fc.constantFrom(...bases);
   return fc.oneof(
-    { weight: 8, arbitrary: base },
+    { weight: 14, arbitrary: base },
     { weight: 2, arbitrary: fc.tuple(base, fc.array(fc.tuple(odd, odd), { maxLength: 4 })).map(([p, q]) => `${p}?${q.map(([k, v]) => `${k}=${v}`).join('&')}`) },
     { weight: 1, arbitrary: base.map((p) => `/v1/../${p.slice(1)}`) },
     { weight: 1, arbitrary: base.map((p) => p.replace(/\//g, '%2f')) },
@@ -343,15 +343,20 @@ function pathArb(bases: readonly string[]): fc.Arbitrary<string> {
 /** Credentials a case presents; keys are looked up by label when the case is sent. */
 export type KeyLabel = 'valid' | 'restricted' | 'expired' | 'disabled' | 'admin' | 'upstream' | 'garbage' | 'empty';
 
-const keyLabel = fc.constantFrom<KeyLabel>('valid', 'valid', 'valid', 'restricted', 'expired', 'disabled', 'admin', 'upstream', 'garbage', 'empty');
+const keyLabel = fc.constantFrom<KeyLabel>('valid', 'valid', 'valid', 'valid', 'valid', 'restricted', 'restricted', 'expired', 'disabled', 'admin', 'upstream', 'garbage', 'empty');
 
 export type AuthSpec =
   | { kind: 'none' }
   | { kind: 'bearer' | 'x-api-key' | 'both' | 'raw-authorization'; key: KeyLabel; scheme?: string; noise?: string };
 
-const authArb: fc.Arbitrary<AuthSpec> = fc.oneof(
+/** Credentials in well-formed headers (also all a WebSocket client can send). */
+const credentialArb: fc.Arbitrary<AuthSpec> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'none' as const }) },
   { weight: 4, arbitrary: fc.record({ kind: fc.constantFrom('bearer' as const, 'x-api-key' as const, 'both' as const), key: keyLabel }) },
+);
+
+const authArb: fc.Arbitrary<AuthSpec> = fc.oneof(
+  { weight: 5, arbitrary: credentialArb },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -396,9 +401,28 @@ const headerValue = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: 1_000, max: 20_000 }).map((n) => 'v'.repeat(n)) },
 );
 
-const headersArb = fc
+const hostileHeaders = fc
   .tuple(fc.array(fc.tuple(headerName, headerValue), { maxLength: 8 }), fc.nat({ max: 3 }))
   .map(([headers, dup]) => (headers.length > 0 && dup > 0 ? [...headers, ...headers.slice(0, dup)] : headers));
+
+/** What real clients send, so most cases get past the HTTP parser and the auth hook. */
+const clientHeaders = fc.subarray<[string, string]>([
+  ['content-type', 'application/json'],
+  ['accept', 'text/event-stream'],
+  ['openai-beta', 'responses=experimental'],
+  ['session-id', 'fuzz-session-1'],
+  ['x-stainless-lang', 'js'],
+  ['anthropic-version', '2023-06-01'],
+  ['user-agent', 'codex_cli_rs/0.0.0'],
+]);
+
+const printable = fc.stringMatching(/^[ -~]{0,60}$/);
+
+const headersArb = fc.oneof(
+  { weight: 4, arbitrary: clientHeaders },
+  { weight: 3, arbitrary: fc.tuple(clientHeaders, fc.array(fc.tuple(headerName, fc.oneof(printable, headerValue)), { maxLength: 3 })).map(([a, b]) => [...a, ...b]) },
+  { weight: 2, arbitrary: hostileHeaders },
+);
 
 /** JSON nested `depth` levels deep, arrays or objects. */
 const deepJson = fc
@@ -532,7 +556,7 @@ export function wsCaseArb(): fc.Arbitrary<{ ws: WsCase; auth: AuthSpec; extra: A
         { weight: 4, arbitrary: fc.constantFrom('/v1/responses', '/backend-api/codex/responses') },
         { weight: 1, arbitrary: fc.constantFrom('/v1/responses?x=%zz', '/v1/chat/completions', '/v1/models', '/v1/responses/', '/nope') },
       ),
-      auth: fc.oneof({ weight: 5, arbitrary: fc.constant<AuthSpec>({ kind: 'bearer', key: 'valid' }) }, { weight: 2, arbitrary: authArb }),
+      auth: fc.oneof({ weight: 5, arbitrary: fc.constant<AuthSpec>({ kind: 'bearer', key: 'valid' }) }, { weight: 2, arbitrary: credentialArb }),
       extra: fc.array(wsHeader, { maxLength: 3 }),
       deflate: fc.boolean(),
       frames: fc.array(frameArb, { maxLength: 6 }),
