@@ -542,7 +542,7 @@ const frameArb: fc.Arbitrary<WsFrame> = fc.oneof(
   { weight: 1, arbitrary: fc.string({ unit: 'grapheme', maxLength: 300 }).map((text) => ({ kind: 'text' as const, text })) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 300 }).map((bytes) => ({ kind: 'binary' as const, bytes })) },
   { weight: 1, arbitrary: fc.oneof(fc.uint8Array({ maxLength: 100 }), fc.constant(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]))).map((bytes) => ({ kind: 'bytes-as-text' as const, bytes })) },
-  { weight: 1, arbitrary: fc.integer({ min: 64 * 1024, max: 2 * 1024 * 1024 }).map((n) => ({ kind: 'text' as const, text: JSON.stringify({ type: 'response.create', model: 'gpt-5', input: 'y'.repeat(n) }) })) },
+  { weight: 1, arbitrary: fc.integer({ min: 64 * 1024, max: 1024 * 1024 }).map((n) => ({ kind: 'text' as const, text: JSON.stringify({ type: 'response.create', model: 'gpt-5', input: 'y'.repeat(n) }) })) },
 );
 
 export function wsCaseArb(): fc.Arbitrary<{ ws: WsCase; auth: AuthSpec; extra: Array<[string, string]> }> {
