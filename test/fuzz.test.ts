@@ -147,8 +147,13 @@ function authHeaders(auth: AuthSpec): Array<[string, string]> {
 }
 
 /** The context header a recipe stands for, signed over the bytes the case sends. */
-function contextHeader(recipe: ContextRecipe, body: Uint8Array, sessionHeaders: Array<[string, string]>): string | undefined {
-  const sessionHeaderMap = Object.fromEntries(sessionHeaders.map(([n, v]) => [n.toLowerCase(), v]));
+function contextHeader(recipe: ContextRecipe, body: Uint8Array, headers: Array<[string, string]>): string | undefined {
+  // the session as the gateway will read it: names lowercased, repeated values joined as Node joins them
+  const sessionHeaderMap: Record<string, string> = {};
+  for (const [name, value] of headers) {
+    const lower = name.toLowerCase();
+    sessionHeaderMap[lower] = lower in sessionHeaderMap ? `${sessionHeaderMap[lower]}, ${value}` : value;
+  }
   const sign = (over: { secret?: string; target?: string; keyId?: string; body?: Buffer; now?: number } = {}) =>
     signContext(
       {
@@ -195,9 +200,18 @@ function contextHeader(recipe: ContextRecipe, body: Uint8Array, sessionHeaders: 
   }
 }
 
+/** The gateway's (or upstream's) error code of an answer, for the tally. */
+function errorCode(body: Buffer): string {
+  try {
+    return String((JSON.parse(body.toString('utf8')) as { error?: { code?: unknown } }).error?.code ?? '');
+  } catch {
+    return '';
+  }
+}
+
 /** Throws, naming the broken invariant, unless the answer is one the gateway may give. */
 function checkAnswer(family: string, status: number | null, body: Buffer, raw: Buffer, sent: Buffer): void {
-  tally(family, status ?? 'closed');
+  tally(family, status === null ? 'closed' : `${status} ${errorCode(body)}`.trim());
   if (status !== null && gatewayInternalError(status, body)) {
     throw new Error(`gateway error ${status}: ${body.toString('utf8').slice(0, 500)}`);
   }
@@ -249,8 +263,7 @@ describe(`fuzz (FUZZ_SEED=${SEED})`, () => {
 
   it(`internal route with forged, truncated and valid contexts: ${share(0.2)} cases`, async () => {
     await fuzz('internal', internalCaseArb(), share(0.2), (c: InternalCase) => {
-      const sessionHeaders = c.headers.filter(([name]) => ['session-id', 'x-codex-turn-state'].includes(name.toLowerCase()));
-      const header = contextHeader(c.context, c.body, sessionHeaders);
+      const header = contextHeader(c.context, c.body, c.headers);
       return sendHttp('internal', gw.internalUrl, c, header === undefined ? [] : [[CONTEXT_HEADER, header]]);
     });
     await checkAlive(true);

@@ -499,10 +499,10 @@ export type ContextRecipe =
   | { kind: 'garbage'; value: string };
 
 const contextArb: fc.Arbitrary<ContextRecipe> = fc.oneof(
+  // half valid, so the bodies and headers after the signature check get fuzzed too
+  { weight: 4, arbitrary: fc.constant<ContextRecipe>({ kind: 'valid' }) },
   fc.constantFrom<ContextRecipe>(
     { kind: 'absent' },
-    { kind: 'valid' },
-    { kind: 'valid' },
     { kind: 'expired' },
     { kind: 'wrong-secret' },
     { kind: 'wrong-target' },
@@ -525,7 +525,13 @@ export interface InternalCase extends HttpCase {
 export function internalCaseArb(): fc.Arbitrary<InternalCase> {
   const method = fc.oneof({ weight: 6, arbitrary: fc.constant('POST') }, { weight: 1, arbitrary: methodArb });
   const path = fc.oneof({ weight: 6, arbitrary: fc.constant('/internal/bridge/responses') }, { weight: 1, arbitrary: pathArb(INTERNAL_PATHS) });
-  const session = fc.constantFrom<Array<[string, string]>>([['session-id', 'fuzz-internal-1']], [['session-id', 'fuzz-internal-2']], [], [['x-codex-turn-state', 'tg1.Zm9v']]);
+  const session = fc.constantFrom<Array<[string, string]>>(
+    [['session-id', 'fuzz-internal-1']],
+    [['session-id', 'fuzz-internal-2']],
+    [['x-codex-turn-state', 'tg1.Zm9v']],
+    [['thread-id', 'fuzz-internal-3']],
+    [],
+  );
   return fc
     .tuple(method, path, contextArb, session, headersArb, framingArb)
     .chain(([m, p, context, sessionHeaders, headers, framing]) =>
