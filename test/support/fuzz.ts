@@ -426,7 +426,7 @@ const headersArb = fc.oneof(
 
 /** JSON nested `depth` levels deep, arrays or objects. */
 const deepJson = fc
-  .tuple(fc.integer({ min: 10, max: 6_000 }), fc.boolean(), fc.constantFrom('model', 'input', 'messages', 'x'))
+  .tuple(fc.oneof(fc.integer({ min: 10, max: 600 }), fc.integer({ min: 3_000, max: 6_000 })), fc.boolean(), fc.constantFrom('model', 'input', 'messages', 'x'))
   .map(([depth, arrays, field]) => {
     const open = arrays ? '['.repeat(depth) : '{"a":'.repeat(depth);
     const close = arrays ? ']'.repeat(depth) : '}'.repeat(depth);
@@ -455,7 +455,7 @@ function bodyArb(path: string): fc.Arbitrary<Uint8Array> {
     { weight: 4, arbitrary: mutatedBody(path) },
     { weight: 2, arbitrary: fc.tuple(mutatedBody(path), fc.double({ min: 0, max: 1, noNaN: true })).map(([s, f]) => s.slice(0, Math.floor(s.length * f))) },
     { weight: 1, arbitrary: fc.json({ maxDepth: 4 }) },
-    { weight: 1, arbitrary: deepJson },
+    { weight: 2, arbitrary: deepJson },
     { weight: 1, arbitrary: fc.constantFrom('', '{', '{bad', 'null', '[]', '"str"', '{"model":', '\ufeff{"model":"gpt-5"}', '{"__proto__":{"x":1}}', '{"constructor":{"prototype":{}}}') },
     { weight: 1, arbitrary: fc.string({ unit: 'grapheme', maxLength: 200 }) },
   );
@@ -483,10 +483,29 @@ export interface HttpCase {
   framing: Framing;
 }
 
+/** The public listener's routes as served, so most cases reach a handler rather than a 404. */
+const PUBLIC_ROUTES: Array<[string, string]> = [
+  ['POST', '/v1/responses'],
+  ['POST', '/backend-api/codex/responses'],
+  ['POST', '/v1/chat/completions'],
+  ['POST', '/v1/messages'],
+  ['POST', '/v1/messages/count_tokens'],
+  ['GET', '/v1/models'],
+  ['GET', '/v1/usage'],
+  ['GET', '/health/ready'],
+  ['POST', '/admin/keys'],
+  ['GET', '/admin/accounts'],
+  ['PATCH', '/admin/keys/key_0000000000000000'],
+];
+
 export function httpCaseArb(paths: readonly string[]): fc.Arbitrary<HttpCase> {
+  const target = fc.oneof(
+    { weight: 2, arbitrary: fc.constantFrom(...PUBLIC_ROUTES) },
+    { weight: 1, arbitrary: fc.tuple(methodArb, pathArb(paths)) },
+  );
   return fc
-    .tuple(methodArb, pathArb(paths), authArb, headersArb, framingArb)
-    .chain(([method, path, auth, headers, framing]) =>
+    .tuple(target, authArb, headersArb, framingArb)
+    .chain(([[method, path], auth, headers, framing]) =>
       bodyArb(path).map((body) => ({ method, path, auth, headers, framing, body })),
     );
 }
