@@ -49,6 +49,25 @@ describe('bridge sessions on one replica', () => {
     expect(gw.mock.wsConnections).toHaveLength(1);
   });
 
+  it('refuses a body nested too deeply to forward with 400, and the session stays usable', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    // JSON.parse takes any depth; JSON.stringify of the upstream frame recurses and overflows the stack
+    const depth = 100_000;
+    const deep = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}`, 'session-id': 's-deep' },
+      body: `{"model":"gpt-5","input":${'['.repeat(depth)}${']'.repeat(depth)}}`,
+    });
+    expect(deep.status).toBe(400);
+    expect((await deep.json()).error.type).toBe('invalid_request_error');
+    const good = await turn(gw, secret, { 'session-id': 's-deep' }, { input: 'after' });
+    expect(good.status).toBe(200);
+    expect(good.json().status).toBe('completed');
+    expect(gw.mock.wsConnections).toHaveLength(1);
+    expect(gw.mock.wsConnections[0]!.frames).toHaveLength(1);
+  });
+
   it('a caller leaving mid-turn does not break the next turn', async () => {
     gw = await startTestGateway();
     const { secret } = await gw.createKey();

@@ -92,9 +92,11 @@ export class BridgeSession {
   }
 
   private async runTurn(turn: BridgeTurn): Promise<void> {
-    const socket = await this.socket();
     const wantsStream = turn.body.stream === true;
     const { stream: _stream, background: _background, ...request } = turn.body;
+    // before the socket is touched: a body that cannot be sent fails its turn and nothing else
+    const frame = responseCreateFrame(request);
+    const socket = await this.socket();
     let sse: PassThrough | undefined;
 
     await new Promise<void>((resolve) => {
@@ -147,9 +149,19 @@ export class BridgeSession {
       };
       socket.on('message', onMessage);
       socket.on('close', onClose);
-      socket.send(JSON.stringify({ ...request, type: 'response.create' }));
+      socket.send(frame);
       turn.onSent();
     });
+  }
+}
+
+/** The turn's `response.create` frame; JSON.stringify recurses, so a body nested thousands deep is refused here. */
+function responseCreateFrame(request: Record<string, unknown>): string {
+  try {
+    return JSON.stringify({ ...request, type: 'response.create' });
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new GatewayError('invalid_request', 'Request body is nested too deeply to forward.', { cause: err });
   }
 }
 
