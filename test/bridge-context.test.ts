@@ -109,6 +109,17 @@ describe('signed re-auth context on the internal route', () => {
     expectNothingUpstream();
   });
 
+  it.each([['empty', ''], ['null', 'null'], ['a string', '"hello"'], ['an array', '[1,2]'], ['a number', '42']])(
+    'refuses a validly signed forward whose body is %s with 400, sending nothing upstream',
+    async (_name, text) => {
+      const body = Buffer.from(text);
+      const res = await forward(context({ body }), body);
+      expect(res.status).toBe(400);
+      expect(res.body.error.code).toBe('invalid_request');
+      expectNothingUpstream();
+    },
+  );
+
   it('refuses a replayed context', async () => {
     const header = context();
     expect((await forward(header)).status).toBe(200);

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { RESPONSES_PROVIDERS, modelOf } from '../proxy/routes.js';
+import { RESPONSES_PROVIDERS, isJsonObject, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
@@ -43,6 +43,8 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       if (!session || session.key !== context.sessionKey) {
         throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
       }
+      // the origin only bridges Responses create requests, but a signed context does not make a body one
+      if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
       requireModelAllowed(key!, modelOf(body.json));
       return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
     },

@@ -35,7 +35,7 @@ export function modelOf(json: unknown): string | undefined {
   return typeof model === 'string' ? model : undefined;
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+export function isJsonObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
@@ -60,7 +60,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   requireModelAllowed(key, modelOf(body.json));
   request.facts.provider = pool.provider;
 
-  const session = route.format === 'openai-responses' && isObject(body.json) ? sessionOf(request.headers, key.id) : null;
+  const session = route.format === 'openai-responses' && isJsonObject(body.json) ? sessionOf(request.headers, key.id) : null;
   let accountId: string | undefined;
   if (session) {
     if (pool.websocket) return bridge.serve(request, reply, { pool, session, body, forwarded: false });
