@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
+import { LIMIT_TYPES } from '../src/store/types.js';
+import { LIMIT_WINDOWS } from '../src/usage/windows.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -310,7 +312,14 @@ describe('values.schema.json', () => {
     refused((v) => (v.config.providers.openai.strategy = 'random'), '/config/providers/openai/strategy');
     refused((v) => (v.config.server.port = '8080'), '/config/server/port');
     refused((v) => (v.ipFamily = 'ipv6'), '/ipFamily');
+    refused((v) => (v.config.keys = [{ id: 'k', name: 'k', sha256: 'a'.repeat(64), limits: [{ limit_type: 'requests', limit_window: 'hourly', max_value: 1 }] }]), '/config/keys/0/limits/0/limit_window');
     refused((v) => (v.replicaCont = 2), '');
+  });
+
+  it('offers the gateway\'s limit types and windows', () => {
+    const limit = schema.properties.config.properties.keys.items.properties.limits.items.properties;
+    expect(limit.limit_type.enum).toEqual([...LIMIT_TYPES]);
+    expect(limit.limit_window.enum).toEqual([...LIMIT_WINDOWS]);
   });
 
   it('describes config.* with the gateway schema names only', () => {
