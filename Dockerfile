@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build: compile TypeScript with the dev dependencies, once; run: production dependencies only, non-root.
-# The base is pinned by tag and multi-arch index digest (linux/amd64, linux/arm64): a rebuild gets the
-# same Node. Bump both together.
-ARG NODE_IMAGE=node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0
+# The base is the current Node LTS (26, "lithium"), pinned to a full version tag so a rebuild gets the
+# same Node; pin it further with `--build-arg NODE_IMAGE=node:26.13.0-bookworm-slim@sha256:<digest>`.
+ARG NODE_IMAGE=node:26.13.0-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
