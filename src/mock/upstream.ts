@@ -11,6 +11,7 @@
  * benchmarks, so the request path is kept minimal (one body buffer, one
  * JSON.parse, a handful of writes).
  */
+import { EventEmitter } from 'node:events';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -53,8 +54,16 @@ export interface ScriptedResponse {
   headers?: Record<string, string>;
   body: string | object;
 }
+/** What happened at the mock, as it happens: tests wait on these instead of on the clock. */
+export interface MockEvents {
+  /** an HTTP request arrived (its body is still being read) */
+  request: [RecordedRequest];
+  /** an HTTP response was cut by the peer before the mock finished it */
+  abandoned: [RecordedRequest];
+}
 export interface MockUpstream {
   url: string;
+  events: EventEmitter<MockEvents>;
   requests: RecordedRequest[];
   served: ServedCall[];
   wsConnections: WsConnectionRecord[];
@@ -64,6 +73,8 @@ export interface MockUpstream {
   /** the next ws response.create is answered with a text frame that is not valid UTF-8 (a protocol error at the client) */
   breakWsNext(): void;
   rejectWsUpgrades(status: number | null): void;
+  /** bytes the mock has queued on its open WebSockets that the peer has not read yet */
+  unsentWsBytes(): number;
   reset(): void;
   close(): Promise<void>;
 }
@@ -137,6 +148,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   const requests: RecordedRequest[] = [];
   const served: ServedCall[] = [];
   const wsConnections: WsConnectionRecord[] = [];
+  const events = new EventEmitter<MockEvents>();
   let scripted: ScriptedResponse[] = [];
   let wsCloseNext: { code: number; reason: string } | null = null;
   let wsBreakNext = false;
@@ -310,6 +322,10 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   function onRequest(req: IncomingMessage, res: ServerResponse) {
     const rec: RecordedRequest = { method: req.method ?? 'GET', path: req.url ?? '', headers: req.headers, body: '', json: undefined };
     if (record) requests.push(rec); // pushed now so the list is in arrival order
+    events.emit('request', rec);
+    res.once('close', () => {
+      if (!res.writableFinished) events.emit('abandoned', rec);
+    });
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -448,6 +464,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
 
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    events,
     requests,
     served,
     wsConnections,
@@ -456,6 +473,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     closeWsNext: (code, reason) => void (wsCloseNext = { code, reason }),
     breakWsNext: () => void (wsBreakNext = true),
     rejectWsUpgrades: (status) => void (wsRejectStatus = status),
+    unsentWsBytes: () => [...wss.clients].reduce((sum, ws) => sum + ws.bufferedAmount, 0),
     reset() {
       // Truncate in place: callers may hold references to these arrays.
       requests.length = 0;
