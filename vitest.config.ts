@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     retry: 0,
+    // a poll waits on a fact, not on speed: the 1 s default fails on a loaded machine
+    expect: { poll: { timeout: 10_000 } },
   },
 });
