@@ -79,7 +79,7 @@ describe('bridge sessions on one replica', () => {
     expect((await turn(gw, secret, { 'session-id': 's-idle' }, { input: 'x' })).status).toBe(200);
     const sessionKey = sessionOf({ 'session-id': 's-idle' }, id)!.key;
     expect(await gw.store.getLease(sessionKey)).not.toBeNull();
-    await expect.poll(() => gw!.mock.wsConnections[0]!.closed, { timeout: 3_000 }).toBe(true);
+    await expect.poll(() => gw!.mock.wsConnections[0]!.closed).toBe(true);
     expect(await gw.store.getLease(sessionKey)).toBeNull();
     // the next turn opens a new session
     expect((await turn(gw, secret, { 'session-id': 's-idle' }, { input: 'y' })).status).toBe(200);
@@ -95,7 +95,7 @@ describe('bridge sessions on one replica', () => {
     expect(gw.mock.wsConnections[0]!.headers['x-codex-turn-state']).toBe('upstream-state-1');
     // ours identifies the session at the gateway only
     const ours = (await turn(gw, secret, { 'session-id': 's-ours' }, { input: 'two' })).headers.get('x-codex-turn-state')!;
-    await expect.poll(() => gw!.mock.wsConnections[1]!.closed, { timeout: 3_000 }).toBe(true); // idle: closed
+    await expect.poll(() => gw!.mock.wsConnections[1]!.closed).toBe(true); // idle: closed
     expect((await turn(gw, secret, { 'x-codex-turn-state': ours }, { input: 'three' })).status).toBe(200);
     expect(gw.mock.wsConnections).toHaveLength(3);
     expect(gw.mock.wsConnections[2]!.headers['x-codex-turn-state']).toBeUndefined();
