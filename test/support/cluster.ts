@@ -68,7 +68,8 @@ export async function startReplica(instanceId: string, options: ClusterOptions, 
   let stderr = '';
   child.stderr!.on('data', (chunk) => (stderr += chunk));
   const listening = await new Promise<{ publicUrl: string; internalUrl: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replica ${instanceId} did not start in time: ${stderr}`)), 20_000);
+    // generous: several replicas compile their sources (tsx) at once, on a machine that may be busy
+    const timer = setTimeout(() => reject(new Error(`replica ${instanceId} did not start in time: ${stderr}`)), 45_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (process.env.TEST_LOG_LEVEL) process.stdout.write(`[${instanceId}] ${line}\n`);
       try {
