@@ -56,8 +56,6 @@ export interface ScriptedResponse {
 }
 /** What happened at the mock, as it happens: tests wait on these instead of on the clock. */
 export interface MockEvents {
-  /** an HTTP request arrived (its body is still being read) */
-  request: [RecordedRequest];
   /** an HTTP response was cut by the peer before the mock finished it */
   abandoned: [RecordedRequest];
 }
@@ -322,7 +320,6 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   function onRequest(req: IncomingMessage, res: ServerResponse) {
     const rec: RecordedRequest = { method: req.method ?? 'GET', path: req.url ?? '', headers: req.headers, body: '', json: undefined };
     if (record) requests.push(rec); // pushed now so the list is in arrival order
-    events.emit('request', rec);
     res.once('close', () => {
       if (!res.writableFinished) events.emit('abandoned', rec);
     });
