@@ -2,6 +2,7 @@ import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import WebSocket from 'ws';
+import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { startMockUpstream, usageFor, type MockUpstream } from '../src/mock/upstream.js';
 
@@ -231,5 +232,20 @@ describe('mock upstream: scripting', () => {
     for (let r = await pending; !r.done; r = await reader.read()) got += dec.decode(r.value);
     expect(got).toContain('event: response.completed');
     expect(mock.served).toHaveLength(1);
+  });
+
+  it("reports a response the client cut off as 'abandoned', and never serves it", async () => {
+    const release = mock.holdStreams();
+    const abort = new AbortController();
+    const res = await fetch(mock.url + '/v1/responses', { method: 'POST', body: JSON.stringify({ model: 'gpt-5', input: 'cut', stream: true }), signal: abort.signal });
+    const abandoned = once(mock.events, 'abandoned');
+    await res.body!.getReader().read(); // the first event: the stream is open and held
+    abort.abort();
+    const [cut] = await abandoned;
+    expect(cut.json).toMatchObject({ input: 'cut' });
+    release();
+    const done = await fetch(mock.url + '/v1/responses', { method: 'POST', body: JSON.stringify({ model: 'gpt-5', input: 'whole' }) });
+    expect(done.status).toBe(200);
+    expect(mock.served).toHaveLength(1); // the whole one only
   });
 });
