@@ -142,7 +142,7 @@ export function useCluster(count: number, options: { config?: Record<string, unk
     const cluster = await startCluster(count, { redisUrl: env.redis.url, mock: env.mock, config: options.config });
     env.replicas = cluster.replicas;
     stop = cluster.stop;
-  }, 60_000);
+  }, 120_000);
   afterAll(async () => {
     await stop?.();
     await env.store?.close();
