@@ -348,6 +348,68 @@ describe.each(stores)('%s store contract', (kind, create) => {
     });
   });
 
+  it('account quota: the last report per account, beside cooldown and disabled', async () => {
+    const quota = { primary: { usedPercent: 42.5, windowMinutes: 300, resetsAt: now + 60_000 }, secondary: { usedPercent: 7, windowMinutes: null, resetsAt: null }, observedAt: now };
+    await store.setAccountQuota('a', quota);
+    await store.setAccountCooldown('a', now + 1);
+    await store.setAccountQuota('a', { ...quota, primary: { ...quota.primary, usedPercent: 50 } });
+    expect((await store.getAccountStates(['a'])).get('a')).toEqual({ cooldownUntil: now + 1, quota: { ...quota, primary: { ...quota.primary, usedPercent: 50 } } });
+  });
+
+  describe('ChatGPT logins', () => {
+    const login = (id: string, lastRefresh: number, sealed = `sealed-${lastRefresh}`) => ({
+      id,
+      label: null,
+      sealed,
+      chatgptAccountId: `acct-${id}`,
+      planType: 'plus',
+      email: null,
+      expiresAt: lastRefresh + 10 * 86_400_000,
+      lastRefresh,
+      origin: 'admin' as const,
+    });
+    const update = (lastRefresh: number) => ({ sealed: `sealed-${lastRefresh}`, chatgptAccountId: 'acct-a', planType: 'pro', email: 'a@example.com', expiresAt: lastRefresh + 1, lastRefresh });
+
+    it('an import is stored as the next generation unless the stored login is newer', async () => {
+      expect(await store.getCredential('a')).toBeNull();
+      expect(await store.importCredential(login('a', now))).toEqual({ ...login('a', now), generation: 1 });
+      // the file it came from (or an older one) never replaces it
+      expect(await store.importCredential(login('a', now, 'other'))).toBeNull();
+      expect(await store.importCredential(login('a', now - 1))).toBeNull();
+      expect(await store.importCredential(login('a', now + 1))).toMatchObject({ generation: 2, sealed: `sealed-${now + 1}` });
+      await store.importCredential(login('b', now));
+      expect((await store.listCredentials()).map((c) => [c.id, c.generation]).sort()).toEqual([['a', 2], ['b', 1]]);
+    });
+
+    it('one refresher per account at a time, fenced by the generation it started from', async () => {
+      await store.importCredential(login('a', now));
+      // a stale view of the login cannot take the lock
+      expect(await store.claimCredentialRefresh('a', 0, 60_000)).toBe(false);
+      const claims = await Promise.all(Array.from({ length: 6 }, () => store.claimCredentialRefresh('a', 1, 60_000)));
+      expect(claims.filter(Boolean)).toHaveLength(1);
+      expect(await store.claimCredentialRefresh('b', 1, 60_000)).toBe(false); // no login: nothing to refresh
+
+      expect(await store.commitCredentialRefresh('a', 1, update(now + 5))).toMatchObject({ generation: 2, planType: 'pro', sealed: `sealed-${now + 5}`, label: null, origin: 'admin' });
+      expect(await store.getCredential('a')).toMatchObject({ generation: 2, lastRefresh: now + 5 });
+      // the lock went with the commit; a late refresher of generation 1 is fenced out
+      expect(await store.commitCredentialRefresh('a', 1, update(now + 6))).toBeNull();
+      expect(await store.markCredentialReauth('a', 1, 'refresh_token_reused')).toBe(false);
+      expect(await store.claimCredentialRefresh('a', 2, 60_000)).toBe(true);
+    });
+
+    it('a permanent failure marks the account until a newer import; a backoff keeps the lock', async () => {
+      await store.importCredential(login('a', now));
+      expect(await store.claimCredentialRefresh('a', 1, 60_000)).toBe(true);
+      await store.backOffCredentialRefresh('a', 1, 150);
+      await expect.poll(() => store.claimCredentialRefresh('a', 1, 60_000)).toBe(true);
+      expect(await store.markCredentialReauth('a', 1, 'refresh_token_reused')).toBe(true);
+      expect((await store.getAccountStates(['a'])).get('a')).toEqual({ reauthRequired: 'refresh_token_reused' });
+      // a marked login is replaced by any import, even of the same file
+      expect(await store.importCredential(login('a', now))).toMatchObject({ generation: 2 });
+      expect((await store.getAccountStates(['a'])).get('a')?.reauthRequired).toBeUndefined();
+    });
+  });
+
   it('replicas: heartbeat registers and refreshes, list and remove', async () => {
     expect(await store.listReplicas()).toEqual([]);
     await store.heartbeat({ instanceId: 'r1', advertiseUrl: 'http://10.0.0.1:9090' }, now);

@@ -9,8 +9,11 @@ import {
   type KeyRecord,
   type Lease,
   type Limit,
+  type CredentialUpdate,
   type ProbeRecord,
   type ProbeVerdict,
+  type QuotaSnapshot,
+  type StoredCredential,
   type ReplicaInfo,
   type Store,
   type UsageBatch,
@@ -57,6 +60,9 @@ export class MemoryStore implements Store {
   private readonly replicas = new Map<string, ReplicaInfo>();
   private readonly leases = new Map<string, HeldLease>();
   private readonly probes = new Map<string, { record: ProbeRecord; expiresAt: number }>();
+  private readonly credentials = new Map<string, StoredCredential>();
+  /** account id → refresh lock: the fence that holds it */
+  private readonly refreshLocks = new Map<string, { fence: number; expiresAt: number }>();
   /** nonce → expiresAt */
   private readonly nonces = new Map<string, number>();
   /** Shared by all sessions: epochs only ever grow, which is all fencing needs. */
@@ -161,6 +167,60 @@ export class MemoryStore implements Store {
     this.probes.set(accountId, { record: verdict, expiresAt: Date.now() + ttlMs });
   }
 
+  async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
+    this.accounts.set(accountId, { ...this.accounts.get(accountId), quota: structuredClone(quota) });
+  }
+
+  async importCredential(record: Omit<StoredCredential, 'generation'>): Promise<StoredCredential | null> {
+    const stored = this.credentials.get(record.id);
+    const state = this.accounts.get(record.id);
+    if (stored && !state?.reauthRequired && stored.lastRefresh >= record.lastRefresh) return null;
+    const next = { ...record, generation: (stored?.generation ?? 0) + 1 };
+    this.credentials.set(record.id, next);
+    if (state) delete state.reauthRequired;
+    return { ...next };
+  }
+
+  async getCredential(accountId: string): Promise<StoredCredential | null> {
+    const stored = this.credentials.get(accountId);
+    return stored ? { ...stored } : null;
+  }
+
+  async listCredentials(): Promise<StoredCredential[]> {
+    return [...this.credentials.values()].map((c) => ({ ...c }));
+  }
+
+  async claimCredentialRefresh(accountId: string, fence: number, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const lock = this.refreshLocks.get(accountId);
+    if ((lock && lock.expiresAt > now) || this.credentials.get(accountId)?.generation !== fence) return false;
+    this.refreshLocks.set(accountId, { fence, expiresAt: now + ttlMs });
+    return true;
+  }
+
+  async commitCredentialRefresh(accountId: string, fence: number, update: CredentialUpdate): Promise<StoredCredential | null> {
+    const stored = this.credentials.get(accountId);
+    if (stored?.generation !== fence) return null;
+    const next = { ...stored, ...update, generation: fence + 1 };
+    this.credentials.set(accountId, next);
+    const state = this.accounts.get(accountId);
+    if (state) delete state.reauthRequired;
+    this.releaseRefreshLock(accountId, fence);
+    return { ...next };
+  }
+
+  async markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean> {
+    if (this.credentials.get(accountId)?.generation !== fence) return false;
+    this.accounts.set(accountId, { ...this.accounts.get(accountId), reauthRequired: reason });
+    this.releaseRefreshLock(accountId, fence);
+    return true;
+  }
+
+  async backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void> {
+    const lock = this.refreshLocks.get(accountId);
+    if (lock?.fence === fence) lock.expiresAt = Date.now() + ms;
+  }
+
   async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {
     this.replicas.set(replica.instanceId, { instanceId: replica.instanceId, advertiseUrl: replica.advertiseUrl, lastSeen: now });
   }
@@ -219,6 +279,10 @@ export class MemoryStore implements Store {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
+
+  private releaseRefreshLock(accountId: string, fence: number): void {
+    if (this.refreshLocks.get(accountId)?.fence === fence) this.refreshLocks.delete(accountId);
+  }
 
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);

@@ -5,14 +5,17 @@ import { emptyCounters } from './counters.js';
 import type {
   AccountState,
   Admission,
+  CredentialUpdate,
   AdmissionTicket,
   KeyRecord,
   Lease,
   Limit,
   ProbeRecord,
   ProbeVerdict,
+  QuotaSnapshot,
   ReplicaInfo,
   Store,
+  StoredCredential,
   UsageBatch,
   UsageCounters,
   UsageSnapshot,
@@ -59,8 +62,11 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
  *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
  *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
- *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
+ *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled, reauthRequired, quota (QuotaSnapshot JSON)
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
+ *   tg:{acct}cred:<accountId>     hash: record (StoredCredential JSON without generation), generation
+ *   tg:{acct}credlock:<accountId> refresh lock: the fence (generation) of its holder, PX ttl
+ *   tg:{acct}creds                set of account ids with a stored credential
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
  *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
@@ -183,6 +189,50 @@ const SCRIPTS = {
     if current then return current end
     redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
     return false`,
+  /*
+   * Stores an imported login unless the stored one is newer and fine (see Store.importCredential).
+   * KEYS: credential hash, credential id set, account hash. ARGV: record JSON, its lastRefresh, id.
+   * Returns the new generation, or 0 when refused.
+   */
+  tgImportCredential: `
+    local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+    if generation > 0 and redis.call('HEXISTS', KEYS[3], 'reauthRequired') == 0
+      and cjson.decode(redis.call('HGET', KEYS[1], 'record')).lastRefresh >= tonumber(ARGV[2]) then
+      return 0
+    end
+    redis.call('HSET', KEYS[1], 'record', ARGV[1], 'generation', generation + 1)
+    redis.call('SADD', KEYS[2], ARGV[3])
+    redis.call('HDEL', KEYS[3], 'reauthRequired')
+    return generation + 1`,
+  /*
+   * Takes a refresh lock if the credential is at the fence and nobody holds the lock.
+   * KEYS: credential hash, lock. ARGV: fence, ttl ms. Returns 1 when taken.
+   */
+  tgClaimRefresh: `
+    if tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') ~= tonumber(ARGV[1]) then return 0 end
+    if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+    return 0`,
+  /*
+   * Ends a refresh held at a fence, if the credential is still at it: a result (ARGV[2] the new
+   * record JSON, ARGV[3] '') becomes the next generation and clears reauthRequired; a permanent
+   * failure (ARGV[2] '', ARGV[3] the reason) sets reauthRequired. The lock is released either way.
+   * KEYS: credential hash, lock, account hash. Returns 1, or 0 when fenced out.
+   */
+  tgEndRefresh: `
+    local fence = tonumber(ARGV[1])
+    if tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') ~= fence then return 0 end
+    if ARGV[3] == '' then
+      redis.call('HSET', KEYS[1], 'record', ARGV[2], 'generation', fence + 1)
+      redis.call('HDEL', KEYS[3], 'reauthRequired')
+    else
+      redis.call('HSET', KEYS[3], 'reauthRequired', ARGV[3])
+    end
+    if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+    return 1`,
+  /* Keeps a refresh lock held by the fence for ARGV[2] ms more. KEYS: lock. ARGV: fence, ms. */
+  tgBackOffRefresh: `
+    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    return 1`,
   tgHeldLease: `
     local current = redis.call('GET', KEYS[1])
     if not current then return 0 end
@@ -488,6 +538,8 @@ export class RedisStore implements Store {
         const state: AccountState = {};
         if (hash.cooldownUntil !== undefined) state.cooldownUntil = Number(hash.cooldownUntil);
         if (hash.disabled !== undefined) state.disabled = hash.disabled === '1';
+        if (hash.reauthRequired !== undefined) state.reauthRequired = hash.reauthRequired;
+        if (hash.quota !== undefined) state.quota = JSON.parse(hash.quota) as QuotaSnapshot;
         states.set(id, state);
       });
       return states;
@@ -511,6 +563,56 @@ export class RedisStore implements Store {
 
   async setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void> {
     await this.run(() => this.client.set(this.probeKey(accountId), verdict, 'PX', ttlMs));
+  }
+
+  async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
+    await this.run(() => this.client.hset(this.accountKey(accountId), 'quota', JSON.stringify(quota)));
+  }
+
+  // --- ChatGPT logins ---------------------------------------------------------
+
+  async importCredential(record: Omit<StoredCredential, 'generation'>): Promise<StoredCredential | null> {
+    return this.run(async () => {
+      const keys = [this.credentialKey(record.id), this.credentialIdsKey(), this.accountKey(record.id)];
+      const generation = Number(await this.script('tgImportCredential', keys, [JSON.stringify(record), record.lastRefresh, record.id]));
+      return generation > 0 ? { ...record, generation } : null;
+    });
+  }
+
+  async getCredential(accountId: string): Promise<StoredCredential | null> {
+    return this.run(async () => credentialFrom(await this.client.hgetall(this.credentialKey(accountId))));
+  }
+
+  async listCredentials(): Promise<StoredCredential[]> {
+    return this.run(async () => {
+      const ids = await this.client.smembers(this.credentialIdsKey());
+      if (ids.length === 0) return [];
+      const batch = this.client.pipeline();
+      for (const id of ids) batch.hgetall(this.credentialKey(id));
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      return hashes.map(credentialFrom).filter((c): c is StoredCredential => c !== null);
+    });
+  }
+
+  async claimCredentialRefresh(accountId: string, fence: number, ttlMs: number): Promise<boolean> {
+    return this.run(async () => (await this.script('tgClaimRefresh', [this.credentialKey(accountId), this.refreshLockKey(accountId)], [fence, ttlMs])) === 1);
+  }
+
+  async commitCredentialRefresh(accountId: string, fence: number, update: CredentialUpdate): Promise<StoredCredential | null> {
+    return this.run(async () => {
+      const stored = await this.getCredential(accountId);
+      if (stored?.generation !== fence) return null;
+      const { generation: _generation, ...record } = { ...stored, ...update };
+      return (await this.endRefresh(accountId, fence, JSON.stringify(record), '')) ? { ...record, generation: fence + 1 } : null;
+    });
+  }
+
+  async markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean> {
+    return this.run(() => this.endRefresh(accountId, fence, '', reason));
+  }
+
+  async backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void> {
+    await this.run(() => this.script('tgBackOffRefresh', [this.refreshLockKey(accountId)], [fence, ms]));
   }
 
   // --- replicas ---------------------------------------------------------------
@@ -627,6 +729,11 @@ export class RedisStore implements Store {
     return (await this.script('tgGrantLease', this.leaseKeys(sessionKey), args)) as [number, string?];
   }
 
+  private async endRefresh(accountId: string, fence: number, record: string, reason: string): Promise<boolean> {
+    const keys = [this.credentialKey(accountId), this.refreshLockKey(accountId), this.accountKey(accountId)];
+    return (await this.script('tgEndRefresh', keys, [fence, record, reason])) === 1;
+  }
+
   /** [top, bits] of a writer's admissions of one key (see ADMISSION_RING). */
   private admissionKeys(keyId: string, writer: string): [string, string] {
     const base = `${this.usageBase(keyId)}:a:${writer}`;
@@ -669,6 +776,19 @@ export class RedisStore implements Store {
     return `${this.prefix}{acct}probe:${accountId}`;
   }
 
+  /** Credential, lock and id set beside the account's hash in the `{acct}` slot: one slot per script. */
+  private credentialKey(accountId: string): string {
+    return `${this.prefix}{acct}cred:${accountId}`;
+  }
+
+  private refreshLockKey(accountId: string): string {
+    return `${this.prefix}{acct}credlock:${accountId}`;
+  }
+
+  private credentialIdsKey(): string {
+    return `${this.prefix}{acct}creds`;
+  }
+
   private replicaKey(instanceId: string): string {
     return `${this.prefix}{replicas}:r:${instanceId}`;
   }
@@ -682,6 +802,11 @@ export class RedisStore implements Store {
     const base = `${this.prefix}{s:${sessionKey}}`;
     return [`${base}:lease`, `${base}:epoch`];
   }
+}
+
+function credentialFrom(hash: Record<string, string>): StoredCredential | null {
+  if (hash.record === undefined) return null;
+  return { ...(JSON.parse(hash.record) as Omit<StoredCredential, 'generation'>), generation: Number(hash.generation) };
 }
 
 function replicaFrom(instanceId: string, hash: Record<string, string>): ReplicaInfo | null {

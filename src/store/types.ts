@@ -89,7 +89,51 @@ export interface AccountState {
   /** ms since epoch; absent or past = not cooling down */
   cooldownUntil?: number;
   disabled?: boolean;
+  /** why the account's OAuth login can no longer be refreshed (e.g. `refresh_token_reused`); cleared by a new import */
+  reauthRequired?: string;
+  /** the upstream's last report of the account's rate-limit windows */
+  quota?: QuotaSnapshot;
 }
+
+/** One rate-limit window of a ChatGPT account as its backend reports it. */
+export interface QuotaWindow {
+  usedPercent: number;
+  windowMinutes: number | null;
+  /** ms since epoch */
+  resetsAt: number | null;
+}
+
+export interface QuotaSnapshot {
+  primary?: QuotaWindow;
+  secondary?: QuotaWindow;
+  /** ms since epoch */
+  observedAt: number;
+}
+
+/**
+ * A ChatGPT account's OAuth login as stored: its tokens sealed by the gateway (the store never
+ * sees them in clear), the facts read from them in clear. `generation` grows with every write and
+ * is the fencing token of refreshes.
+ */
+export interface StoredCredential {
+  /** the gateway's account id */
+  id: string;
+  label: string | null;
+  sealed: string;
+  generation: number;
+  chatgptAccountId: string;
+  planType: string | null;
+  email: string | null;
+  /** the access token's expiry, ms since epoch */
+  expiresAt: number;
+  /** ms since epoch */
+  lastRefresh: number;
+  /** `config` logins come from an `authFile`; `admin` ones from `POST /admin/accounts` */
+  origin: 'config' | 'admin';
+}
+
+/** What a refresh changes in a stored credential. */
+export type CredentialUpdate = Pick<StoredCredential, 'sealed' | 'chatgptAccountId' | 'planType' | 'email' | 'expiresAt' | 'lastRefresh'>;
 
 /** What a probe of an upstream account alone (no client input) found. */
 export type ProbeVerdict = 'ok' | 'refused' | 'inconclusive';
@@ -154,6 +198,32 @@ export interface Store {
   claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null>;
   /** Records a probe's verdict for `ttlMs`, for other requests and replicas to reuse. */
   setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void>;
+  /** Replaces the account's last quota report. */
+  setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void>;
+
+  /**
+   * Stores an imported login (next generation) unless the stored one is newer: imported when
+   * there is none, when it needs re-authentication, or when `lastRefresh` is later than the
+   * stored one's (a refreshed login is never replaced by the older file it came from). Clears
+   * `reauthRequired`. The stored record, or null when refused.
+   */
+  importCredential(record: Omit<StoredCredential, 'generation'>): Promise<StoredCredential | null>;
+  getCredential(accountId: string): Promise<StoredCredential | null>;
+  listCredentials(): Promise<StoredCredential[]>;
+  /**
+   * Takes the account's refresh lock for `ttlMs` with the credential's generation `fence` as
+   * fencing token; false when the lock is held or the credential is no longer at `fence`.
+   */
+  claimCredentialRefresh(accountId: string, fence: number, ttlMs: number): Promise<boolean>;
+  /**
+   * Stores a refresh's result if the credential is still at generation `fence` (then the next
+   * generation, `reauthRequired` cleared, lock released); null when fenced out.
+   */
+  commitCredentialRefresh(accountId: string, fence: number, update: CredentialUpdate): Promise<StoredCredential | null>;
+  /** Marks the account `reauthRequired` with `reason` if its login is still at generation `fence` (lock released). */
+  markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean>;
+  /** A transient refresh failure: keeps the lock held by `fence` for `ms` more, so nobody retries before. */
+  backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void>;
 
   /** Heartbeat: records this replica as alive now. */
   heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void>;
