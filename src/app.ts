@@ -14,6 +14,7 @@ import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
+import { prepareLogins } from './upstream/chatgpt/import.js';
 import { registerUsageRoute } from './usage/routes.js';
 
 export interface App {
@@ -80,6 +81,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
   const gateway = new Gateway(config, store, logger);
+  await prepareLogins(config, store, gateway.vault).catch(async (err) => {
+    await gateway.close();
+    throw err;
+  });
   const identity: ReplicaIdentity = {
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens

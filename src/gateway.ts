@@ -7,6 +7,8 @@ import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
 import { SecretScrubber } from './proxy/scrubber.js';
 import type { Store } from './store/types.js';
+import { ChatgptLogins } from './upstream/chatgpt/logins.js';
+import { TokenVault, parseEncryptionKey } from './upstream/chatgpt/vault.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { UsageRecorder } from './usage/recorder.js';
@@ -25,6 +27,8 @@ export class Gateway {
   readonly usage: UsageRecorder;
   /** every account's secret, whichever account served: one upstream may echo another's key */
   readonly scrubber: SecretScrubber;
+  /** seals ChatGPT logins; null without TOLLGATE_ENCRYPTION_KEY */
+  readonly vault: TokenVault | null;
   draining = false;
 
   constructor(readonly config: Config, readonly store: Store, readonly log: Logger) {
@@ -36,11 +40,36 @@ export class Gateway {
     }
     this.scrubber = new SecretScrubber([...this.pools.values()].flatMap((pool) => pool.accounts.map((account) => account.secret)));
     this.agent = buildAgent(config.upstream);
-    this.upstream = new UpstreamClient(this.agent, store, config.upstream, {
-      onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),
-      onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
-      onProbe: (provider, account, outcome) => this.metrics.accountProbes.inc({ provider, account, outcome }),
-    });
+    const { key, previousKey } = config.encryption;
+    this.vault = key ? new TokenVault(parseEncryptionKey(key, 'key'), previousKey ? parseEncryptionKey(previousKey, 'previousKey') : undefined) : null;
+    const oauth = config.providers.chatgpt?.oauth;
+    const logins = oauth
+      ? new ChatgptLogins(this.agent, store, this.vault, oauth, {
+          onRefresh: (account, outcome, reason) => {
+            this.metrics.loginRefreshes.inc({ provider: 'chatgpt', account, outcome });
+            if (outcome === 'reauth_required') log.error({ account, reason }, 'ChatGPT login needs re-authentication: import a fresh auth.json');
+            else if (outcome === 'failed') log.warn({ account, reason }, 'ChatGPT login refresh failed; backing off');
+            else log.info({ account }, 'ChatGPT login refreshed');
+          },
+        })
+      : undefined;
+    this.upstream = new UpstreamClient(
+      this.agent,
+      store,
+      config.upstream,
+      {
+        onUpstreamError: (provider, account, kind) => this.metrics.upstreamErrors.inc({ provider, account, kind }),
+        onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
+        onProbe: (provider, account, outcome) => this.metrics.accountProbes.inc({ provider, account, outcome }),
+        onQuota: (provider, account, quota) => {
+          for (const window of ['primary', 'secondary'] as const) {
+            const reported = quota[window];
+            if (reported) this.metrics.quotaUsed.set({ provider, account, window }, reported.usedPercent);
+          }
+        },
+      },
+      logins,
+    );
     this.usage = new UsageRecorder(store, {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
       onDrop: () => this.metrics.usageDropped.inc(),

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isReservedHeader } from '../proxy/headers.js';
 import { LIMIT_TYPES } from '../store/types.js';
+import { BadEncryptionKey, parseEncryptionKey } from '../upstream/chatgpt/vault.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
 /** Defaults in one place, named so the README and the code agree. */
@@ -27,12 +28,24 @@ export const DEFAULTS = {
   contextTtlSec: 30,
   sessionIdleMs: 300_000,
   keyCacheTtlMs: 1_000,
+  /** ChatGPT logins: OpenAI's auth server and the public client id Codex CLI logs in with */
+  oauthIssuer: 'https://auth.openai.com',
+  oauthClientId: 'app_EMoamEEZ73f0CkXaXp7hrann',
+  /** refresh an access token this long before its expiry */
+  refreshMarginMs: 5 * 60_000,
+  /** and at the latest this long after the last refresh, as Codex CLI does */
+  refreshEveryMs: 8 * 24 * 3_600_000,
+  /** one replica refreshes an account at a time: its lock lasts this long (longer than the token call) */
+  refreshLockMs: 30_000,
+  refreshTimeoutMs: 10_000,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
-export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first'] as const;
+export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first', 'quota_headroom'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
+/** When a provider's config names none: ChatGPT accounts report their quota, the others do not. */
+export const DEFAULT_STRATEGY: Record<ProviderName, Strategy> = { openai: 'round_robin', anthropic: 'round_robin', chatgpt: 'quota_headroom' };
 
 /** A positive whole number with its default (ports, timeouts, sizes). */
 const positiveInt = (fallback: number) => z.number().int().positive().default(fallback);
@@ -55,6 +68,8 @@ const accountSchema = z
     apiKey: z.string().min(1).optional(),
     /** a mounted secret file holding the credential */
     apiKeyFile: z.string().min(1).optional(),
+    /** ChatGPT accounts: a Codex CLI auth.json, imported into the store at start (then refreshed there) */
+    authFile: z.string().min(1).optional(),
     /** ChatGPT accounts: the `ChatGPT-Account-Id` header */
     accountId: z.string().min(1).optional(),
     /** OpenAI accounts: sent as `OpenAI-Organization` / `OpenAI-Project` */
@@ -74,20 +89,45 @@ const accountSchema = z
     baseUrl: z.url().optional(),
   })
   .strict()
-  .refine((a) => Boolean(a.apiKey) !== Boolean(a.apiKeyFile), {
-    message: 'exactly one of apiKey or apiKeyFile is required',
+  .refine((a) => [a.apiKey, a.apiKeyFile, a.authFile].filter(Boolean).length === 1, {
+    message: 'exactly one of apiKey, apiKeyFile or authFile is required',
     path: ['apiKey'],
   });
 
 const providerSchema = z
   .object({
     baseUrl: z.url(),
-    strategy: z.enum(STRATEGIES).default('round_robin'),
+    /** DEFAULT_STRATEGY of the provider when absent */
+    strategy: z.enum(STRATEGIES).optional(),
     /** whether the upstream accepts the Responses API over WebSocket */
     websocket: z.boolean().default(true),
     accounts: z.array(accountSchema).min(1),
   })
   .strict();
+
+const chatgptProviderSchema = providerSchema
+  .extend({
+    /** where and how logins are refreshed: `{issuer}/oauth/token` */
+    oauth: section({
+      issuer: z.url().default(DEFAULTS.oauthIssuer),
+      clientId: z.string().min(1).default(DEFAULTS.oauthClientId),
+      refreshMarginMs: positiveInt(DEFAULTS.refreshMarginMs),
+      refreshEveryMs: positiveInt(DEFAULTS.refreshEveryMs),
+      refreshLockMs: positiveInt(DEFAULTS.refreshLockMs),
+      refreshTimeoutMs: positiveInt(DEFAULTS.refreshTimeoutMs),
+    }).refine((o) => o.refreshTimeoutMs < o.refreshLockMs, { message: 'refreshTimeoutMs must be below refreshLockMs', path: ['refreshTimeoutMs'] }),
+  })
+  .strict();
+
+/** 32 bytes as hex or base64; checked at start so a typo is not found at the first import. */
+const encryptionKey = z.string().superRefine((text, ctx) => {
+  try {
+    parseEncryptionKey(text, 'key');
+  } catch (err) {
+    if (!(err instanceof BadEncryptionKey)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message.replace(/^key: /, '') });
+  }
+});
 
 /** `organization` and `project` are OpenAI API concepts: elsewhere they would be silently ignored. */
 const openaiOnly = (provider: z.infer<typeof providerSchema> | undefined, ctx: z.RefinementCtx, name: string) =>
@@ -164,23 +204,38 @@ export const configSchema = z
       .object({
         openai: providerSchema.optional(),
         anthropic: providerSchema.optional(),
-        chatgpt: providerSchema.optional(),
+        chatgpt: chatgptProviderSchema.optional(),
       })
       .strict()
       .refine((p) => Object.values(p).some(Boolean), { message: 'at least one provider is required' })
       .superRefine((p, ctx) => {
         openaiOnly(p.anthropic, ctx, 'anthropic');
         openaiOnly(p.chatgpt, ctx, 'chatgpt');
+        for (const name of ['openai', 'anthropic'] as const) {
+          p[name]?.accounts.forEach((account, i) => {
+            if (account.authFile) ctx.addIssue({ code: 'custom', message: 'only ChatGPT accounts log in with a Codex auth.json', path: [name, 'accounts', i, 'authFile'] });
+          });
+        }
       }),
+    /** seals ChatGPT logins in the store (AES-256-GCM); `previousKey` still opens them while rotating */
+    encryption: section({
+      key: encryptionKey.optional(),
+      previousKey: encryptionKey.optional(),
+    }),
     keys: z.array(staticKeySchema).default([]),
   })
   .strict()
   .refine((c) => !c.redis.url || c.internalSecret, {
     message: 'required when REDIS_URL is set (TOLLGATE_INTERNAL_SECRET)',
     path: ['internalSecret'],
+  })
+  .refine((c) => c.encryption.key || !c.providers.chatgpt?.accounts.some((a) => a.authFile), {
+    message: 'required when a ChatGPT account logs in with an authFile (TOLLGATE_ENCRYPTION_KEY: 32 bytes, e.g. openssl rand -base64 32)',
+    path: ['encryption', 'key'],
   });
 
 export type Config = z.infer<typeof configSchema>;
-export type ProviderConfig = z.infer<typeof providerSchema>;
+export type ProviderConfig = z.infer<typeof providerSchema> & Partial<Pick<z.infer<typeof chatgptProviderSchema>, 'oauth'>>;
+export type OAuthConfig = z.infer<typeof chatgptProviderSchema>['oauth'];
 export type AccountConfig = z.infer<typeof accountSchema>;
 export type StaticKeyConfig = z.infer<typeof staticKeySchema>;
