@@ -38,6 +38,8 @@ export type HoldMode = 'spent' | 'unspent';
 export interface OAuthMock {
   events: EventEmitter<OAuthEvents>;
   refreshes: RefreshCall[];
+  /** every token the mock issued (access, id, refresh), for tests that check none leaks */
+  issued: string[];
   /** a Codex auth.json for a new login; its access token expires after `expiresInSec` (negative: already expired) */
   login(account: Partial<MockLogin> & { chatgptAccountId: string }, expiresInSec?: number, lastRefresh?: Date): Record<string, unknown>;
   /** holds every refresh until the returned release is called */
@@ -59,6 +61,7 @@ const jwt = (claims: object) => `${b64({ alg: 'none', typ: 'JWT' })}.${b64(claim
 export function createOAuthMock(): OAuthMock {
   const events = new EventEmitter<OAuthEvents>();
   const refreshes: RefreshCall[] = [];
+  const issued: string[] = [];
   /** refresh token → its login and whether it was used */
   const refreshTokens = new Map<string, { login: MockLogin; spent: boolean }>();
   /** access token → its login and expiry (s) */
@@ -74,6 +77,7 @@ export function createOAuthMock(): OAuthMock {
     const idToken = jwt({ iat: now, exp, email: login.email, [AUTH_CLAIM]: auth });
     const refreshToken = `rt_${randomBytes(16).toString('hex')}`;
     accessTokens.set(accessToken, { login, exp });
+    issued.push(accessToken, idToken, refreshToken);
     refreshTokens.set(refreshToken, { login, spent: false });
     return { id_token: idToken, access_token: accessToken, refresh_token: refreshToken };
   };
@@ -83,6 +87,7 @@ export function createOAuthMock(): OAuthMock {
   return {
     events,
     refreshes,
+    issued,
     login(account, expiresInSec = 10 * DAY_SEC, lastRefresh = new Date(Date.now() - DAY_SEC * 1000)) {
       const login = { planType: 'plus', email: `${account.chatgptAccountId}@example.com`, ...account };
       const tokens = issue(login, expiresInSec);
