@@ -7,6 +7,8 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from '../src/cli.js';
 import { buildConfig } from '../src/config/load.js';
+import { MemoryStore } from '../src/store/memory.js';
+import { TokenVault, parseEncryptionKey } from '../src/upstream/chatgpt/vault.js';
 import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
 import { OPENAI_BODY, call, metricValue } from './support/http.js';
@@ -38,12 +40,13 @@ function authFile(chatgptAccountId: string, expiresInSec = 10 * DAY_SEC) {
 }
 
 /** A gateway with ChatGPT accounts logging in from these auth files (and its log lines kept). */
-async function start(files: Record<string, string>, extra: Record<string, unknown> = {}) {
+async function start(files: Record<string, string>, extra: Record<string, unknown> = {}, options: { env?: Record<string, string>; store?: MemoryStore } = {}) {
   logs = [];
   const sink = new Writable({ write: (chunk, _enc, done) => (logs.push(String(chunk)), done()) });
   gw = await startTestGateway({
     mock,
-    env: { TOLLGATE_ENCRYPTION_KEY: ENCRYPTION_KEY },
+    store: options.store,
+    env: options.env ?? { TOLLGATE_ENCRYPTION_KEY: ENCRYPTION_KEY },
     logger: pino({ level: 'info' }, sink),
     config: (mockUrl) => ({
       adminToken: ADMIN_TOKEN,
@@ -197,6 +200,36 @@ describe('ChatGPT accounts', () => {
     expect(Math.abs(Date.parse(accounts['cg-2'].cooldown_until) - (Date.now() + 600_000))).toBeLessThan(60_000);
     expect((await codex(key.secret)).status).toBe(200);
     expect(served().at(-1)!.headers['chatgpt-account-id']).toBe('acct-1');
+  });
+});
+
+describe('encryption key rotation', () => {
+  it('a replica started with a new key and the old one as previous seals every login again; the old key alone then opens nothing', async () => {
+    const store = new MemoryStore();
+    const file = authFile('acct-1');
+    await start({ 'cg-1': file.path }, {}, { store });
+    await gw!.close();
+    gw = undefined;
+    const newKey = randomBytes(32).toString('hex');
+    const { key } = await start({ 'cg-1': file.path }, {}, { store, env: { TOLLGATE_ENCRYPTION_KEY: newKey, TOLLGATE_ENCRYPTION_KEY_PREVIOUS: ENCRYPTION_KEY } });
+    const sealed = (await store.getCredential('cg-1'))!.sealed;
+    expect(new TokenVault(parseEncryptionKey(newKey, 'k')).open('cg-1', sealed).accessToken).toBe(file.content.tokens.access_token);
+    expect(() => new TokenVault(parseEncryptionKey(ENCRYPTION_KEY, 'k')).open('cg-1', sealed)).toThrow();
+    expect((await codex(key.secret)).status).toBe(200);
+  });
+
+  it('a replica without the key refuses to start while the store holds logins', async () => {
+    const store = new MemoryStore();
+    await start({ 'cg-1': authFile('acct-1').path }, {}, { store });
+    await gw!.close();
+    gw = undefined;
+    await expect(
+      startTestGateway({
+        mock,
+        store,
+        config: (mockUrl) => ({ providers: { chatgpt: { baseUrl: `${mockUrl}/backend-api/codex`, accounts: [{ id: 'cg-static', apiKey: 'static-chatgpt-token' }] } } }),
+      }),
+    ).rejects.toThrow('TOLLGATE_ENCRYPTION_KEY is required: the store holds ChatGPT logins (cg-1)');
   });
 });
 
