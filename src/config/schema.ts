@@ -44,8 +44,6 @@ export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first', 'quota_headroom'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
-/** When a provider's config names none: ChatGPT accounts report their quota, the others do not. */
-export const DEFAULT_STRATEGY: Record<ProviderName, Strategy> = { openai: 'round_robin', anthropic: 'round_robin', chatgpt: 'quota_headroom' };
 
 /** A positive whole number with its default (ports, timeouts, sizes). */
 const positiveInt = (fallback: number) => z.number().int().positive().default(fallback);
@@ -97,8 +95,7 @@ const accountSchema = z
 const providerSchema = z
   .object({
     baseUrl: z.url(),
-    /** DEFAULT_STRATEGY of the provider when absent */
-    strategy: z.enum(STRATEGIES).optional(),
+    strategy: z.enum(STRATEGIES).default('round_robin'),
     /** whether the upstream accepts the Responses API over WebSocket */
     websocket: z.boolean().default(true),
     accounts: z.array(accountSchema).min(1),
@@ -107,6 +104,8 @@ const providerSchema = z
 
 const chatgptProviderSchema = providerSchema
   .extend({
+    /** ChatGPT accounts report their quota: routed by it unless told otherwise */
+    strategy: z.enum(STRATEGIES).default('quota_headroom'),
     /** where and how logins are refreshed: `{issuer}/oauth/token` */
     oauth: section({
       issuer: z.url().default(DEFAULTS.oauthIssuer),

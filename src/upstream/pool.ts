@@ -1,4 +1,4 @@
-import { DEFAULT_STRATEGY, type ProviderConfig, type ProviderName, type Strategy } from '../config/schema.js';
+import type { ProviderConfig, ProviderName, Strategy } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Store, StoredCredential } from '../store/types.js';
 import { accountsOf, pickAccount, unavailability, type Account, type Candidate } from './accounts.js';
@@ -25,7 +25,7 @@ export class ProviderPool {
 
   constructor(readonly provider: ProviderName, private readonly config: ProviderConfig, private readonly store: Store) {
     this.configured = accountsOf(provider, config);
-    this.strategy = config.strategy ?? DEFAULT_STRATEGY[provider];
+    this.strategy = config.strategy;
     this.websocket = config.websocket;
   }
 
