@@ -8,6 +8,7 @@ import type { ParsedBody } from '../server/types.js';
 import type { Lease, ReplicaInfo } from '../store/types.js';
 import { HandshakeRefused } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
+import type { ModelRoute } from '../upstream/routes.js';
 import { admitRequest, refundRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 import { decideOwnership, isStale } from './ownership.js';
@@ -28,6 +29,8 @@ export interface ReplicaIdentity {
 }
 
 export interface BridgedCall {
+  /** the public route called: its providers, upstream path */
+  route: ModelRoute;
   pool: ProviderPool;
   session: SessionIdentity;
   body: ParsedBody;
@@ -138,15 +141,17 @@ export class Bridge {
     if (!session) {
       if (this.draining) throw new GatewayError('shutting_down', 'This replica is draining and takes no new bridge sessions.');
       const handshake = withoutGatewayTurnState(upstreamRequestHeaders(call.pool.provider, request.headers));
-      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, handshake, this.bounds.leaseMs, gateway.scrubber);
+      session = new BridgeSession(call.session.key, lease, gateway.upstream, call.pool, call.route.upstreamPath, handshake, this.bounds.leaseMs, gateway.scrubber);
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
     }
+    // one pool per session: the one it was opened with, whichever route a later turn came by
+    const { pool } = session;
     if (!session.connected) {
       // a new upstream connection either way: it may as well go to an account that can serve
-      session.lease = await this.usableLease(call.session.key, session.lease, call.pool, this.identity.instanceId);
+      session.lease = await this.usableLease(call.session.key, session.lease, pool, this.identity.instanceId);
     }
-    request.facts.provider = call.pool.provider;
+    request.facts.provider = pool.provider;
     request.facts.accountId = session.lease.accountId;
     const key = request.principal!.key;
     const admittedAt = await admitRequest(gateway.usage, key);
@@ -156,7 +161,7 @@ export class Bridge {
         body: call.body.json as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session.turnState },
-        onUsage: (usage) => gateway.recordUsage(request, call.pool.provider, session.lease.accountId, usage),
+        onUsage: (usage) => gateway.recordUsage(request, pool.provider, session.lease.accountId, usage),
         onSent: () => (reachedUpstream = true),
       });
     } catch (err) {
@@ -180,6 +185,7 @@ export class Bridge {
         originInstance: this.identity.instanceId,
         targetInstance: owner.instanceId,
         sessionKey: call.session.key,
+        route: call.route.url,
         body: call.body.raw,
         ttlSec: this.bounds.contextTtlSec,
       },

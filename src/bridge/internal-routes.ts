@@ -2,8 +2,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { RESPONSES_PROVIDERS, isJsonObject, modelOf } from '../proxy/routes.js';
+import { isJsonObject, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
+import { responsesRoute } from '../upstream/routes.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
 import { sessionOf } from './session-key.js';
@@ -46,7 +47,10 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       // the origin only bridges Responses create requests, but a signed context does not make a body one
       if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
       requireModelAllowed(key!, modelOf(body.json));
-      return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
+      // the caller's route picks the provider here as it did on the origin
+      const route = responsesRoute(context.route ?? '/v1/responses');
+      if (!route) throw new GatewayError('context_malformed', `Internal context names a route that is not bridged: ${context.route}.`);
+      return bridge.serve(request, reply, { route, pool: gateway.poolFor(route.providers), session, body, forwarded: true });
     },
   });
 }

@@ -40,7 +40,9 @@ export class BridgeSession {
     readonly key: string,
     public lease: Lease,
     private readonly client: UpstreamClient,
-    private readonly pool: ProviderPool,
+    readonly pool: ProviderPool,
+    /** the canonical upstream path of the session's route */
+    private readonly upstreamPath: string,
     /** handshake headers of the first request (session-id, OpenAI-Beta, …), already cleaned */
     private readonly handshakeHeaders: HeaderMap,
     leaseMs: number,
@@ -80,7 +82,7 @@ export class BridgeSession {
     if (this.upstream && this.upstream.socket.readyState === this.upstream.socket.OPEN) return this.upstream.socket;
     this.close();
     const opened = await this.client.openSocket(this.pool, {
-      path: '/v1/responses',
+      path: this.upstreamPath,
       headers: this.handshakeHeaders,
       accountId: this.lease.accountId,
     });

@@ -1,34 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requireModelAllowed } from '../auth/keys.js';
-import type { ProviderName } from '../config/schema.js';
 import type { Bridge } from '../bridge/bridge.js';
 import { TURN_STATE_HEADER, sessionOf, withoutGatewayTurnState } from '../bridge/session-key.js';
 import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
 import { admitRequest, refundRequest } from '../usage/limits.js';
-import type { WireFormat } from '../usage/tokens.js';
+import { MODEL_ROUTES, type ModelRoute } from '../upstream/routes.js';
 import { clientGoneSignal, relayUpstreamReply } from './forward.js';
 import { queryOf, upstreamRequestHeaders } from './headers.js';
-
-export interface ModelRoute {
-  url: string;
-  /** providers that can serve it, in order of preference */
-  providers: ProviderName[];
-  /** the canonical upstream API path */
-  upstreamPath: string;
-  /** how to read usage; null = not a metered model call */
-  format: WireFormat | null;
-}
-
-export const RESPONSES_PROVIDERS: ProviderName[] = ['openai', 'chatgpt'];
-
-export const MODEL_ROUTES: ModelRoute[] = [
-  { url: '/v1/responses', providers: RESPONSES_PROVIDERS, upstreamPath: '/v1/responses', format: 'openai-responses' },
-  { url: '/backend-api/codex/responses', providers: ['chatgpt', 'openai'], upstreamPath: '/v1/responses', format: 'openai-responses' },
-  { url: '/v1/chat/completions', providers: ['openai'], upstreamPath: '/v1/chat/completions', format: 'openai-chat' },
-  { url: '/v1/messages', providers: ['anthropic'], upstreamPath: '/v1/messages', format: 'anthropic-messages' },
-  { url: '/v1/messages/count_tokens', providers: ['anthropic'], upstreamPath: '/v1/messages/count_tokens', format: null },
-];
 
 export function modelOf(json: unknown): string | undefined {
   const model = (json as { model?: unknown } | undefined)?.model;
@@ -63,7 +42,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   const session = route.format === 'openai-responses' && isJsonObject(body.json) ? sessionOf(request.headers, key.id) : null;
   let accountId: string | undefined;
   if (session) {
-    if (pool.websocket) return bridge.serve(request, reply, { pool, session, body, forwarded: false });
+    if (pool.websocket) return bridge.serve(request, reply, { route, pool, session, body, forwarded: false });
     accountId = await bridge.affinityAccount(session, pool);
     reply.header(TURN_STATE_HEADER, session.turnState);
   }
