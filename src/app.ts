@@ -14,7 +14,7 @@ import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
-import { registerUsageRoute } from './usage/routes.js';
+import { registerUsageRoute } from './metering/routes.js';
 
 export interface App {
   gateway: Gateway;
@@ -103,7 +103,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
     proxied.addHook('onRequest', proxyKeyAuth(gateway));
     registerModelRoutes(proxied, gateway, bridge);
-    registerUsageRoute(proxied, gateway);
+    registerUsageRoute(proxied, gateway.store);
     // a scope of its own: the WebSocket plugin's per-request hooks stay off the HTTP routes
     proxied.register((scope) => registerResponsesWebSocket(scope, gateway));
   });

@@ -9,7 +9,6 @@ import type { Lease, ReplicaInfo } from '../store/types.js';
 import { HandshakeRefused } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
 import type { ModelRoute } from '../upstream/routes.js';
-import { admitRequest, refundRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 import { decideOwnership, isStale } from './ownership.js';
 import { BridgeSession } from './session.js';
@@ -153,19 +152,18 @@ export class Bridge {
     }
     request.facts.provider = pool.provider;
     request.facts.accountId = session.lease.accountId;
-    const key = request.principal!.key;
-    const admittedAt = await admitRequest(gateway.usage, key);
+    const admitted = await gateway.meteredCall(request).admit();
     let reachedUpstream = false;
     try {
       await session.run({
         body: call.body.json as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session.turnState },
-        onUsage: (usage) => gateway.recordUsage(request, pool.provider, session.lease.accountId, usage),
+        onUsage: (usage) => admitted.record(usage, { provider: pool.provider, accountId: session.lease.accountId }),
         onSent: () => (reachedUpstream = true),
       });
     } catch (err) {
-      if (!reachedUpstream) refundRequest(gateway.usage, key.id, admittedAt);
+      if (!reachedUpstream) admitted.refund();
       // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
       if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, gateway.scrubber);
       throw err;

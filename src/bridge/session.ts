@@ -7,10 +7,8 @@ import type { SecretScrubber } from '../proxy/scrubber.js';
 import type { Lease } from '../store/types.js';
 import type { UpstreamClient, UpstreamSocket } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
-import { usageFromResponsesEvent } from '../usage/meter.js';
+import { endsTurn, usageFromResponsesEvent } from '../usage/responses-events.js';
 import type { TokenUsage } from '../usage/tokens.js';
-
-const TERMINAL_EVENTS = new Set(['response.completed', 'response.failed', 'response.incomplete', 'error']);
 
 export interface BridgeTurn {
   /** the HTTP request body (a Responses create request) */
@@ -121,7 +119,7 @@ export class BridgeSession {
           const usage = usageFromResponsesEvent(event);
           if (usage) turn.onUsage(usage);
         }
-        const terminal = TERMINAL_EVENTS.has(type);
+        const terminal = endsTurn(type);
         if (type === 'error' && !sse) {
           // an upstream refusal (e.g. previous_response_not_found) passes through as an HTTP error
           sendJson(turn, event.status ?? 400, { error: event.error });

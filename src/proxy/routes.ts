@@ -4,7 +4,6 @@ import type { Bridge } from '../bridge/bridge.js';
 import { TURN_STATE_HEADER, sessionOf, withoutGatewayTurnState } from '../bridge/session-key.js';
 import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
-import { admitRequest, refundRequest } from '../usage/limits.js';
 import { MODEL_ROUTES, type ModelRoute } from '../upstream/routes.js';
 import { clientGoneSignal, relayUpstreamReply } from './forward.js';
 import { queryOf, upstreamRequestHeaders } from './headers.js';
@@ -47,7 +46,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     reply.header(TURN_STATE_HEADER, session.turnState);
   }
 
-  const admittedAt = route.format ? await admitRequest(gateway.usage, key, Date.now()) : undefined;
+  const admitted = route.format ? await gateway.meteredCall(request).admit() : undefined;
   const signal = clientGoneSignal(reply);
   const { metrics } = gateway;
   const sentAt = performance.now();
@@ -62,7 +61,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
       accountId,
     });
   } catch (err) {
-    if (admittedAt !== undefined) refundRequest(gateway.usage, key.id, admittedAt);
+    admitted?.refund();
     throw err;
   }
   request.facts.accountId = upstream.account.id;
@@ -73,7 +72,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     scrubber: gateway.scrubber,
     onDone: (usage) => {
       metrics.inFlightStreams.dec({ provider: pool.provider });
-      if (route.format) gateway.recordUsage(request, pool.provider, upstream.account.id, usage);
+      admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id });
     },
   });
 }

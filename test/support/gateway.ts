@@ -3,7 +3,8 @@ import { buildApp, type App } from '../../src/app.js';
 import { generateKey } from '../../src/auth/keys.js';
 import { buildConfig } from '../../src/config/load.js';
 import { startMockUpstream, type MockUpstream } from '../../src/mock/upstream.js';
-import type { KeyRecord, Limit, Store } from '../../src/store/types.js';
+import type { KeyRecord, Store } from '../../src/store/types.js';
+import type { Limit } from '../../src/usage/counters.js';
 
 export const OPENAI_SECRET = 'sk-upstream-openai-' + 'a'.repeat(24);
 export const ANTHROPIC_SECRET = 'sk-ant-upstream-' + 'b'.repeat(24);
