@@ -5,7 +5,7 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
-import { SecretScrubber } from './proxy/scrubber.js';
+import { SecretScrubber } from './http/scrubber.js';
 import type { Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';

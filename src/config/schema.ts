@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isReservedHeader } from '../proxy/headers.js';
+import { isReservedHeader } from './reserved-headers.js';
 import { LIMIT_TYPES } from '../usage/counters.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 

@@ -3,10 +3,11 @@ import { requireModelAllowed } from '../auth/keys.js';
 import type { Bridge } from '../bridge/bridge.js';
 import { TURN_STATE_HEADER, sessionOf, withoutGatewayTurnState } from '../bridge/session-key.js';
 import type { Gateway } from '../gateway.js';
+import { relayUpstreamReply } from '../dispatch/relay.js';
+import { clientGoneSignal } from '../http/client-gone.js';
+import { queryOf, upstreamRequestHeaders } from '../http/headers.js';
 import type { ParsedBody } from '../server/types.js';
 import { MODEL_ROUTES, type ModelRoute } from '../upstream/routes.js';
-import { clientGoneSignal, relayUpstreamReply } from './forward.js';
-import { queryOf, upstreamRequestHeaders } from './headers.js';
 
 export function modelOf(json: unknown): string | undefined {
   const model = (json as { model?: unknown } | undefined)?.model;

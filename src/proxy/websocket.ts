@@ -3,13 +3,13 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RawData } from 'ws';
 import { GatewayError } from '../errors.js';
+import { sendHandshakeRefusal } from '../http/handshake-refusal.js';
+import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from '../http/headers.js';
+import type { SecretScrubber } from '../http/scrubber.js';
 import type { Gateway } from '../gateway.js';
 import { sendError } from '../server/http.js';
 import { HandshakeRefused, MAX_WEBSOCKET_MESSAGE_BYTES, type UpstreamSocket } from '../upstream/client.js';
 import { RESPONSES_ROUTES, type ModelRoute } from '../upstream/routes.js';
-import { sendHandshakeRefusal } from './forward.js';
-import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
-import type { SecretScrubber } from './scrubber.js';
 import { asBuffer, closeWith, relay, type PendingSession } from './websocket-relay.js';
 
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
