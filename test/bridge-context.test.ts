@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONTEXT_HEADER, signContext } from '../src/bridge/context.js';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { RedisStore } from '../src/store/redis.js';
 import { INTERNAL_SECRET } from './support/cluster.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';

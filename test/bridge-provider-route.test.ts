@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { createKeyVia, useCluster } from './support/cluster.js';
 import { OPENAI_SECRET } from './support/gateway.js';
 

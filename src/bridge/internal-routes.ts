@@ -2,12 +2,13 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { isJsonObject, modelOf } from '../proxy/routes.js';
+import { isJsonObject, modelOf } from '../http/body.js';
+import { sessionOf } from '../http/session-key.js';
 import type { ParsedBody } from '../server/types.js';
 import { responsesRoute } from '../upstream/routes.js';
-import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
+import type { Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
-import { sessionOf } from './session-key.js';
+import { INTERNAL_BRIDGE_PATH } from './peer-client.js';
 
 /**
  * The owner side of a forward, on the internal port only. The caller's credential never came
@@ -50,7 +51,9 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       // the caller's route picks the provider here as it did on the origin
       const route = responsesRoute(context.route ?? '/v1/responses');
       if (!route) throw new GatewayError('context_malformed', `Internal context names a route that is not bridged: ${context.route}.`);
-      return bridge.serve(request, reply, { route, pool: gateway.poolFor(route.providers), session, body, forwarded: true });
+      const pool = gateway.poolFor(route.providers);
+      request.facts.provider = pool.provider;
+      return bridge.serveForwarded({ request, reply, route, pool, body, session, metered: gateway.meteredCall(request) });
     },
   });
 }
