@@ -117,6 +117,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       const route = request.routeOptions.url ?? 'unknown';
       gateway.metrics.requests.inc({ route, status: reply.statusCode });
       gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+      const code = request.facts?.errorCode;
+      if (code) gateway.metrics.errors.inc({ route, code });
     },
   });
   registerHealthRoutes(app, gateway);

@@ -169,11 +169,12 @@ describe('signed re-auth context on the internal route', () => {
   it('a forwarded request for a session owned by another live replica is refused (loop guard)', async () => {
     const session = sessionOf(SESSION, key.id)!;
     await gw.store.heartbeat({ instanceId: 'replica-other', advertiseUrl: 'http://127.0.0.1:1' }, Date.now());
-    await gw.store.claimLease(session.key, { instanceId: 'replica-other', accountId: 'oa-1' }, 10_000);
+    const { lease } = await gw.store.claimLease(session.key, { instanceId: 'replica-other', accountId: 'oa-1' }, 10_000);
     const res = await forward(context());
     expect(res.status).toBe(503);
-    expect(res.body.error.code).toBe('forward_loop');
-    expect(res.body.error).toBeDefined();
+    expect(res.body.error).toMatchObject({ code: 'forward_loop', type: 'server_error', message: expect.stringContaining('replica-other') });
+    // refused, not taken over: the live owner keeps the session
+    expect(await gw.store.getLease(session.key)).toEqual(lease);
     expectNothingUpstream();
   });
 });
