@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { runCli } from '../src/cli.js';
 import { buildConfig } from '../src/config/load.js';
 import { MemoryStore } from '../src/store/memory.js';
-import { TokenVault, parseEncryptionKey } from '../src/upstream/chatgpt/vault.js';
+import { parseEncryptionKey } from '../src/config/encryption-key.js';
+import { TokenVault } from '../src/upstream/chatgpt/vault.js';
 import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
 import { OPENAI_BODY, call, metricValue } from './support/http.js';

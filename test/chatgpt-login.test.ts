@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { createOAuthMock } from '../src/mock/oauth.js';
 import { parseAuthFile } from '../src/upstream/chatgpt/auth-file.js';
 import { MalformedToken, tokenFacts } from '../src/upstream/chatgpt/jwt.js';
-import { TokenVault, parseEncryptionKey } from '../src/upstream/chatgpt/vault.js';
+import { parseEncryptionKey } from '../src/config/encryption-key.js';
+import { TokenVault } from '../src/upstream/chatgpt/vault.js';
 
 const tokens = { idToken: 'id', accessToken: 'access-secret-value', refreshToken: 'refresh-secret-value' };
 

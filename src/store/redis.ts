@@ -1,7 +1,7 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { emptyCounters } from './counters.js';
+import { emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
 import type {
   AccountState,
   Admission,
@@ -9,7 +9,6 @@ import type {
   AdmissionTicket,
   KeyRecord,
   Lease,
-  Limit,
   ProbeRecord,
   ProbeVerdict,
   QuotaSnapshot,
@@ -17,7 +16,6 @@ import type {
   Store,
   StoredCredential,
   UsageBatch,
-  UsageCounters,
   UsageSnapshot,
 } from './types.js';
 import { ADMISSION_MEMORY, StoreNotReached } from './types.js';

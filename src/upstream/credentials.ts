@@ -1,4 +1,4 @@
-import type { HeaderMap } from '../proxy/headers.js';
+import type { HeaderMap } from '../http/headers.js';
 import type { Account } from './accounts.js';
 
 /** A ChatGPT login's current access token, the account it is for, and its store generation. */

@@ -5,19 +5,6 @@ const ALGORITHM = 'aes-256-gcm';
 const IV_BYTES = 12;
 const FORMAT = 'v1';
 
-/** A key that is not 32 bytes as 64 hex characters or base64. */
-export class BadEncryptionKey extends Error {
-  override name = 'BadEncryptionKey';
-}
-
-/** 32 bytes from 64 hex characters or base64 (what `openssl rand -base64 32` or `-hex 32` prints). */
-export function parseEncryptionKey(text: string, name: string): Buffer {
-  const trimmed = text.trim();
-  const key = /^[0-9a-fA-F]{64}$/.test(trimmed) ? Buffer.from(trimmed, 'hex') : Buffer.from(trimmed, 'base64');
-  if (key.length !== 32) throw new BadEncryptionKey(`${name}: must be 32 bytes, as 64 hex characters or base64 (openssl rand -base64 32)`);
-  return key;
-}
-
 /** Names a key in sealed records without revealing it, so the right one of two can be picked. */
 const keyIdOf = (key: Buffer) => createHash('sha256').update('tollgate-vault-key-id').update(key).digest('hex').slice(0, 8);
 
