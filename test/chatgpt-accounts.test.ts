@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { runCli } from '../src/cli.js';
 import { buildConfig } from '../src/config/load.js';
 import { MemoryStore } from '../src/store/memory.js';
@@ -106,6 +107,27 @@ describe('ChatGPT accounts', () => {
     expect(used.has(`Bearer ${file.content.tokens.access_token}`)).toBe(false);
     expect((await gw!.store.getCredential('cg-1'))!.generation).toBe(2);
     expect(await metricValue(gw!, 'tollgate_account_refreshes_total', { account: 'cg-1', outcome: 'refreshed' })).toBe(1);
+  });
+
+  it('a WebSocket turn on an expired login is refreshed first; the handshake carries the new token and reports the quota', async () => {
+    const file = authFile('acct-1', -60);
+    const { key } = await start({ 'cg-1': file.path });
+    mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '33' });
+    const ws = new WebSocket(`${gw!.url.replace(/^http/, 'ws')}/backend-api/codex/responses`, { headers: { authorization: `Bearer ${key.secret}` } });
+    const completed = new Promise<unknown>((resolve, reject) => {
+      ws.on('message', (data) => JSON.parse(String(data)).type === 'response.completed' && resolve(null));
+      ws.once('error', reject);
+    });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.send(JSON.stringify({ type: 'response.create', model: 'gpt-5', input: 'hi' }));
+    await completed;
+    ws.close();
+    const upgrade = mock.wsConnections.at(-1)!;
+    expect(upgrade.rejectedStatus).toBeUndefined();
+    expect(upgrade.headers.authorization).not.toBe(`Bearer ${file.content.tokens.access_token}`);
+    expect(mock.oauth.accessProblem(upgrade.headers)).toBeNull();
+    expect(mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated']);
+    expect((await accountsById())['cg-1'].quota.primary.used_percent).toBe(33);
   });
 
   it('a 401 confirmed by a probe refreshes the login and retries on it instead of disabling the account', async () => {
