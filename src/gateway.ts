@@ -52,6 +52,7 @@ export class Gateway {
             else if (outcome === 'failed') log.warn({ account, reason }, 'ChatGPT login refresh failed; backing off');
             else log.info({ account }, 'ChatGPT login refreshed');
           },
+          onTokens: (account, tokens) => this.scrubber.track(account, tokens),
         })
       : undefined;
     this.upstream = new UpstreamClient(

@@ -130,6 +130,18 @@ describe('ChatGPT accounts', () => {
     expect((await accountsById())['cg-1'].quota.primary.used_percent).toBe(33);
   });
 
+  it("an upstream answer that echoes the login's token reaches the client redacted", async () => {
+    const file = authFile('acct-1', -60);
+    const { key } = await start({ 'cg-1': file.path });
+    expect((await codex(key.secret)).status).toBe(200);
+    const token = String(served()[0]!.headers.authorization).replace(/^Bearer /, '');
+    mock.enqueue({ status: 400, headers: { 'x-echo': token }, body: { error: { message: `Bad request with token ${token}`, type: 'invalid_request_error' } } });
+    const res = await codex(key.secret);
+    expect(res.status).toBe(400);
+    expect(res.text).toContain('[redacted]');
+    expect(res.text + JSON.stringify([...res.headers])).not.toContain(token);
+  });
+
   it('a 401 confirmed by a probe refreshes the login and retries on it instead of disabling the account', async () => {
     const file = authFile('acct-1');
     const { key } = await start({ 'cg-1': file.path });

@@ -21,6 +21,8 @@ export type RefreshOutcome = 'refreshed' | 'reauth_required' | 'failed';
 
 export interface LoginEvents {
   onRefresh?(accountId: string, outcome: RefreshOutcome, reason?: string): void;
+  /** the login's tokens in use on this replica now (to keep them out of answers) */
+  onTokens?(accountId: string, tokens: readonly string[]): void;
 }
 
 interface Held {
@@ -171,6 +173,7 @@ export class ChatgptLogins {
   private adopt(login: StoredCredential): OAuthBearer {
     const tokens = this.requireVault().open(login.id, login.sealed);
     const bearer = { accessToken: tokens.accessToken, chatgptAccountId: login.chatgptAccountId, generation: login.generation };
+    this.events.onTokens?.(login.id, [tokens.accessToken, tokens.refreshToken, tokens.idToken]);
     this.held.set(login.id, { bearer, expiresAt: login.expiresAt, lastRefresh: login.lastRefresh });
     return bearer;
   }
