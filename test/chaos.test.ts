@@ -44,9 +44,12 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
     const entry = (): Replica => live[rr++ % live.length]!;
     const outcomes: Outcome[] = [];
     const problems: string[] = [];
-    const inFlight = new Set<Promise<unknown>>();
+    /** calls sent and not answered yet, by the replica they were sent to */
+    const inFlight = new Map<Promise<unknown>, { target: Replica; bridged: boolean }>();
     /** while a replica is about to be killed: the instance id conversations it owns must not reach */
     let hold: { instanceId: string; released: Promise<void> } | null = null;
+    /** when each call refused for a dead owner was sent */
+    const ownerRefusals: number[] = [];
 
     const sessionHeaders = (c: Conversation): Record<string, string> => ({ 'session-id': c.sessionId, ...(c.turnState && { 'x-codex-turn-state': c.turnState }) });
     const leaseOf = (c: Conversation) => env.store.getLease(sessionOf(sessionHeaders(c), keyId)!.key);
@@ -54,11 +57,13 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
     /** One call through the rotation, its answer judged: success, or a clean gateway refusal. */
     const issue = async (call: Call, conversation?: Conversation) => {
       const target = entry();
+      const sentAt = Date.now();
       const pending = send(target.url, key, call);
-      inFlight.add(pending);
+      inFlight.set(pending, { target, bridged: call.kind === 'bridged' });
       const answer = await pending.finally(() => inFlight.delete(pending));
       const { outcome } = answer;
       outcomes.push(outcome);
+      if (outcome.code === 'owner_unavailable') ownerRefusals.push(sentAt);
       const what = `${call.kind}${call.stream ? ' streamed' : ''} via ${target.instanceId} → ${outcome.status} ${outcome.code ?? ''}`;
       if (outcome.status === 200) {
         if (outcome.incomplete) problems.push(`${what}: incomplete body`);
@@ -111,44 +116,68 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
       const statuses = await Promise.all(live.map(async (r) => (await fetch(`${r.url}/health/ready`)).status));
       return statuses.every((s) => s === 200);
     };
-    /** A replica leaves the rotation; conversations it owns may lose their upstream chain once. */
-    const takeOutOfRotation = async (replica: Replica) => {
+    /**
+     * A replica leaves the rotation, then the bridged calls in flight anywhere (any may be
+     * forwarded to it, or claim a session for it) and, with 'all', every call sent to it are
+     * answered; conversations it owns then may lose their upstream chain once.
+     */
+    const takeOutOfRotation = async (replica: Replica, wait: 'bridged' | 'all') => {
       live.splice(live.indexOf(replica), 1);
-      await Promise.allSettled([...inFlight]); // calls already sent to it are answered first
+      const sent = [...inFlight].filter(([, call]) => call.bridged || (wait === 'all' && call.target === replica));
+      await Promise.allSettled(sent.map(([pending]) => pending));
       for (const c of conversations) if ((await leaseOf(c))?.instanceId === replica.instanceId) c.allowedLosses++;
     };
     const admin = new Redis(env.redis.url, { maxRetriesPerRequest: null, lazyConnect: true });
     admin.on('error', () => {}); // it reconnects after the restart
+    const t0 = Date.now();
+    const timeline: string[] = [];
+    const mark = (what: string) => timeline.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${what}`);
     let release = (): void => {};
+    let killedAt = 0;
+
+    // the killed replica's replacement: a new process with an id of its own (as every start gets by
+    // default), started now so its start-up on a loaded machine runs alongside the load, not after the kill
+    const replacement = startReplica('replica-d', { redisUrl: env.redis.url, mock: env.mock, config: CONFIG });
+    replacement.then((r) => env.replicas.push(r), () => {}); // stopped with the cluster
 
     try {
       await progress(30);
       // 1. SIGKILL a replica that owns bridge sessions, with nothing of its usage unwritten (what a
-      // killed replica holds is lost by design), then start it again
+      // killed replica holds is lost by design); its replacement joins the rotation
       const owned = await Promise.all(env.replicas.map((r) => metricValue(r, 'tollgate_bridge_owned_sessions', {})));
       const owners = env.replicas.filter((_, i) => owned[i]! > 0);
       expect(owners.length).toBeGreaterThan(0);
       const victim = owners[Math.floor(random() * owners.length)]!;
       hold = { instanceId: victim.instanceId, released: new Promise<void>((r) => (release = r)) };
-      await takeOutOfRotation(victim);
+      await takeOutOfRotation(victim, 'all');
       await expect.poll(() => metricValue(victim, 'tollgate_usage_backlog', {})).toBe(0);
+      killedAt = Date.now();
       await victim.kill('SIGKILL');
+      mark(`SIGKILL ${victim.instanceId}`);
       hold = null;
       release();
-      const restarted = await startReplica(`${victim.instanceId}-restarted`, { redisUrl: env.redis.url, mock: env.mock, config: CONFIG });
-      env.replicas.push(restarted); // stopped with the cluster
+      const restarted = await replacement;
       live.push(restarted);
+      mark('restarted');
       await progress(20);
 
-      // 2. SIGTERM another: it drains (in-flight calls finish, usage written, sessions released)
+      // 2. SIGTERM another, calls in flight: it drains (they finish, usage is written, sessions released)
       const drained = live.filter((r) => r !== restarted)[Math.floor(random() * (live.length - 1))]!;
-      await takeOutOfRotation(drained);
+      await takeOutOfRotation(drained, 'bridged');
+      mark(`SIGTERM ${drained.instanceId}`);
       expect(await drained.kill('SIGTERM')).toBe(0);
+      mark('drained');
       await progress(20);
 
-      // 3. restart Redis on its data
+      // 3. restart Redis on its data: cleanly, stopped by the orchestrator, or crashed
       await pause(between(100, 600));
-      await env.redis.restart();
+      const stop = (['restart', 'terminate', 'kill'] as const)[Math.floor(random() * 3)]!;
+      mark(`redis ${stop}`);
+      if (stop === 'restart') await env.redis.restart();
+      else {
+        await env.redis[stop]();
+        await env.redis.start();
+      }
       await expect.poll(allReady, { timeout: 15_000 }).toBe(true);
       await progress(20);
 
@@ -156,6 +185,7 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
       await pause(between(100, 600));
       await admin.connect();
       await admin.call('DEBUG', 'SLEEP', '1.5');
+      mark('redis paused 1.5 s');
       await expect.poll(allReady, { timeout: 15_000 }).toBe(true);
       await progress(20);
     } finally {
@@ -166,12 +196,19 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
       admin.disconnect();
     }
 
+    mark('load stopped');
+    console.log(timeline.join('\n'));
     const refused = outcomes.filter((o) => o.status !== 200);
     const byCode = new Map<string, number>();
     for (const o of refused) byCode.set(`${o.status} ${o.code}`, (byCode.get(`${o.status} ${o.code}`) ?? 0) + 1);
     console.log(`${outcomes.length} calls, ${env.mock.served.length} served upstream; refused: ${JSON.stringify(Object.fromEntries(byCode))}`);
     expect(problems).toEqual([]);
     expect(refused.some((o) => o.code === 'store_unavailable')).toBe(true); // the Redis faults did hit traffic
+    expect(conversations.some((c) => c.allowedLosses > 0)).toBe(true); // the kill hit a conversation
+    // takeover bound: the dead owner's sessions are refused only until it is stale, then taken
+    // over (a call sent after the bound is answered by the new owner, however slowly)
+    for (const sentAt of ownerRefusals) expect(sentAt - killedAt).toBeGreaterThanOrEqual(0);
+    for (const sentAt of ownerRefusals) expect(sentAt - killedAt, 'owner_unavailable past the takeover bound').toBeLessThanOrEqual(BRIDGE.staleAfterMs);
 
     // every conversation goes on after the chaos: a turn on its chain (or on a new one, if its
     // owner died with the chain), then one continuing that
