@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { TEST_BRIDGE, createKeyVia, useCluster, type Replica } from './support/cluster.js';
 import { servedTotals } from './support/gateway.js';
 import { metricValue } from './support/http.js';
