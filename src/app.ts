@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { FastifyInstance } from 'fastify';
 import { destination, pino, type Logger } from 'pino';
 import { Bridge, type ReplicaIdentity } from './bridge/bridge.js';
@@ -14,6 +15,8 @@ import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
+import { traceRequests } from './telemetry/request-span.js';
+import { tracingFor } from './telemetry/tracing.js';
 import { registerUsageRoute } from './usage/routes.js';
 
 export interface App {
@@ -31,6 +34,8 @@ export interface BuildOptions {
   logger?: Logger;
   /** a ready store; by default one is created from the config */
   store?: Store;
+  /** where spans go when tracing is on; by default the OTLP exporter the `OTEL_*` environment describes */
+  spanExporter?: SpanExporter;
 }
 
 const READY_TIMEOUT_MS = 1_000;
@@ -79,11 +84,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination({ sync: false }));
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
-  const gateway = new Gateway(config, store, logger);
   const identity: ReplicaIdentity = {
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
   };
+  const tracing = tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId, exporter: options.spanExporter });
+  const gateway = new Gateway(config, store, logger, tracing);
   const bridge = new Bridge(gateway, identity);
 
   const bodyBounds = { bodyLimit: config.server.bodyLimitBytes, requestBodyTimeoutMs: config.server.requestBodyTimeoutMs };
@@ -102,6 +108,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (config.server.publicMetrics) registerMetricsRoute(app, gateway);
   registerAdminRoutes(app, gateway);
   app.register(async (proxied) => {
+    // model traffic is traced (refusals included); health probes and admin calls are not
+    if (tracing) proxied.addHook('onRequest', traceRequests(tracing));
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
     proxied.addHook('onRequest', proxyKeyAuth(gateway));
     registerModelRoutes(proxied, gateway, bridge);

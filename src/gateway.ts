@@ -7,6 +7,7 @@ import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
 import { SecretScrubber } from './proxy/scrubber.js';
 import type { Store } from './store/types.js';
+import type { Tracing } from './telemetry/tracing.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { UsageRecorder } from './usage/recorder.js';
@@ -27,7 +28,13 @@ export class Gateway {
   readonly scrubber: SecretScrubber;
   draining = false;
 
-  constructor(readonly config: Config, readonly store: Store, readonly log: Logger) {
+  constructor(
+    readonly config: Config,
+    readonly store: Store,
+    readonly log: Logger,
+    /** undefined unless tracing is on: every span is made behind a check of it */
+    readonly tracing?: Tracing,
+  ) {
     this.metrics = buildMetrics();
     this.keys = new KeyDirectory(store, config.redis.keyCacheTtlMs);
     for (const provider of PROVIDERS) {
@@ -72,5 +79,7 @@ export class Gateway {
     await this.usage.flush().catch(() => {});
     await this.agent.close();
     await this.store.close();
+    // last: the spans of the requests drained above are exported
+    await this.tracing?.shutdown();
   }
 }

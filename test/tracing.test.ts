@@ -1,0 +1,83 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../src/config/load.js';
+import { SpanKind, Tracing, tracingFor, tracingWanted } from '../src/telemetry/tracing.js';
+import { startOtlpReceiver, type OtlpReceiver } from './support/otlp-receiver.js';
+
+const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+const CALLER_SPAN = '00f067aa0ba902b7';
+
+describe('tracingWanted', () => {
+  it('is on with an OTLP endpoint or the config switch, and off when the SDK or exporter is disabled', () => {
+    expect(tracingWanted(false, {})).toBe(false);
+    expect(tracingWanted(true, {})).toBe(true);
+    expect(tracingWanted(false, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' })).toBe(true);
+    expect(tracingWanted(false, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://127.0.0.1:4318/v1/traces' })).toBe(true);
+    expect(tracingWanted(true, { OTEL_SDK_DISABLED: 'true' })).toBe(false);
+    expect(tracingWanted(false, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_TRACES_EXPORTER: 'none' })).toBe(false);
+    expect(tracingFor(false, { instanceId: 'x' }, {})).toBeUndefined();
+  });
+
+  it('refuses an exporter or protocol it cannot honour with a message naming the variable', () => {
+    expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'zipkin' })).toThrow(ConfigError);
+    expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'zipkin' })).toThrow(/OTEL_TRACES_EXPORTER/);
+    const saved = process.env.OTEL_EXPORTER_OTLP_PROTOCOL;
+    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'grpc';
+    try {
+      expect(() => new Tracing({ instanceId: 'x' })).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" is not supported/);
+    } finally {
+      if (saved === undefined) delete process.env.OTEL_EXPORTER_OTLP_PROTOCOL;
+      else process.env.OTEL_EXPORTER_OTLP_PROTOCOL = saved;
+    }
+  });
+});
+
+describe.each(['http/protobuf', 'http/json'])('OTLP export over %s', (protocol) => {
+  let receiver: OtlpReceiver;
+  const saved = { ...process.env };
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    // the SDK's exporter reads these itself, as it does in a replica
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = protocol;
+    process.env.OTEL_RESOURCE_ATTRIBUTES = 'deployment.environment.name=test';
+  });
+  afterEach(() => void receiver.spans.splice(0));
+  afterAll(async () => {
+    process.env = saved;
+    await receiver.close();
+  });
+
+  it('exports a server span continuing the caller and its child, with the replica as resource', async () => {
+    const tracing = new Tracing({ instanceId: 'replica-t' });
+    const server = tracing.startServerSpan('POST /v1/responses', { traceparent: `00-${CALLER_TRACE}-${CALLER_SPAN}-01`, tracestate: 'vendor=1' }, { 'http.route': '/v1/responses' });
+    const child = tracing.startSpan('tollgate.admission', server, SpanKind.INTERNAL);
+    const next = tracing.carrierOf(child);
+    child.end();
+    server.end();
+    await tracing.shutdown();
+
+    expect(receiver.requests.at(-1)!.contentType).toMatch(protocol === 'http/json' ? /^application\/json/ : /^application\/x-protobuf/);
+    const byName = Object.fromEntries(receiver.spans.map((s) => [s.name, s]));
+    const [root, admission] = [byName['POST /v1/responses']!, byName['tollgate.admission']!];
+    expect(root.traceId).toBe(CALLER_TRACE);
+    expect(root.parentSpanId).toBe(CALLER_SPAN);
+    expect(root.traceState).toBe('vendor=1');
+    expect(root.kind).toBe(2);
+    expect(root.attributes['http.route']).toBe('/v1/responses');
+    expect(admission.traceId).toBe(CALLER_TRACE);
+    expect(admission.parentSpanId).toBe(root.spanId);
+    expect(root.resource).toMatchObject({ 'service.name': 'tollgate', 'service.instance.id': 'replica-t', 'deployment.environment.name': 'test' });
+    expect(next.traceparent).toBe(`00-${CALLER_TRACE}-${admission.spanId}-01`);
+    expect(next.tracestate).toBe('vendor=1');
+  });
+
+  it('starts a new trace when the caller sends no valid traceparent', async () => {
+    const tracing = new Tracing({ instanceId: 'replica-t' });
+    tracing.startServerSpan('GET /v1/models', { traceparent: 'not-a-traceparent' }, {}).end();
+    await tracing.shutdown();
+    const [span] = receiver.spans;
+    expect(span!.traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(span!.traceId).not.toBe(CALLER_TRACE);
+    expect(span!.parentSpanId).toBe('');
+  });
+});
