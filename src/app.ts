@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { FastifyInstance } from 'fastify';
 import { destination, pino, type Logger } from 'pino';
 import { Bridge, type ReplicaIdentity } from './bridge/bridge.js';
@@ -34,8 +33,6 @@ export interface BuildOptions {
   logger?: Logger;
   /** a ready store; by default one is created from the config */
   store?: Store;
-  /** where spans go when tracing is on; by default the OTLP exporter the `OTEL_*` environment describes */
-  spanExporter?: SpanExporter;
 }
 
 const READY_TIMEOUT_MS = 1_000;
@@ -88,7 +85,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
   };
-  const tracing = tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId, exporter: options.spanExporter });
+  const tracing = tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId });
   const gateway = new Gateway(config, store, logger, tracing);
   const bridge = new Bridge(gateway, identity);
 

@@ -1,10 +1,14 @@
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config/load.js';
 import { SpanKind, Tracing, tracingFor, tracingWanted } from '../src/telemetry/tracing.js';
+import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
 import { startOtlpReceiver, type OtlpReceiver } from './support/otlp-receiver.js';
 
 const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER_SPAN = '00f067aa0ba902b7';
+const OTHER_TRACE = '0af7651916cd43dd8448eb211c80319c';
 
 describe('tracingWanted', () => {
   it('is on with an OTLP endpoint or the config switch, and off when the SDK or exporter is disabled', () => {
@@ -79,5 +83,78 @@ describe.each(['http/protobuf', 'http/json'])('OTLP export over %s', (protocol) 
     expect(span!.traceId).toMatch(/^[0-9a-f]{32}$/);
     expect(span!.traceId).not.toBe(CALLER_TRACE);
     expect(span!.parentSpanId).toBe('');
+  });
+});
+
+describe('a traced gateway', () => {
+  let receiver: OtlpReceiver;
+  let gw: TestGateway;
+  const saved = { ...process.env };
+  const lines: Array<Record<string, unknown>> = [];
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_BSP_SCHEDULE_DELAY = '20';
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    gw = await startTestGateway({ logger: pino({ level: 'info' }, sink), config: () => ({ server: { instanceId: 'traced-1' } }) });
+  });
+  afterAll(async () => {
+    await gw.close();
+    process.env = saved;
+    await receiver.close();
+  });
+  const traceOf = (traceId: string) => receiver.spans.filter((s) => s.traceId === traceId);
+
+  it('gives a model call one server span continuing the caller, with its facts, and the access line its ids', async () => {
+    const { id, secret } = await gw.createKey();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}`, traceparent: `00-${CALLER_TRACE}-${CALLER_SPAN}-01`, 'x-request-id': 'traced-call-1' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(res.status).toBe(200);
+    await res.text();
+    await expect.poll(() => traceOf(CALLER_TRACE).some((s) => s.kind === 2)).toBe(true);
+    const server = traceOf(CALLER_TRACE).find((s) => s.kind === 2)!;
+    expect(server.name).toBe('POST /v1/chat/completions');
+    expect(server.parentSpanId).toBe(CALLER_SPAN);
+    const served = gw.mock.served[0]!.usage;
+    expect(server.attributes).toMatchObject({
+      'http.request.method': 'POST',
+      'http.route': '/v1/chat/completions',
+      'http.response.status_code': 200,
+      'tollgate.request.id': 'traced-call-1',
+      'tollgate.key.id': id,
+      'tollgate.provider': 'openai',
+      'gen_ai.provider.name': 'openai',
+      'tollgate.account.id': 'oa-1',
+      'gen_ai.request.model': 'gpt-4o',
+      'gen_ai.usage.input_tokens': served.input_tokens,
+      'gen_ai.usage.output_tokens': served.output_tokens,
+    });
+    expect(server.resource).toMatchObject({ 'service.name': 'tollgate', 'service.instance.id': 'traced-1' });
+
+    const line = lines.find((l) => l.msg === 'request' && l.reqId === 'traced-call-1')!;
+    expect(line).toMatchObject({ trace_id: CALLER_TRACE, span_id: server.spanId });
+    const exported = JSON.stringify(receiver.spans) + receiver.requests.map((r) => r.body.toString('latin1')).join('');
+    expect(exported).not.toContain(secret);
+    expect(exported).not.toContain(OPENAI_SECRET);
+  });
+
+  it('names the gateway error of a refused call on its span', async () => {
+    const res = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': 'sk-tg-not-a-key-0123456789', traceparent: `00-${OTHER_TRACE}-${CALLER_SPAN}-01` },
+      body: '{}',
+    });
+    expect(res.status).toBe(401);
+    await expect.poll(() => traceOf(OTHER_TRACE).length).toBe(1);
+    expect(traceOf(OTHER_TRACE)[0]!.attributes).toMatchObject({ 'http.response.status_code': 401, 'error.type': 'invalid_api_key' });
+    expect(JSON.stringify(traceOf(OTHER_TRACE))).not.toContain('sk-tg-not-a-key-0123456789');
   });
 });

@@ -45,7 +45,8 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       }
       // the origin only bridges Responses create requests, but a signed context does not make a body one
       if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
-      requireModelAllowed(key!, modelOf(body.json));
+      request.facts.model = modelOf(body.json);
+      requireModelAllowed(key!, request.facts.model);
       return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
     },
   });

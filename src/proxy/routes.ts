@@ -57,7 +57,8 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   const pool = gateway.poolFor(route.providers);
   const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
   const key = request.principal!.key;
-  requireModelAllowed(key, modelOf(body.json));
+  request.facts.model = modelOf(body.json);
+  requireModelAllowed(key, request.facts.model);
   request.facts.provider = pool.provider;
 
   const session = route.format === 'openai-responses' && isJsonObject(body.json) ? sessionOf(request.headers, key.id) : null;

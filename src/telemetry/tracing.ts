@@ -48,8 +48,6 @@ function otlpExporter(env: Env): SpanExporter {
 export interface TracingOptions {
   /** the replica's instance id: `service.instance.id`, so one trace tells the replicas apart */
   instanceId: string;
-  /** where finished spans go; by default the OTLP exporter the `OTEL_*` environment describes */
-  exporter?: SpanExporter;
 }
 
 /**
@@ -71,7 +69,7 @@ export class Tracing {
     // sampler, span limits and batch sizes come from OTEL_TRACES_SAMPLER, OTEL_SPAN_*, OTEL_BSP_*
     this.provider = new BasicTracerProvider({
       resource,
-      spanProcessors: [new BatchSpanProcessor(options.exporter ?? otlpExporter(process.env))],
+      spanProcessors: [new BatchSpanProcessor(otlpExporter(process.env))],
     });
     this.tracer = this.provider.getTracer('tollgate');
   }
