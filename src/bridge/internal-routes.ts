@@ -4,6 +4,8 @@ import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { RESPONSES_PROVIDERS, isJsonObject, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
+import { TOLLGATE_ORIGIN_INSTANCE_ID } from '../telemetry/attributes.js';
+import { startRequestSpan } from '../telemetry/request-span.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
 import { sessionOf } from './session-key.js';
@@ -22,7 +24,10 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       const secret = gateway.config.internalSecret;
       if (!secret) throw new GatewayError('context_bad_signature', 'Owner forwarding is off: no internal secret is configured.');
       const header = request.headers[CONTEXT_HEADER];
-      contexts.set(request, verifyContextHeader(Array.isArray(header) ? header[0] : header, secret, bridge.identity.instanceId));
+      const context = verifyContextHeader(Array.isArray(header) ? header[0] : header, secret, bridge.identity.instanceId);
+      contexts.set(request, context);
+      // only a verified context names the parent: an unsigned traceparent header is not trusted here
+      if (gateway.tracing) startRequestSpan(gateway.tracing, request, context).setAttribute(TOLLGATE_ORIGIN_INSTANCE_ID, context.originInstance);
     },
     handler: async (request, reply) => {
       const context = contexts.get(request)!;
