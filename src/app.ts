@@ -14,7 +14,7 @@ import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
-import { traceRequests } from './telemetry/request-span.js';
+import { traceRequests } from './telemetry/spans.js';
 import { tracingFor } from './telemetry/tracing.js';
 import { registerUsageRoute } from './usage/routes.js';
 

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config/load.js';
-import { SpanKind, Tracing, tracingFor, tracingWanted } from '../src/telemetry/tracing.js';
+import { SpanKind, Tracing, carrierOf, tracingFor, tracingWanted } from '../src/telemetry/tracing.js';
 import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
 import { startOtlpReceiver, type OtlpReceiver } from './support/otlp-receiver.js';
 
@@ -54,8 +54,8 @@ describe.each(['http/protobuf', 'http/json'])('OTLP export over %s', (protocol) 
   it('exports a server span continuing the caller and its child, with the replica as resource', async () => {
     const tracing = new Tracing({ instanceId: 'replica-t' });
     const server = tracing.startServerSpan('POST /v1/responses', { traceparent: `00-${CALLER_TRACE}-${CALLER_SPAN}-01`, tracestate: 'vendor=1' }, { 'http.route': '/v1/responses' });
-    const child = tracing.startSpan('tollgate.admission', server, SpanKind.INTERNAL);
-    const next = tracing.carrierOf(child);
+    const child = tracing.startSpan('tollgate.admission', server, SpanKind.INTERNAL)!;
+    const next = carrierOf(child);
     child.end();
     server.end();
     await tracing.shutdown();
@@ -138,6 +138,25 @@ describe('a traced gateway', () => {
       'gen_ai.usage.output_tokens': served.output_tokens,
     });
     expect(server.resource).toMatchObject({ 'service.name': 'tollgate', 'service.instance.id': 'traced-1' });
+
+    // its steps: admission, then the upstream call, which the upstream sees as its parent
+    await expect.poll(() => traceOf(CALLER_TRACE).length).toBe(3);
+    const admission = traceOf(CALLER_TRACE).find((s) => s.name === 'tollgate.admission')!;
+    const call = traceOf(CALLER_TRACE).find((s) => s.name === 'chat gpt-4o')!;
+    expect(admission.parentSpanId).toBe(server.spanId);
+    expect(call.parentSpanId).toBe(server.spanId);
+    expect(call.kind).toBe(3);
+    expect(call.attributes).toMatchObject({
+      'gen_ai.operation.name': 'chat',
+      'gen_ai.provider.name': 'openai',
+      'gen_ai.request.model': 'gpt-4o',
+      'tollgate.account.id': 'oa-1',
+      'http.response.status_code': 200,
+      'gen_ai.usage.output_tokens': served.output_tokens,
+    });
+    expect(call.events.map((e) => e.name)).toEqual(['tollgate.upstream.first_byte']);
+    expect(call.attributes['gen_ai.response.time_to_first_chunk']).toBeGreaterThan(0);
+    expect(gw.mock.requests[0]!.headers.traceparent).toBe(`00-${CALLER_TRACE}-${call.spanId}-01`);
 
     const line = lines.find((l) => l.msg === 'request' && l.reqId === 'traced-call-1')!;
     expect(line).toMatchObject({ trace_id: CALLER_TRACE, span_id: server.spanId });

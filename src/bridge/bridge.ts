@@ -1,3 +1,4 @@
+import { ATTR_HTTP_RESPONSE_STATUS_CODE } from '@opentelemetry/semantic-conventions';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { request as undiciRequest } from 'undici';
 import { GatewayError } from '../errors.js';
@@ -9,6 +10,9 @@ import type { Lease, ReplicaInfo } from '../store/types.js';
 import { HandshakeRefused } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
 import { admitRequest, refundRequest } from '../usage/limits.js';
+import { ADMISSION_SPAN, BRIDGE_TURN_SPAN, OWNER_FORWARD_SPAN, TOLLGATE_ACCOUNT_ID, TOLLGATE_OWNER_INSTANCE_ID, usageAttributes } from '../telemetry/attributes.js';
+import { noteFirstByte, startModelCallSpan } from '../telemetry/spans.js';
+import { SpanKind, carrierOf, endFailed, errorTypeOf, traced } from '../telemetry/tracing.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 import { decideOwnership, isStale } from './ownership.js';
 import { BridgeSession } from './session.js';
@@ -149,22 +153,36 @@ export class Bridge {
     request.facts.provider = call.pool.provider;
     request.facts.accountId = session.lease.accountId;
     const key = request.principal!.key;
-    const admittedAt = await admitRequest(gateway.usage, key);
+    const { tracing } = gateway;
+    const admittedAt = await traced(tracing, ADMISSION_SPAN, request.span, () => admitRequest(gateway.usage, key));
+    // the turn: waiting for the session's previous turn, the handshake if any, and the exchange
+    const span = tracing && startModelCallSpan(tracing, request.span, call.pool.provider, request.facts.model, 'chat', BRIDGE_TURN_SPAN);
+    span?.setAttribute(TOLLGATE_ACCOUNT_ID, session.lease.accountId);
     let reachedUpstream = false;
+    let sentAt = 0;
     try {
       await session.run({
         body: call.body.json as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session.turnState },
-        onUsage: (usage) => gateway.recordUsage(request, call.pool.provider, session.lease.accountId, usage),
-        onSent: () => (reachedUpstream = true),
+        onUsage: (usage) => {
+          gateway.recordUsage(request, call.pool.provider, session.lease.accountId, usage);
+          span?.setAttributes(usageAttributes(usage));
+        },
+        onSent: () => {
+          reachedUpstream = true;
+          sentAt = performance.now();
+        },
+        onFirstEvent: span && (() => noteFirstByte(span, sentAt)),
       });
     } catch (err) {
+      if (span) endFailed(span, errorTypeOf(err));
       if (!reachedUpstream) refundRequest(gateway.usage, key.id, admittedAt);
       // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
       if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, gateway.scrubber);
       throw err;
     }
+    span?.end();
     return reply;
   }
 
@@ -173,6 +191,8 @@ export class Bridge {
     const secret = gateway.config.internalSecret;
     if (!secret) throw new GatewayError('owner_unavailable', 'Owner forwarding needs TOLLGATE_INTERNAL_SECRET.');
     const principal = request.principal!;
+    // the hop's span; its trace context travels inside the signed context
+    const span = gateway.tracing?.startSpan(OWNER_FORWARD_SPAN, request.span, SpanKind.CLIENT, { [TOLLGATE_OWNER_INSTANCE_ID]: owner.instanceId });
     const context = signContext(
       {
         keyId: principal.key.id,
@@ -182,6 +202,7 @@ export class Bridge {
         sessionKey: call.session.key,
         body: call.body.raw,
         ttlSec: this.bounds.contextTtlSec,
+        trace: span && carrierOf(span),
       },
       secret,
     );
@@ -198,6 +219,7 @@ export class Bridge {
         signal,
       });
     } catch (err) {
+      if (span) endFailed(span, errorTypeOf(err));
       this.remoteOwners.delete(call.session.key);
       gateway.metrics.bridgeForwards.inc({ outcome: 'unreachable' });
       // an owner that cannot be reached is replaced only once its heartbeat is stale (or it left
@@ -217,6 +239,11 @@ export class Bridge {
     // the owner let go of the session (draining, or another replica owns it now): look it up next time
     if (res.statusCode === 503) this.remoteOwners.delete(call.session.key);
     request.facts.provider = call.pool.provider;
+    if (span) {
+      span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, res.statusCode);
+      // the hop lasts until the owner's answer has been relayed
+      res.body.once('close', () => span.end());
+    }
     return reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
   }
 

@@ -5,7 +5,7 @@ import type { Gateway } from '../gateway.js';
 import { RESPONSES_PROVIDERS, isJsonObject, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
 import { TOLLGATE_ORIGIN_INSTANCE_ID } from '../telemetry/attributes.js';
-import { startRequestSpan } from '../telemetry/request-span.js';
+import { startRequestSpan } from '../telemetry/spans.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
 import { sessionOf } from './session-key.js';

@@ -1,3 +1,4 @@
+import { ATTR_HTTP_RESPONSE_STATUS_CODE } from '@opentelemetry/semantic-conventions';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requireModelAllowed } from '../auth/keys.js';
 import type { ProviderName } from '../config/schema.js';
@@ -7,6 +8,9 @@ import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
 import { admitRequest, refundRequest } from '../usage/limits.js';
 import type { WireFormat } from '../usage/tokens.js';
+import { ADMISSION_SPAN, TOLLGATE_ACCOUNT_ID, usageAttributes } from '../telemetry/attributes.js';
+import { noteFirstByte, startModelCallSpan } from '../telemetry/spans.js';
+import { carrierOf, endFailed, errorTypeOf, traced } from '../telemetry/tracing.js';
 import { clientGoneSignal, relayUpstreamReply } from './forward.js';
 import { queryOf, upstreamRequestHeaders } from './headers.js';
 
@@ -69,26 +73,38 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     reply.header(TURN_STATE_HEADER, session.turnState);
   }
 
-  const admittedAt = route.format ? await admitRequest(gateway.usage, key, Date.now()) : undefined;
+  const { tracing } = gateway;
+  const admittedAt = route.format ? await traced(tracing, ADMISSION_SPAN, request.span, () => admitRequest(gateway.usage, key, Date.now())) : undefined;
   const signal = clientGoneSignal(reply);
   const { metrics } = gateway;
+  const span = tracing && startModelCallSpan(tracing, request.span, pool.provider, request.facts.model, route.format ? 'chat' : 'count_tokens');
   const sentAt = performance.now();
   let upstream;
   try {
     upstream = await gateway.upstream.send(pool, {
       method: 'POST',
       path: route.upstreamPath + queryOf(request.url),
-      headers: { ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)), 'accept-encoding': 'identity' },
+      headers: {
+        ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)),
+        'accept-encoding': 'identity',
+        // the upstream sees this call's span as its parent, not the caller's
+        ...(span && carrierOf(span)),
+      },
       body: upstreamBody(route, body),
       signal,
       accountId,
     });
   } catch (err) {
     if (admittedAt !== undefined) refundRequest(gateway.usage, key.id, admittedAt);
+    if (span) endFailed(span, errorTypeOf(err));
     throw err;
   }
   request.facts.accountId = upstream.account.id;
   metrics.ttfb.observe({ provider: pool.provider }, (performance.now() - sentAt) / 1000);
+  if (span) {
+    noteFirstByte(span, sentAt);
+    span.setAttributes({ [TOLLGATE_ACCOUNT_ID]: upstream.account.id, [ATTR_HTTP_RESPONSE_STATUS_CODE]: upstream.statusCode });
+  }
   metrics.inFlightStreams.inc({ provider: pool.provider });
   return relayUpstreamReply(request, reply, upstream, {
     format: route.format,
@@ -96,6 +112,10 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
     onDone: (usage) => {
       metrics.inFlightStreams.dec({ provider: pool.provider });
       if (route.format) gateway.recordUsage(request, pool.provider, upstream.account.id, usage);
+      if (span) {
+        if (usage) span.setAttributes(usageAttributes(usage));
+        span.end();
+      }
     },
   });
 }

@@ -3,7 +3,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
-import { endRequestSpan } from '../telemetry/request-span.js';
+import { endRequestSpan } from '../telemetry/spans.js';
 import { traceIdsOf } from '../telemetry/tracing.js';
 import { decodedBody, requestEncoding } from './body-decoding.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.js';

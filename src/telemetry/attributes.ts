@@ -21,8 +21,13 @@ export const TOLLGATE_ACCOUNT_ID = 'tollgate.account.id';
 export const TOLLGATE_OWNER_INSTANCE_ID = 'tollgate.owner.instance_id';
 export const TOLLGATE_ORIGIN_INSTANCE_ID = 'tollgate.origin.instance_id';
 
-/** The event on an upstream span when the first response byte arrived. */
+/** The event on an upstream call's span when the first response byte (or bridged event) arrived. */
 export const FIRST_BYTE_EVENT = 'tollgate.upstream.first_byte';
+
+// Span names of the steps inside a request's server span
+export const ADMISSION_SPAN = 'tollgate.admission';
+export const OWNER_FORWARD_SPAN = 'tollgate.owner_forward';
+export const BRIDGE_TURN_SPAN = 'tollgate.bridge.turn';
 
 /** `gen_ai.provider.name` of a configured provider: ChatGPT accounts are OpenAI's service. */
 export function genAiProviderOf(provider: ProviderName): string {

@@ -6,6 +6,7 @@ import { detectResources, envDetector, hostDetector, resourceFromAttributes } fr
 import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { ATTR_ERROR_TYPE, ATTR_SERVICE_INSTANCE_ID, ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import { ConfigError } from '../config/load.js';
+import { GatewayError } from '../errors.js';
 
 export type { Span } from '@opentelemetry/api';
 export { SpanKind } from '@opentelemetry/api';
@@ -19,6 +20,16 @@ export interface TraceCarrier {
 }
 
 const PROTOCOLS = ['http/protobuf', 'http/json'] as const;
+const propagator = new W3CTraceContextPropagator();
+
+/** `span`'s context for the next hop: the headers (or the signed fields) that make the callee its child. */
+export function carrierOf(span: Span): TraceCarrier {
+  const carrier: TraceCarrier = {};
+  propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, {
+    set: (c, key, value) => void ((c as Record<string, string>)[key] = value),
+  });
+  return carrier;
+}
 
 /**
  * Whether this replica exports traces: an OTLP endpoint in the environment or `telemetry.tracing`
@@ -58,7 +69,6 @@ export interface TracingOptions {
 export class Tracing {
   private readonly provider: BasicTracerProvider;
   private readonly tracer;
-  private readonly propagator = new W3CTraceContextPropagator();
 
   constructor(options: TracingOptions) {
     // OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES may add to or rename the service; the
@@ -76,25 +86,34 @@ export class Tracing {
 
   /** A request's server span, continuing the caller's trace when `parent` carries a valid `traceparent`. */
   startServerSpan(name: string, parent: TraceCarrier | Record<string, string | string[] | undefined>, attributes: Attributes): Span {
-    const context = this.propagator.extract(ROOT_CONTEXT, parent, {
+    const context = propagator.extract(ROOT_CONTEXT, parent, {
       get: (carrier, key) => (carrier as Record<string, string | string[] | undefined>)[key],
       keys: (carrier) => Object.keys(carrier),
     });
     return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
   }
 
-  startSpan(name: string, parent: Span, kind: SpanKind = SpanKind.INTERNAL, attributes?: Attributes): Span {
-    return this.tracer.startSpan(name, { kind, attributes }, trace.setSpan(ROOT_CONTEXT, parent));
+  /** A child of `parent`; none for a request that has no span (one the tracer never saw). */
+  startSpan(name: string, parent: Span | null | undefined, kind: SpanKind = SpanKind.INTERNAL, attributes?: Attributes): Span | undefined {
+    return parent ? this.tracer.startSpan(name, { kind, attributes }, trace.setSpan(ROOT_CONTEXT, parent)) : undefined;
   }
 
-  /** `span`'s context for the next hop: the headers (or the signed fields) that make the callee its child. */
-  carrierOf(span: Span): TraceCarrier {
-    const carrier: TraceCarrier = {};
-    this.propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, {
-      set: (c, key, value) => void ((c as Record<string, string>)[key] = value),
-    });
-    return carrier;
+  /** `fn` inside a child span of `parent`, ended when `fn` settles (failed when it throws). */
+  around<T>(name: string, parent: Span | null | undefined, fn: () => Promise<T>, kind?: SpanKind, attributes?: Attributes): Promise<T> {
+    const span = this.startSpan(name, parent, kind, attributes);
+    if (!span) return fn();
+    return fn().then(
+      (value) => {
+        span.end();
+        return value;
+      },
+      (err: unknown) => {
+        endFailed(span, errorTypeOf(err));
+        throw err;
+      },
+    );
   }
+
 
   /** Exports what is still buffered; spans ended afterwards are dropped. */
   shutdown(): Promise<void> {
@@ -105,6 +124,17 @@ export class Tracing {
 /** The tracer the config and the environment ask for, or undefined: then no span is ever made. */
 export function tracingFor(configured: boolean, options: TracingOptions, env: Env = process.env): Tracing | undefined {
   return tracingWanted(configured, env) ? new Tracing(options) : undefined;
+}
+
+/** `fn` in a child span of `parent` when tracing is on; `fn` alone (no span, no wrapper promise) when off. */
+export function traced<T>(tracing: Tracing | undefined, name: string, parent: Span | null | undefined, fn: () => Promise<T>, kind?: SpanKind, attributes?: Attributes): Promise<T> {
+  return tracing ? tracing.around(name, parent, fn, kind, attributes) : fn();
+}
+
+/** `error.type` of a failure: the gateway error's code, else the exception's class. */
+export function errorTypeOf(err: unknown): string {
+  if (err instanceof GatewayError) return err.code;
+  return err instanceof Error ? err.name : 'unknown';
 }
 
 /** Ends `span` as failed with `errorType` (a gateway error code or an exception's name). */

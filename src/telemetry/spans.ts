@@ -1,4 +1,4 @@
-import { SpanStatusCode, type Span } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 import {
   ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
@@ -7,8 +7,12 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { ProviderName } from '../config/schema.js';
 import {
+  FIRST_BYTE_EVENT,
+  GEN_AI_OPERATION_NAME,
   GEN_AI_REQUEST_MODEL,
+  GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
   TOLLGATE_ACCOUNT_ID,
   TOLLGATE_KEY_ID,
   TOLLGATE_REQUEST_ID,
@@ -57,4 +61,30 @@ export function endRequestSpan(span: Span, request: FastifyRequest, reply: Fasti
   if (facts.errorCode) span.setAttribute(ATTR_ERROR_TYPE, facts.errorCode);
   if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
   span.end();
+}
+
+/**
+ * The span of one call to the model provider, named as the GenAI conventions ask (`chat gpt-5`):
+ * the upstream HTTP request of a direct call, or the WebSocket exchange of a bridged turn.
+ */
+export function startModelCallSpan(
+  tracing: Tracing,
+  parent: Span | null | undefined,
+  provider: ProviderName,
+  model: string | undefined,
+  operation = 'chat',
+  name = model ? `${operation} ${model}` : operation,
+): Span | undefined {
+  const span = tracing.startSpan(name, parent, SpanKind.CLIENT, {
+    ...providerAttributes(provider),
+    [GEN_AI_OPERATION_NAME]: operation,
+  });
+  if (model) span?.setAttribute(GEN_AI_REQUEST_MODEL, model);
+  return span;
+}
+
+/** The first byte (or event) of the upstream's answer, `startedAt` (performance.now()) after the call went out. */
+export function noteFirstByte(span: Span, startedAt: number): void {
+  span.addEvent(FIRST_BYTE_EVENT);
+  span.setAttribute(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, (performance.now() - startedAt) / 1000);
 }
