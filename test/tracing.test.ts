@@ -23,7 +23,8 @@ describe('tracingWanted', () => {
 
   it('refuses an exporter or protocol it cannot honour with a message naming the variable', () => {
     expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'zipkin' })).toThrow(ConfigError);
-    expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'zipkin' })).toThrow(/OTEL_TRACES_EXPORTER/);
+    expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'otlp,zipkin' })).toThrow(/OTEL_TRACES_EXPORTER: "zipkin"/);
+    expect(tracingWanted(false, { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' })).toBe(true);
     const saved = process.env.OTEL_EXPORTER_OTLP_PROTOCOL;
     process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'grpc';
     try {

@@ -37,9 +37,10 @@ export function carrierOf(span: Span): TraceCarrier {
  */
 export function tracingWanted(configured: boolean, env: Env): boolean {
   if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return false;
-  const exporter = env.OTEL_TRACES_EXPORTER?.trim().toLowerCase();
-  if (exporter === 'none') return false;
-  if (exporter && exporter !== 'otlp') throw new ConfigError(`OTEL_TRACES_EXPORTER: "${exporter}" is not supported; use otlp or none`);
+  const exporters = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
+  if (exporters.includes('none')) return false;
+  const unsupported = exporters.find((name) => name !== 'otlp');
+  if (unsupported) throw new ConfigError(`OTEL_TRACES_EXPORTER: "${unsupported}" is not supported; use otlp or none`);
   return configured || Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
 }
 
