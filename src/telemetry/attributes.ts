@@ -30,7 +30,7 @@ export const OWNER_FORWARD_SPAN = 'tollgate.owner_forward';
 export const BRIDGE_TURN_SPAN = 'tollgate.bridge.turn';
 
 /** `gen_ai.provider.name` of a configured provider: ChatGPT accounts are OpenAI's service. */
-export function genAiProviderOf(provider: ProviderName): string {
+function genAiProviderOf(provider: ProviderName): string {
   return provider === 'chatgpt' ? 'openai' : provider;
 }
 

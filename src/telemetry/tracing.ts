@@ -8,7 +8,6 @@ import { ATTR_ERROR_TYPE, ATTR_SERVICE_INSTANCE_ID, ATTR_SERVICE_NAME } from '@o
 import { ConfigError } from '../config/load.js';
 import { GatewayError } from '../errors.js';
 
-export type { Span } from '@opentelemetry/api';
 export { SpanKind } from '@opentelemetry/api';
 
 type Env = Record<string, string | undefined>;
@@ -125,11 +124,6 @@ export class Tracing {
 /** The tracer the config and the environment ask for, or undefined: then no span is ever made. */
 export function tracingFor(configured: boolean, options: TracingOptions, env: Env = process.env): Tracing | undefined {
   return tracingWanted(configured, env) ? new Tracing(options) : undefined;
-}
-
-/** `fn` in a child span of `parent` when tracing is on; `fn` alone (no span, no wrapper promise) when off. */
-export function traced<T>(tracing: Tracing | undefined, name: string, parent: Span | null | undefined, fn: () => Promise<T>, kind?: SpanKind, attributes?: Attributes): Promise<T> {
-  return tracing ? tracing.around(name, parent, fn, kind, attributes) : fn();
 }
 
 /** `error.type` of a failure: the gateway error's code, else the exception's class. */
