@@ -22,6 +22,8 @@ import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
 import { prepareLogins } from './upstream/chatgpt/import.js';
 import { registerUsageRoute } from './metering/routes.js';
+import { traceRequests } from './telemetry/spans.js';
+import { tracingFor } from './telemetry/tracing.js';
 
 export interface App {
   gateway: Gateway;
@@ -92,6 +94,7 @@ function buildBridge(gateway: Gateway, identity: ReplicaIdentity): Bridge {
     internalSecret: config.internalSecret,
     contextTtlSec: config.bridge.contextTtlSec,
     identity,
+    tracing: gateway.tracing,
   });
   return new Bridge({ store, metrics }, registry, local, peers);
 }
@@ -101,15 +104,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination({ sync: false }));
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
-  const gateway = new Gateway(config, store, logger);
-  await prepareLogins(config, store, gateway.vault).catch(async (err) => {
-    await gateway.close();
-    throw err;
-  });
   const identity: ReplicaIdentity = {
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
   };
+  const tracing = tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId });
+  const gateway = new Gateway(config, store, logger, tracing);
+  await prepareLogins(config, store, gateway.vault).catch(async (err) => {
+    await gateway.close();
+    throw err;
+  });
   const bridge = buildBridge(gateway, identity);
   const direct = new DirectDispatcher(gateway);
   const dispatchers: Dispatchers = { direct, affinity: withSessionAffinity(direct, store, config.bridge.leaseMs), bridge };
@@ -130,6 +134,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (config.server.publicMetrics) registerMetricsRoute(app, gateway);
   registerAdminRoutes(app, gateway);
   app.register(async (proxied) => {
+    // model traffic is traced (refusals included); health probes and admin calls are not
+    if (tracing) proxied.addHook('onRequest', traceRequests(tracing));
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
     proxied.addHook('onRequest', proxyKeyAuth(gateway.keys, (source, reason) => gateway.metrics.authFailures.inc({ source, reason })));
     registerModelRoutes(proxied, gateway, dispatchers);

@@ -10,6 +10,8 @@ import type { Store } from './store/types.js';
 import { ChatgptLogins } from './upstream/chatgpt/logins.js';
 import { parseEncryptionKey } from './config/encryption-key.js';
 import { TokenVault } from './upstream/chatgpt/vault.js';
+import { ADMISSION_SPAN } from './telemetry/attributes.js';
+import type { Tracing } from './telemetry/tracing.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { MeteredCall } from './metering/metered-call.js';
@@ -32,7 +34,13 @@ export class Gateway {
   readonly vault: TokenVault | null;
   draining = false;
 
-  constructor(readonly config: Config, readonly store: Store, readonly log: Logger) {
+  constructor(
+    readonly config: Config,
+    readonly store: Store,
+    readonly log: Logger,
+    /** undefined unless tracing is on: every span is made behind a check of it */
+    readonly tracing?: Tracing,
+  ) {
     this.metrics = buildMetrics();
     this.keys = new KeyDirectory(store, config.redis.keyCacheTtlMs);
     for (const provider of PROVIDERS) {
@@ -93,6 +101,7 @@ export class Gateway {
    * (usage-weighted selection), the token metrics and the request's access-log line.
    */
   meteredCall(request: FastifyRequest): MeteredCall {
+    const { tracing } = this;
     return new MeteredCall({
       recorder: this.usage,
       key: () => request.principal!.key,
@@ -102,6 +111,7 @@ export class Gateway {
         this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
         this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
       },
+      traceAdmission: tracing && ((admit) => tracing.around(ADMISSION_SPAN, request.span, admit)),
     });
   }
 
@@ -110,5 +120,7 @@ export class Gateway {
     await this.usage.flush().catch(() => {});
     await this.agent.close();
     await this.store.close();
+    // last: the spans of the requests drained above are exported
+    await this.tracing?.shutdown();
   }
 }

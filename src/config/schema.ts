@@ -197,6 +197,10 @@ export const configSchema = z
       contextTtlSec: positiveInt(DEFAULTS.contextTtlSec),
       sessionIdleMs: positiveInt(DEFAULTS.sessionIdleMs),
     }),
+    telemetry: section({
+      /** export OpenTelemetry traces even without OTEL_EXPORTER_OTLP_ENDPOINT (to the OTLP default, localhost:4318) */
+      tracing: z.boolean().default(false),
+    }),
     adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
     internalSecret: z.string().min(16, 'must be at least 16 characters').optional(),
     providers: z

@@ -23,6 +23,8 @@ export interface MeteredCallDeps {
   key(): KeyRecord;
   /** what else recording usage means to the creator: pool view, metrics, the access log */
   onRecorded(usage: TokenUsage, served: Served): void;
+  /** runs the admission inside a span of the request's trace; absent when tracing is off */
+  traceAdmission?: (admit: () => Promise<Admitted>) => Promise<Admitted>;
 }
 
 /**
@@ -36,7 +38,12 @@ export class MeteredCall {
    * Checks the key's limits and counts the request, atomically in the store; throws the 429 a
    * client sees when a limit is reached.
    */
-  async admit(now = Date.now()): Promise<Admitted> {
+  admit(now = Date.now()): Promise<Admitted> {
+    const { traceAdmission } = this.deps;
+    return traceAdmission ? traceAdmission(() => this.check(now)) : this.check(now);
+  }
+
+  private async check(now: number): Promise<Admitted> {
     const key = this.deps.key();
     const admission = await this.deps.recorder.admit(key.id, key.limits, now);
     if (!admission.admitted) {
