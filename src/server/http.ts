@@ -226,8 +226,13 @@ function withBodyDeadline(request: FastifyRequest, body: Readable, timeoutMs: nu
     () => guarded.destroy(new GatewayError('request_timeout', `The request body did not arrive within ${timeoutMs} ms.`)),
     Math.max(0, remainingMs),
   );
-  request.raw.once('end', () => clearTimeout(timer));
-  guarded.once('close', () => clearTimeout(timer));
+  const stop = () => clearTimeout(timer);
+  request.raw.once('end', stop);
+  request.raw.once('close', stop);
+  guarded.once('close', stop);
+  // the parser that reads `guarded` gets the timeout as its error; one that already stopped reading
+  // (the request was answered, or handed to the WebSocket upgrade) must not leave it uncaught
+  guarded.on('error', () => {});
   return guarded;
 }
 
