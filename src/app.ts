@@ -94,6 +94,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       const route = request.routeOptions.url ?? 'unknown';
       gateway.metrics.requests.inc({ route, status: reply.statusCode });
       gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+      gateway.recordFailure(request, reply.statusCode);
     },
   });
   registerHealthRoutes(app, gateway);

@@ -6,11 +6,15 @@ import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
 import { SecretScrubber } from './proxy/scrubber.js';
-import type { Store } from './store/types.js';
+import { modelOf } from './proxy/routes.js';
+import type { ParsedBody } from './server/types.js';
+import type { ErrorClass, Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { UsageRecorder } from './usage/recorder.js';
 import type { TokenUsage } from './usage/tokens.js';
+
+const requestModel = (request: FastifyRequest): string => modelOf((request.body as ParsedBody | undefined)?.json) ?? 'unknown';
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -57,14 +61,25 @@ export class Gateway {
     throw new GatewayError('not_found', `No ${preference.join(' or ')} provider is configured on this gateway.`);
   }
 
-  /** The end of every metered call: the store's counters, the pool's view, metrics, the log line. */
-  recordUsage(request: FastifyRequest, provider: ProviderName, accountId: string, usage: TokenUsage | null): void {
+  /**
+   * The end of every metered call: the store's counters and history, the pool's view, metrics,
+   * the log line. `model` defaults to the request body's (a WebSocket turn names its own).
+   */
+  recordUsage(request: FastifyRequest, provider: ProviderName, accountId: string, usage: TokenUsage | null, model?: string): void {
     if (!usage) return;
     request.facts.tokens = usage;
     this.pools.get(provider)?.noteTokens(accountId, usage.total_tokens);
     this.metrics.tokens.inc({ provider, type: 'input' }, usage.input_tokens);
     this.metrics.tokens.inc({ provider, type: 'output' }, usage.output_tokens);
-    this.usage.record(request.principal!.key.id, usage);
+    this.usage.record(request.principal!.key.id, usage, { model: model ?? requestModel(request), account: accountId });
+  }
+
+  /** A model call of a known key that was answered with an error: its class in the usage history. */
+  recordFailure(request: FastifyRequest, status: number): void {
+    const { keyId, provider, accountId } = request.facts ?? {};
+    if (!keyId || !provider || status < 400) return;
+    const error: ErrorClass = status === 429 ? 'rate_limited' : status < 500 ? 'client_error' : 'server_error';
+    this.usage.recordFailure(keyId, { model: requestModel(request), account: accountId ?? '', error });
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { isReservedHeader } from '../proxy/headers.js';
-import { LIMIT_TYPES } from '../store/types.js';
+import { HISTORY_RETENTION_DAYS, LIMIT_TYPES } from '../store/types.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
 /** Defaults in one place, named so the README and the code agree. */
@@ -27,6 +27,7 @@ export const DEFAULTS = {
   contextTtlSec: 30,
   sessionIdleMs: 300_000,
   keyCacheTtlMs: 1_000,
+  dashboardSessionTtlMs: 8 * 3_600_000,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
@@ -157,6 +158,16 @@ export const configSchema = z
       leaseMs: positiveInt(DEFAULTS.leaseMs),
       contextTtlSec: positiveInt(DEFAULTS.contextTtlSec),
       sessionIdleMs: positiveInt(DEFAULTS.sessionIdleMs),
+    }),
+    usage: section({
+      /** hourly usage history is kept this long after each hour, then the store drops it */
+      historyRetentionDays: positiveInt(HISTORY_RETENTION_DAYS),
+    }),
+    dashboard: section({
+      /** serve the web dashboard at /dashboard (needs adminToken for the admin pages) */
+      enabled: z.boolean().default(false),
+      /** how long a dashboard login lasts */
+      sessionTtlMs: positiveInt(DEFAULTS.dashboardSessionTtlMs),
     }),
     adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
     internalSecret: z.string().min(16, 'must be at least 16 characters').optional(),

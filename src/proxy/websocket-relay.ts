@@ -138,7 +138,8 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     const usage = usageFromResponsesEvent(event);
     if (!usage) return;
     for (const name of Object.keys(tokens) as (keyof TokenUsage)[]) tokens[name] += usage[name];
-    gateway.recordUsage(request, pool.provider, opened.account.id, usage);
+    const model = (event as { response?: { model?: unknown } }).response?.model;
+    gateway.recordUsage(request, pool.provider, opened.account.id, usage, typeof model === 'string' ? model : undefined);
   };
   const fromUpstream = (data: Buffer, isBinary: boolean) => {
     metrics.wsFrames.inc({ direction: 'upstream_to_client' });
