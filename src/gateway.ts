@@ -14,7 +14,8 @@ import { ProviderPool } from './upstream/pool.js';
 import { UsageRecorder } from './usage/recorder.js';
 import type { TokenUsage } from './usage/tokens.js';
 
-const requestModel = (request: FastifyRequest): string => modelOf((request.body as ParsedBody | undefined)?.json) ?? 'unknown';
+const bodyModel = (request: FastifyRequest): string | undefined => modelOf((request.body as ParsedBody | undefined)?.json);
+const requestModel = (request: FastifyRequest): string => bodyModel(request) ?? 'unknown';
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -74,12 +75,16 @@ export class Gateway {
     this.usage.record(request.principal!.key.id, usage, { model: model ?? requestModel(request), account: accountId });
   }
 
-  /** A model call of a known key that was answered with an error: its class in the usage history. */
+  /**
+   * A model call (a body naming a model) of a known key answered with an error: one request and
+   * its error class in the usage history.
+   */
   recordFailure(request: FastifyRequest, status: number): void {
-    const { keyId, provider, accountId } = request.facts ?? {};
-    if (!keyId || !provider || status < 400) return;
+    const { keyId, accountId } = request.facts ?? {};
+    const model = bodyModel(request);
+    if (!keyId || model === undefined || status < 400) return;
     const error: ErrorClass = status === 429 ? 'rate_limited' : status < 500 ? 'client_error' : 'server_error';
-    this.usage.recordFailure(keyId, { model: requestModel(request), account: accountId ?? '', error });
+    this.usage.recordFailure(keyId, { model, account: accountId ?? '', error });
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@ import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { KeyRecord } from '../store/types.js';
 import { unavailability } from '../upstream/accounts.js';
+import { parseHistoryQuery, sendHistory, usageHistory } from '../usage/history.js';
 
 const keyFields = {
   allowed_models: z.array(z.string().min(1)).nullable().optional(),
@@ -97,6 +98,12 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
       await store.deleteKey(record.id);
       gateway.keys.forget(record);
       return reply.code(204).send();
+    });
+
+    admin.get('/admin/usage', async (request, reply) => {
+      const query = parseHistoryQuery(request);
+      const keyIds = (await store.listKeys()).map((key) => key.id);
+      return sendHistory(request, reply, query, await usageHistory(store, keyIds, query));
     });
 
     admin.get('/admin/accounts', async () => {

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { counterFor } from '../store/counters.js';
 import type { Gateway } from '../gateway.js';
+import { parseHistoryQuery, sendHistory, usageHistory } from './history.js';
 import { windowBounds } from './windows.js';
 
 /** `GET /v1/usage`: the calling key's totals and, for each of its limits, where it stands. */
@@ -26,5 +27,11 @@ export function registerUsageRoute(app: FastifyInstance, gateway: Gateway): void
         };
       }),
     };
+  });
+
+  /** `GET /v1/usage/history`: the calling key's own history (same query as `/admin/usage`). */
+  app.get('/v1/usage/history', async (request, reply) => {
+    const query = parseHistoryQuery(request);
+    return sendHistory(request, reply, query, await usageHistory(gateway.store, [request.principal!.key.id], query));
   });
 }
