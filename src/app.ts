@@ -7,6 +7,8 @@ import { registerInternalRoutes } from './bridge/internal-routes.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { proxyKeyAuth } from './auth/hook.js';
 import type { Config } from './config/schema.js';
+import { registerDashboard } from './dashboard/routes.js';
+import { DashboardSessions } from './dashboard/session.js';
 import { GatewayError } from './errors.js';
 import { Gateway } from './gateway.js';
 import { registerModelRoutes } from './proxy/routes.js';
@@ -99,7 +101,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   registerHealthRoutes(app, gateway);
   if (config.server.publicMetrics) registerMetricsRoute(app, gateway);
-  registerAdminRoutes(app, gateway);
+  const { dashboard, adminToken } = config;
+  const sessions = dashboard.enabled && adminToken ? new DashboardSessions(adminToken, dashboard.sessionTtlMs) : undefined;
+  registerAdminRoutes(app, gateway, sessions);
+  if (dashboard.enabled) registerDashboard(app, gateway, sessions);
   app.register(async (proxied) => {
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
     proxied.addHook('onRequest', proxyKeyAuth(gateway));

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { generateKey } from '../auth/keys.js';
+import type { DashboardSessions } from '../dashboard/session.js';
 import { limitsSchema } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
@@ -37,17 +38,23 @@ export function sameSecret(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
+/** onRequest hook of admin routes: the admin token as Bearer, or a dashboard login (with CSRF token on changes). */
+export function adminAuth(token: string, sessions?: DashboardSessions) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
+    if (sameSecret(presented, token) || sessions?.admits(request)) return;
+    throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
+  };
+}
+
 /** `/admin/*`: key and account administration behind the admin token; off when no token is set. */
-export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): void {
+export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sessions?: DashboardSessions): void {
   const token = gateway.config.adminToken;
   if (!token) return;
   const { store } = gateway;
 
   app.register(async (admin) => {
-    admin.addHook('onRequest', async (request) => {
-      const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
-      if (!sameSecret(presented, token)) throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
-    });
+    admin.addHook('onRequest', adminAuth(token, sessions));
 
     const loadKey = async (id: string) => {
       const record = await store.getKeyById(id);
