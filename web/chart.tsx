@@ -1,38 +1,51 @@
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
-import type { HistoryPoint } from './api';
+import type { History, HistoryPoint } from './api';
 
 const PALETTE = ['#2f7ed8', '#e8743b', '#19a979', '#ed4a7b', '#945ecf', '#13a4b4', '#b0a21c', '#6c757d'];
 
 export type Metric = 'requests' | 'total_tokens' | 'errors';
 const valueOf = (p: HistoryPoint, metric: Metric): number => (metric === 'errors' ? p.errors.rate_limited + p.errors.client_error + p.errors.server_error : p[metric]);
 
+const BUCKET_MS = { hour: 3_600_000, day: 86_400_000 };
+
+/** Every bucket start of the history's range, empty buckets included, so the time axis is the range. */
+function bucketTimes(history: History): number[] {
+  const size = BUCKET_MS[history.bucket];
+  const times: number[] = [];
+  for (let t = Math.floor(Date.parse(history.from) / size) * size; t < Date.parse(history.to); t += size) times.push(t);
+  return times;
+}
+
 /**
  * History as a stacked area chart: one band per group, each drawn as the running sum of the
  * groups below it. `label` names the chart for screen readers; the table beside it has the numbers.
  */
-export function StackedChart({ points, metric, label, names = {} }: { points: HistoryPoint[]; metric: Metric; label: string; names?: Record<string, string> }) {
+export function StackedChart({ history, points = history.data, metric, label, names = {} }: { history: History; points?: HistoryPoint[]; metric: Metric; label: string; names?: Record<string, string> }) {
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = box.current;
     if (!el) return;
-    const times = [...new Set(points.map((p) => p.start))].sort();
+    const times = bucketTimes(history);
     const groups = [...new Set(points.map((p) => p.group))].sort();
-    const at = new Map(times.map((t, i) => [t, i]));
+    const at = new Map(times.map((t, i) => [new Date(t).toISOString(), i]));
     const rows = groups.map((group) => {
       const row = new Array<number>(times.length).fill(0);
-      for (const p of points) if (p.group === group) row[at.get(p.start)!] += valueOf(p, metric);
+      for (const p of points) {
+        const i = at.get(p.start);
+        if (p.group === group && i !== undefined) row[i] += valueOf(p, metric);
+      }
       return row;
     });
     for (let g = 1; g < rows.length; g++) rows[g] = rows[g].map((v, i) => v + rows[g - 1][i]);
-    const data: uPlot.AlignedData = [times.map((t) => Date.parse(t) / 1000), ...rows];
+    const data: uPlot.AlignedData = [times.map((t) => t / 1000), ...rows];
     const series: uPlot.Series[] = [
       {},
       ...groups.map((group, g) => ({
         label: names[group] ?? (group || '(none)'),
         stroke: PALETTE[g % PALETTE.length],
         fill: PALETTE[g % PALETTE.length] + '55',
-        points: { show: times.length < 3 },
+        points: { show: false },
       })),
     ];
     // bands fill between neighbours, so each area shows its own share
@@ -44,7 +57,8 @@ export function StackedChart({ points, metric, label, names = {} }: { points: Hi
       resize.disconnect();
       plot.destroy();
     };
-  }, [points, metric, names]);
+    // by content: callers pass derived arrays and objects anew on every render
+  }, [history, JSON.stringify(points), metric, JSON.stringify(names)]);
   return (
     <figure class="chart" aria-label={label} data-testid={`chart-${metric}`} data-total={points.reduce((s, p) => s + valueOf(p, metric), 0)}>
       <figcaption>{label}</figcaption>

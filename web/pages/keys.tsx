@@ -88,12 +88,12 @@ function KeyDetail({ keyRecord, onChanged }: { keyRecord: Key; onChanged: () => 
   const usage = useApi<UsageReport>(`/dashboard/api/keys/${encodeURIComponent(keyRecord.id)}/usage`);
   const history = useApi<History>(`/admin/usage?${historyQuery(range, 'key')}`);
   const mine = history.data?.data.filter((p) => p.group === keyRecord.id) ?? [];
-  const change = async (action: () => Promise<unknown>) => {
+  const change = async (action: () => Promise<unknown>, gone = false) => {
     try {
       await action();
       setError('');
       onChanged();
-      usage.reload();
+      if (!gone) usage.reload();
     } catch (err) {
       setError((err as Error).message);
     }
@@ -111,7 +111,7 @@ function KeyDetail({ keyRecord, onChanged }: { keyRecord: Key; onChanged: () => 
         <button type="button" class="secondary" onClick={() => change(() => api(path, { method: 'PATCH', body: { disabled: !keyRecord.disabled } }))}>
           {keyRecord.disabled ? 'Enable' : 'Disable'}
         </button>
-        <button type="button" class="danger" onClick={() => confirm(`Revoke key ${keyRecord.name}? Clients using it get 401 at once.`) && change(() => api(path, { method: 'DELETE' }))}>
+        <button type="button" class="danger" onClick={() => confirm(`Revoke key ${keyRecord.name}? Clients using it get 401 at once.`) && change(() => api(path, { method: 'DELETE' }), true)}>
           Revoke
         </button>
       </div>
@@ -139,7 +139,7 @@ function KeyDetail({ keyRecord, onChanged }: { keyRecord: Key; onChanged: () => 
         </>
       )}
       <RangePicker value={range} onChange={setRange} />
-      <StackedChart points={mine} metric="total_tokens" label={`Tokens of ${keyRecord.name}`} names={{ [keyRecord.id]: keyRecord.name }} />
+      {history.data && <StackedChart history={history.data} points={mine} metric="total_tokens" label={`Tokens of ${keyRecord.name}`} names={{ [keyRecord.id]: keyRecord.name }} />}
     </section>
   );
 }

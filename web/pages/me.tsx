@@ -86,7 +86,7 @@ export function MePage({ note }: { note?: string }) {
           />
           {history && (
             <>
-              <StackedChart points={history.data} metric="total_tokens" label="My tokens by model" />
+              <StackedChart history={history} metric="total_tokens" label="My tokens by model" />
               <HistoryTable history={history} />
             </>
           )}

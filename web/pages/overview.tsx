@@ -16,9 +16,9 @@ export function OverviewPage() {
         <>
           <Totals history={history.data} />
           <div class="charts">
-            <StackedChart points={history.data.data} metric="requests" label="Requests by model" />
-            <StackedChart points={history.data.data} metric="total_tokens" label="Tokens by model" />
-            <StackedChart points={history.data.data} metric="errors" label="Errors by model" />
+            <StackedChart history={history.data} metric="requests" label="Requests by model" />
+            <StackedChart history={history.data} metric="total_tokens" label="Tokens by model" />
+            <StackedChart history={history.data} metric="errors" label="Errors by model" />
           </div>
         </>
       )}

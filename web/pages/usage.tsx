@@ -46,8 +46,8 @@ export function UsagePage() {
       {history.data && (
         <>
           <div class="charts">
-            <StackedChart points={history.data.data} metric="requests" label={`Requests by ${groupBy}`} names={names} />
-            <StackedChart points={history.data.data} metric="total_tokens" label={`Tokens by ${groupBy}`} names={names} />
+            <StackedChart history={history.data} metric="requests" label={`Requests by ${groupBy}`} names={names} />
+            <StackedChart history={history.data} metric="total_tokens" label={`Tokens by ${groupBy}`} names={names} />
           </div>
           <HistoryTable history={history.data} names={names} />
         </>
