@@ -78,6 +78,12 @@ describe('dashboard in a browser', () => {
     await page.getByLabel('Admin token').fill(ADMIN_TOKEN);
     await page.getByRole('button', { name: 'Log in' }).click();
     await expect.poll(() => page.getByRole('navigation', { name: 'Dashboard pages' }).isVisible()).toBe(true);
+    // the page settles: one history request, not one per render
+    const historyCalls: string[] = [];
+    page.on('request', (r) => r.url().includes('/admin/usage') && historyCalls.push(r.url()));
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    await page.waitForLoadState('networkidle');
+    expect(historyCalls).toHaveLength(1);
 
     const [cookie] = await context.cookies(gw.url);
     expect(cookie).toMatchObject({ name: 'tollgate_dashboard', httpOnly: true, sameSite: 'Strict', secure: false });
@@ -116,12 +122,20 @@ describe('dashboard in a browser', () => {
     expect(await page.getByRole('meter', { name: 'requests daily' }).getAttribute('value')).toBe('3');
     await expect.poll(() => page.getByTestId('chart-total_tokens').getAttribute('data-total')).toBe(String(tokensSent));
     expect(await page.getByTestId('chart-total_tokens').locator('canvas').count()).toBe(1);
+
+    // edit: a tighter limit shows in the gauge at once, and the gateway enforces it
+    await page.getByLabel('Limits').fill('requests:daily:4');
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    await expect.poll(() => page.locator('.gauge-figures').first().textContent()).toBe('3 / 4');
+    await sdk(secret).responses.create({ model: 'gpt-5', input: 'four' }).then((r) => (tokensSent += r.usage!.total_tokens));
+    await expect(sdk(secret).responses.create({ model: 'gpt-5', input: 'five' })).rejects.toMatchObject({ status: 429 });
     await shot('keys');
   });
 
   it('the usage page charts and tables the same requests by key, with a CSV export', async () => {
     await openPage('Usage');
-    await expect.poll(() => page.getByTestId('chart-requests').getAttribute('data-total')).toBe('3');
+    // four served and one refused by the limit: history counts the refusal too, as an error
+    await expect.poll(() => page.getByTestId('chart-requests').getAttribute('data-total')).toBe('5');
     await expect.poll(() => page.getByRole('cell', { name: keyName }).count()).toBeGreaterThan(0);
     const download = page.waitForEvent('download');
     await page.getByRole('button', { name: 'Export CSV' }).click();
@@ -138,7 +152,7 @@ describe('dashboard in a browser', () => {
     expect(await page.getByTestId('me-input').textContent()).toBe(String(expected.input_tokens));
     expect(await page.getByTestId('me-output').textContent()).toBe(String(expected.output_tokens));
     expect(await page.getByTestId('me-total').textContent()).toBe(String(expected.total_tokens));
-    expect(await page.locator('.gauge-figures').first().textContent()).toBe(`${expected.limits[0].current_value} / 100`);
+    expect(await page.locator('.gauge-figures').first().textContent()).toBe(`${expected.limits[0].current_value} / ${expected.limits[0].max_value}`);
     await expect.poll(() => page.getByTestId('chart-total_tokens').getAttribute('data-total')).toBe(String(expected.total_tokens));
     await shot('me');
   });

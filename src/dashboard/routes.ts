@@ -66,12 +66,10 @@ export function registerDashboard(app: FastifyInstance, gateway: Gateway, sessio
   };
 
   app.post('/dashboard/api/login', async (request, reply) => {
+    const live = requireSessions();
     const presented = (request.body as { json?: { token?: unknown } } | undefined)?.json?.token;
-    if (typeof presented !== 'string' || !token || !sameSecret(presented, token)) {
-      requireSessions();
-      throw new GatewayError('invalid_admin_token', 'Dashboard login: that is not the admin token.');
-    }
-    return requireSessions().start(request, reply);
+    if (typeof presented !== 'string' || !sameSecret(presented, token!)) throw new GatewayError('invalid_admin_token', 'Dashboard login: that is not the admin token.');
+    return live.start(request, reply);
   });
 
   // 200 either way: the page asks this first, and a logged-out visitor is not an error

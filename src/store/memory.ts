@@ -141,7 +141,8 @@ export class MemoryStore implements Store {
   }
 
   async getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]> {
-    const usage = this.usageOf(keyId);
+    const usage = this.usage.get(keyId);
+    if (!usage) return [];
     this.dropExpiredHistory(usage);
     return [...usage.history]
       .filter(([hour]) => hour >= from && hour < to)

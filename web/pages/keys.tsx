@@ -1,11 +1,22 @@
 import { useState } from 'preact/hooks';
-import { api, historyQuery, type History, type Key, type Limit, type Range, type UsageReport } from '../api';
+import { api, type Key, type Limit, type Range, type UsageReport } from '../api';
 import { Gauge, StackedChart } from '../chart';
 import { ErrorNote, RangePicker } from './common';
-import { useApi } from './hooks';
+import { useApi, useHistory } from './hooks';
 
 const LIMIT_TYPES: Limit['limit_type'][] = ['requests', 'input_tokens', 'output_tokens', 'total_tokens'];
 const LIMIT_WINDOWS: Limit['limit_window'][] = ['5h', 'daily', 'weekly', 'monthly'];
+/** Limits as the CLI writes them: `type:window:max`, comma separated. */
+const limitsText = (limits: Limit[]): string => limits.map((l) => `${l.limit_type}:${l.limit_window}:${l.max_value}`).join(', ');
+const limitsOf = (text: string): Limit[] =>
+  text
+    .split(',')
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .map((part) => {
+      const [limit_type, limit_window, max] = part.split(':');
+      return { limit_type, limit_window, max_value: Number(max) } as Limit;
+    });
 const modelsOf = (text: string): string[] | null => {
   const models = text.split(',').map((m) => m.trim()).filter(Boolean);
   return models.length ? models : null;
@@ -86,7 +97,7 @@ function KeyDetail({ keyRecord, onChanged }: { keyRecord: Key; onChanged: () => 
   const [range, setRange] = useState<Range>('24h');
   const [error, setError] = useState('');
   const usage = useApi<UsageReport>(`/dashboard/api/keys/${encodeURIComponent(keyRecord.id)}/usage`);
-  const history = useApi<History>(`/admin/usage?${historyQuery(range, 'key')}`);
+  const history = useHistory(range, 'key');
   const mine = history.data?.data.filter((p) => p.group === keyRecord.id) ?? [];
   const change = async (action: () => Promise<unknown>, gone = false) => {
     try {
@@ -99,10 +110,11 @@ function KeyDetail({ keyRecord, onChanged }: { keyRecord: Key; onChanged: () => 
     }
   };
   const path = `/admin/keys/${encodeURIComponent(keyRecord.id)}`;
-  const editModels = async (event: Event) => {
+  const edit = async (event: Event) => {
     event.preventDefault();
-    const input = (event.currentTarget as HTMLFormElement).elements.namedItem('models') as HTMLInputElement;
-    await change(() => api(path, { method: 'PATCH', body: { allowed_models: modelsOf(input.value) } }));
+    const field = (name: string) => ((event.currentTarget as HTMLFormElement).elements.namedItem(name) as HTMLInputElement).value;
+    const body = { allowed_models: modelsOf(field('models')), limits: limitsOf(field('limits')) };
+    await change(() => api(path, { method: 'PATCH', body }));
   };
   return (
     <section aria-labelledby="key-detail" class="card">
@@ -115,13 +127,17 @@ function KeyDetail({ keyRecord, onChanged }: { keyRecord: Key; onChanged: () => 
           Revoke
         </button>
       </div>
-      <form class="inline" onSubmit={editModels}>
+      <form class="inline" onSubmit={edit}>
         <label>
           Allowed models
           <input name="models" defaultValue={keyRecord.allowed_models?.join(', ') ?? ''} placeholder="all" />
         </label>
+        <label>
+          Limits
+          <input name="limits" defaultValue={limitsText(keyRecord.limits)} placeholder="requests:daily:100, total_tokens:monthly:1000000" size={40} />
+        </label>
         <button type="submit" class="secondary">
-          Save models
+          Save
         </button>
       </form>
       <ErrorNote error={error || usage.error || history.error} />
@@ -182,7 +198,7 @@ export function KeysPage() {
                   <code>{k.id}</code>
                 </td>
                 <td>{k.allowed_models?.join(', ') ?? 'all'}</td>
-                <td>{k.limits.map((l) => `${l.max_value} ${l.limit_type} / ${l.limit_window}`).join('; ') || 'none'}</td>
+                <td>{limitsText(k.limits) || 'none'}</td>
                 <td>{k.disabled ? 'disabled' : 'active'}</td>
               </tr>
             ))}

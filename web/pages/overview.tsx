@@ -1,12 +1,12 @@
 import { useState } from 'preact/hooks';
-import { historyQuery, type History, type Range, type Replica } from '../api';
+import type { Range, Replica } from '../api';
 import { StackedChart } from '../chart';
 import { ErrorNote, RangePicker, Totals } from './common';
-import { useApi } from './hooks';
+import { useApi, useHistory } from './hooks';
 
 export function OverviewPage() {
   const [range, setRange] = useState<Range>('24h');
-  const history = useApi<History>(`/admin/usage?${historyQuery(range, 'model')}`);
+  const history = useHistory(range, 'model');
   const replicas = useApi<{ data: Replica[] }>('/dashboard/api/replicas');
   return (
     <>

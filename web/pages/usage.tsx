@@ -1,8 +1,8 @@
 import { useMemo, useState } from 'preact/hooks';
-import { api, historyQuery, type History, type Key, type Range } from '../api';
+import { api, type History, type Key, type Range } from '../api';
 import { StackedChart } from '../chart';
 import { ErrorNote, HistoryTable, RangePicker } from './common';
-import { useApi } from './hooks';
+import { useApi, useHistory } from './hooks';
 
 type GroupBy = History['group_by'];
 
@@ -10,8 +10,8 @@ export function UsagePage() {
   const [range, setRange] = useState<Range>('24h');
   const [groupBy, setGroupBy] = useState<GroupBy>('key');
   const [error, setError] = useState('');
-  const query = historyQuery(range, groupBy);
-  const history = useApi<History>(`/admin/usage?${query}`);
+  const history = useHistory(range, groupBy);
+  const { query } = history;
   const keys = useApi<{ data: Key[] }>('/admin/keys');
   const names = useMemo(() => (groupBy === 'key' ? Object.fromEntries((keys.data?.data ?? []).map((k) => [k.id, k.name])) : {}), [keys.data, groupBy]);
   const exportCsv = async () => {
