@@ -155,6 +155,14 @@ describe('dashboard in a browser', () => {
     expect(await page.locator('.gauge-figures').first().textContent()).toBe(`${expected.limits[0].current_value} / ${expected.limits[0].max_value}`);
     await expect.poll(() => page.getByTestId('chart-total_tokens').getAttribute('data-total')).toBe(String(expected.total_tokens));
     await shot('me');
+    // a phone, in dark mode: nothing wider than the screen but the tables, which scroll inside their box
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.emulateMedia({ colorScheme: 'dark' });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    expect(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(15, 18, 23)');
+    await shot('me-phone-dark');
+    await page.setViewportSize({ width: 1100, height: 720 });
+    await page.emulateMedia({ colorScheme: 'light' });
   });
 
   it('revoking the key in the UI makes the SDK get 401', async () => {

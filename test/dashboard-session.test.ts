@@ -30,6 +30,11 @@ describe('dashboard sessions', () => {
     expect(Date.parse(body.expires_at) - Date.now()).toBeGreaterThan(50_000);
   });
 
+  it('the cookie is Secure when TLS ends at a proxy in front (X-Forwarded-Proto: https)', async () => {
+    const res = await fetch(`${gw.url}/dashboard/api/login`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-proto': 'https' }, body: JSON.stringify({ token: ADMIN_TOKEN }) });
+    expect(res.headers.get('set-cookie')).toMatch(/; HttpOnly; SameSite=Strict; Secure$/);
+  });
+
   it('a wrong token gets no cookie', async () => {
     const { res, setCookie, body } = await login(gw, 'not-the-admin-token-0000');
     expect(res.status).toBe(401);

@@ -50,7 +50,10 @@ export function StackedChart({ history, points = history.data, metric, label, na
     ];
     // bands fill between neighbours, so each area shows its own share
     const bands = groups.slice(1).map((_, g) => ({ series: [g + 2, g + 1] as [number, number] }));
-    const plot = new uPlot({ width: el.clientWidth || 600, height: 240, series, bands, scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max)] } }, axes: [{}, { size: 60 }] }, data, el);
+    // the canvas cannot follow CSS: a mid grey reads on the light and the dark theme alike
+    const axis = { stroke: '#8a939e', grid: { stroke: 'rgba(128, 128, 128, 0.25)' }, ticks: { stroke: 'rgba(128, 128, 128, 0.25)' } };
+    const options = { width: el.clientWidth || 600, height: 240, series, bands, scales: { y: { range: (_u: uPlot, _min: number, max: number): uPlot.Range.MinMax => [0, Math.max(1, max)] } }, axes: [axis, { ...axis, size: 60 }] };
+    const plot = new uPlot(options, data, el);
     const resize = new ResizeObserver(() => plot.setSize({ width: el.clientWidth, height: 240 }));
     resize.observe(el);
     return () => {

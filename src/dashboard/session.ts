@@ -13,6 +13,16 @@ export interface SessionInfo {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/**
+ * TLS here or at a proxy in front (`X-Forwarded-Proto: https`). Trusting the header without
+ * knowing the proxy is safe in this one use: a false claim only makes the cookie stricter.
+ */
+function overTls(request: FastifyRequest): boolean {
+  const forwarded = request.headers['x-forwarded-proto'];
+  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim().toLowerCase();
+  return request.protocol === 'https' || first === 'https';
+}
+
 const mac = (key: Buffer, text: string): Buffer => createHmac('sha256', key).update(text).digest();
 
 function equal(a: string, b: Buffer): boolean {
@@ -50,7 +60,7 @@ export class DashboardSessions {
     const expiresAt = now + this.ttlMs;
     const nonce = randomBytes(18).toString('base64url');
     const body = `${expiresAt}.${nonce}`;
-    const attributes = [`Max-Age=${Math.floor(this.ttlMs / 1000)}`, 'Path=/', 'HttpOnly', 'SameSite=Strict', ...(request.protocol === 'https' ? ['Secure'] : [])];
+    const attributes = [`Max-Age=${Math.floor(this.ttlMs / 1000)}`, 'Path=/', 'HttpOnly', 'SameSite=Strict', ...(overTls(request) ? ['Secure'] : [])];
     reply.header('set-cookie', `${SESSION_COOKIE}=${body}.${mac(this.key, body).toString('base64url')}; ${attributes.join('; ')}`);
     return this.info(expiresAt, nonce);
   }
