@@ -97,7 +97,6 @@ describe('dashboard in a browser', () => {
     const forged = await fetch(`${gw.url}/admin/keys`, { method: 'POST', headers: { ...asBrowser, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'csrf' }) });
     expect(forged.status).toBe(403);
     expect((await forged.json()).error.code).toBe('csrf_token_invalid');
-    await shot('overview');
   });
 
   it('creates a key whose secret is shown once; requests through the openai SDK show in its gauge and chart', async () => {
@@ -141,6 +140,11 @@ describe('dashboard in a browser', () => {
     await page.getByRole('button', { name: 'Export CSV' }).click();
     expect((await download).suggestedFilename()).toBe('tollgate-usage-by-key.csv');
     await shot('usage');
+
+    await openPage('Overview');
+    await expect.poll(() => page.getByTestId('total-requests').locator('dd').textContent()).toBe('5');
+    expect(await page.getByTestId('total-errors').locator('dd').textContent()).toBe('1');
+    await shot('overview');
   });
 
   it('/dashboard/me shows the same numbers as /v1/usage', async () => {
