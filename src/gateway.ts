@@ -5,17 +5,15 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
-import { SecretScrubber } from './proxy/scrubber.js';
-import { modelOf } from './proxy/routes.js';
-import type { ParsedBody } from './server/types.js';
+import { modelOf } from './http/body.js';
+import { SecretScrubber } from './http/scrubber.js';
 import type { ErrorClass, Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
-import { UsageRecorder } from './usage/recorder.js';
-import type { TokenUsage } from './usage/tokens.js';
+import { MeteredCall } from './metering/metered-call.js';
+import { UsageRecorder } from './metering/recorder.js';
 
-const bodyModel = (request: FastifyRequest): string | undefined => modelOf((request.body as ParsedBody | undefined)?.json);
-const requestModel = (request: FastifyRequest): string => bodyModel(request) ?? 'unknown';
+const bodyModel = (request: FastifyRequest): string | undefined => modelOf((request.body as { json?: unknown } | undefined)?.json);
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -63,21 +61,27 @@ export class Gateway {
   }
 
   /**
-   * The end of every metered call: the store's counters and history, the pool's view, metrics,
-   * the log line. `model` defaults to the request body's (a WebSocket turn names its own).
+   * The metered call of an authenticated request. Recording its usage also tells the pool
+   * (usage-weighted selection), the token metrics and the request's access-log line.
    */
-  recordUsage(request: FastifyRequest, provider: ProviderName, accountId: string, usage: TokenUsage | null, model?: string): void {
-    if (!usage) return;
-    request.facts.tokens = usage;
-    this.pools.get(provider)?.noteTokens(accountId, usage.total_tokens);
-    this.metrics.tokens.inc({ provider, type: 'input' }, usage.input_tokens);
-    this.metrics.tokens.inc({ provider, type: 'output' }, usage.output_tokens);
-    this.usage.record(request.principal!.key.id, usage, { model: model ?? requestModel(request), account: accountId });
+  meteredCall(request: FastifyRequest): MeteredCall {
+    return new MeteredCall({
+      recorder: this.usage,
+      key: () => request.principal!.key,
+      model: () => bodyModel(request),
+      onRecorded: (usage, served) => {
+        request.facts.tokens = usage;
+        this.pools.get(served.provider)?.noteTokens(served.accountId, usage.total_tokens);
+        this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
+        this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
+      },
+    });
   }
 
   /**
    * A model call (a body naming a model) of a known key answered with an error: one request and
-   * its error class in the usage history.
+   * its error class in the usage history. Called once per answered request, so it covers refusals
+   * made before a metered call admitted anything (limits, model checks) as well as upstream errors.
    */
   recordFailure(request: FastifyRequest, status: number): void {
     const { keyId, accountId } = request.facts ?? {};

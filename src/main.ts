@@ -1,4 +1,4 @@
-import { buildApp } from './app.js';
+import { buildApp, type App } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 
 /** `npm start`: one replica from `TOLLGATE_CONFIG` and the environment. */
@@ -13,28 +13,36 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const app = await buildApp(config);
-  const { publicUrl, internalUrl } = await app.listen();
-  app.gateway.log.info({ publicUrl, internalUrl, store: app.gateway.store.kind }, 'tollgate listening');
 
+  // Registered before anything listens: a SIGTERM that arrives while starting must not kill the
+  // process with Node's default action once connections may have been accepted.
+  let app: App | undefined;
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    app.gateway.log.info({ signal }, 'draining: readiness fails, in-flight streams may finish');
+    // still starting: nothing was served yet, nothing to drain
+    if (!app) process.exit(0);
+    const running = app;
+    running.gateway.log.info({ signal }, 'draining: readiness fails, in-flight streams may finish');
     // past the grace period, in-flight streams are cut off
     setTimeout(() => process.exit(1), config.server.shutdownGraceMs).unref();
-    const exit = (code: number) => app.gateway.log.flush(() => process.exit(code));
-    app.close().then(
+    const exit = (code: number) => running.gateway.log.flush(() => process.exit(code));
+    running.close().then(
       () => exit(0),
       (err) => {
-        app.gateway.log.error({ err }, 'shutdown failed');
+        running.gateway.log.error({ err }, 'shutdown failed');
         exit(1);
       },
     );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+
+  const built = await buildApp(config);
+  app = built;
+  const { publicUrl, internalUrl } = await built.listen();
+  built.gateway.log.info({ publicUrl, internalUrl, store: built.gateway.store.kind }, 'tollgate listening');
 }
 
 main().catch((err) => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONTEXT_HEADER, signContext } from '../src/bridge/context.js';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { RedisStore } from '../src/store/redis.js';
 import { INTERNAL_SECRET } from './support/cluster.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
@@ -39,6 +39,7 @@ interface ContextOverrides {
   body?: Buffer;
   secret?: string;
   now?: number;
+  route?: string;
 }
 
 function context(overrides: ContextOverrides = {}): string {
@@ -49,6 +50,7 @@ function context(overrides: ContextOverrides = {}): string {
       originInstance: 'replica-elsewhere',
       targetInstance: overrides.targetInstance ?? instanceId,
       sessionKey: overrides.sessionKey ?? sessionOf(SESSION, key.id)!.key,
+      route: overrides.route,
       body: overrides.body ?? BODY,
       ttlSec: 30,
     },
@@ -72,6 +74,19 @@ function expectNothingUpstream() {
 }
 
 describe('signed re-auth context on the internal route', () => {
+  it('refuses a context naming a route that is not bridged: 400 context_malformed, nothing upstream', async () => {
+    const res = await forward(context({ route: '/v1/chat/completions' }));
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('context_malformed');
+    expectNothingUpstream();
+  });
+
+  it('serves a context naming the Codex route on that route\'s upstream path', async () => {
+    const res = await forward(context({ route: '/backend-api/codex/responses' }));
+    expect(res.status).toBe(200);
+    expect(gw.mock.wsConnections.map((c) => c.path.split('?')[0])).toEqual(['/v1/responses']);
+  });
+
   it('serves a well-signed forward, re-validating the key by id', async () => {
     const res = await forward(context());
     expect(res.status).toBe(200);
@@ -109,6 +124,17 @@ describe('signed re-auth context on the internal route', () => {
     expectNothingUpstream();
   });
 
+  it.each([['empty', ''], ['null', 'null'], ['a string', '"hello"'], ['an array', '[1,2]'], ['a number', '42']])(
+    'refuses a validly signed forward whose body is %s with 400, sending nothing upstream',
+    async (_name, text) => {
+      const body = Buffer.from(text);
+      const res = await forward(context({ body }), body);
+      expect(res.status).toBe(400);
+      expect(res.body.error.code).toBe('invalid_request');
+      expectNothingUpstream();
+    },
+  );
+
   it('refuses a replayed context', async () => {
     const header = context();
     expect((await forward(header)).status).toBe(200);
@@ -143,11 +169,12 @@ describe('signed re-auth context on the internal route', () => {
   it('a forwarded request for a session owned by another live replica is refused (loop guard)', async () => {
     const session = sessionOf(SESSION, key.id)!;
     await gw.store.heartbeat({ instanceId: 'replica-other', advertiseUrl: 'http://127.0.0.1:1' }, Date.now());
-    await gw.store.claimLease(session.key, { instanceId: 'replica-other', accountId: 'oa-1' }, 10_000);
+    const { lease } = await gw.store.claimLease(session.key, { instanceId: 'replica-other', accountId: 'oa-1' }, 10_000);
     const res = await forward(context());
     expect(res.status).toBe(503);
-    expect(res.body.error.code).toBe('forward_loop');
-    expect(res.body.error).toBeDefined();
+    expect(res.body.error).toMatchObject({ code: 'forward_loop', type: 'server_error', message: expect.stringContaining('replica-other') });
+    // refused, not taken over: the live owner keeps the session
+    expect(await gw.store.getLease(session.key)).toEqual(lease);
     expectNothingUpstream();
   });
 });

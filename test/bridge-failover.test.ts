@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
+import { settlesWithin } from './support/bounds.js';
 import { TEST_BRIDGE, createKeyVia, useCluster, type Replica } from './support/cluster.js';
 
 const env = useCluster(3);
@@ -27,17 +28,22 @@ describe('owner failure', () => {
 
     await env.replicas[0]!.kill('SIGKILL');
     const killedAt = Date.now();
-    // until the dead owner's heartbeat is stale, other replicas answer 503 with Retry-After;
-    // after it, they take the session over and the continuation meets the upstream's own error
-    let continued;
-    for (;;) {
-      continued = await turn(env.replicas[1]!, key, 'killed-owner', { input: 'two', previous_response_id: first.json().id });
-      if (continued.status !== 503) break;
-      expect(continued.json().error.code).toBe('owner_unavailable');
-      expect(Number(continued.retryAfter)).toBeGreaterThan(0);
-      expect(Date.now() - killedAt).toBeLessThan(TEST_BRIDGE.leaseMs);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    // until the dead owner's heartbeat (last written before the kill) is stale, other replicas
+    // answer 503 with Retry-After; after it, they take the session over and the continuation
+    // meets the upstream's own error
+    const continued = await settlesWithin(
+      async () => {
+        const answer = await turn(env.replicas[1]!, key, 'killed-owner', { input: 'two', previous_response_id: first.json().id });
+        if (answer.status === 503) {
+          expect(answer.json().error.code).toBe('owner_unavailable');
+          expect(Number(answer.retryAfter)).toBeGreaterThan(0);
+        }
+        return answer;
+      },
+      (answer) => answer.status !== 503,
+      killedAt,
+      TEST_BRIDGE.staleAfterMs,
+    );
     expect(continued.status).toBe(400);
     expect(continued.json().error.code).toBe('previous_response_not_found');
     const lease = (await ownerOf(id, 'killed-owner'))!;
@@ -64,7 +70,9 @@ describe('owner failure', () => {
     expect((await ownerOf(id, 'drained-owner'))?.instanceId).toBe(owner.instanceId);
 
     const exited = owner.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 200));
+    // draining has begun (it leaves the registry first) while the stream is still held
+    await expect.poll(() => env.store.getReplica(owner.instanceId)).toBeNull();
+    expect(env.mock.served).toHaveLength(2);
     release();
     const streamed = await inFlight;
     expect(streamed.status).toBe(200);

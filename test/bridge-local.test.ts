@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
+import { MemoryStore } from '../src/store/memory.js';
 import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
 
 let gw: TestGateway | undefined;
@@ -49,6 +50,25 @@ describe('bridge sessions on one replica', () => {
     expect(gw.mock.wsConnections).toHaveLength(1);
   });
 
+  it('refuses a body nested too deeply to forward with 400, and the session stays usable', async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    // JSON.parse takes any depth; JSON.stringify of the upstream frame recurses and overflows the stack
+    const depth = 100_000;
+    const deep = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}`, 'session-id': 's-deep' },
+      body: `{"model":"gpt-5","input":${'['.repeat(depth)}${']'.repeat(depth)}}`,
+    });
+    expect(deep.status).toBe(400);
+    expect((await deep.json()).error.type).toBe('invalid_request_error');
+    const good = await turn(gw, secret, { 'session-id': 's-deep' }, { input: 'after' });
+    expect(good.status).toBe(200);
+    expect(good.json().status).toBe('completed');
+    expect(gw.mock.wsConnections).toHaveLength(1);
+    expect(gw.mock.wsConnections[0]!.frames).toHaveLength(1);
+  });
+
   it('a caller leaving mid-turn does not break the next turn', async () => {
     gw = await startTestGateway();
     const { secret } = await gw.createKey();
@@ -78,7 +98,7 @@ describe('bridge sessions on one replica', () => {
     expect((await turn(gw, secret, { 'session-id': 's-idle' }, { input: 'x' })).status).toBe(200);
     const sessionKey = sessionOf({ 'session-id': 's-idle' }, id)!.key;
     expect(await gw.store.getLease(sessionKey)).not.toBeNull();
-    await expect.poll(() => gw!.mock.wsConnections[0]!.closed, { timeout: 3_000 }).toBe(true);
+    await expect.poll(() => gw!.mock.wsConnections[0]!.closed).toBe(true);
     expect(await gw.store.getLease(sessionKey)).toBeNull();
     // the next turn opens a new session
     expect((await turn(gw, secret, { 'session-id': 's-idle' }, { input: 'y' })).status).toBe(200);
@@ -94,19 +114,34 @@ describe('bridge sessions on one replica', () => {
     expect(gw.mock.wsConnections[0]!.headers['x-codex-turn-state']).toBe('upstream-state-1');
     // ours identifies the session at the gateway only
     const ours = (await turn(gw, secret, { 'session-id': 's-ours' }, { input: 'two' })).headers.get('x-codex-turn-state')!;
-    await expect.poll(() => gw!.mock.wsConnections[1]!.closed, { timeout: 3_000 }).toBe(true); // idle: closed
+    await expect.poll(() => gw!.mock.wsConnections[1]!.closed).toBe(true); // idle: closed
     expect((await turn(gw, secret, { 'x-codex-turn-state': ours }, { input: 'three' })).status).toBe(200);
     expect(gw.mock.wsConnections).toHaveLength(3);
     expect(gw.mock.wsConnections[2]!.headers['x-codex-turn-state']).toBeUndefined();
   });
 
   it('renews the lease while the session lives, keeping the epoch', async () => {
-    gw = await startTestGateway({ config: () => ({ bridge: { leaseMs: 450 } }) });
+    // the real store, with a note of when each renewal was asked for and whether it held
+    const renewals: Array<{ at: number; renewed: boolean }> = [];
+    const store = new (class extends MemoryStore {
+      override async renewLease(...args: Parameters<MemoryStore['renewLease']>) {
+        const at = Date.now();
+        const renewed = await super.renewLease(...args);
+        renewals.push({ at, renewed });
+        return renewed;
+      }
+    })();
+    const leaseMs = 1_500;
+    gw = await startTestGateway({ store, config: () => ({ bridge: { leaseMs } }) });
     const { id, secret } = await gw.createKey();
     expect((await turn(gw, secret, { 'session-id': 's-renew' }, { input: 'x' })).status).toBe(200);
+    // the lease was claimed before now: unrenewed, it would be gone by this time
+    const unrenewedExpiry = Date.now() + leaseMs;
     const sessionKey = sessionOf({ 'session-id': 's-renew' }, id)!.key;
     const lease = await gw.store.getLease(sessionKey);
-    await new Promise((r) => setTimeout(r, 1_200)); // well past one lease length
+    expect(lease).not.toBeNull();
+    await expect.poll(() => renewals.some((r) => r.renewed && r.at > unrenewedExpiry)).toBe(true);
+    expect(renewals.every((r) => r.renewed)).toBe(true);
     expect(await gw.store.getLease(sessionKey)).toEqual(lease);
   });
 

@@ -32,11 +32,12 @@ describe('Redis going away mid-traffic', () => {
     const workers = Array.from({ length: 4 }, async (_, w) => {
       for (let i = 0; running; i++) {
         outcomes.push(await respond(env.replicas[(w + i) % 2]!, key, i % 2 ? '/v1/messages' : '/v1/responses'));
-        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setTimeout(r, 20)); // steady load, not a flood: part of the scenario
       }
     });
 
-    await new Promise((r) => setTimeout(r, 700));
+    const answered = (status: number, since = 0) => outcomes.slice(since).filter((o) => o.status === status).length;
+    await expect.poll(() => answered(200)).toBeGreaterThanOrEqual(8);
     // three streams admitted before the outage that complete during it: their usage must survive
     const release = env.mock.holdStreams();
     const heldStreams = env.replicas.concat(env.replicas[0]!).map(async (replica) => {
@@ -47,7 +48,8 @@ describe('Redis going away mid-traffic', () => {
       });
       return { status: res.status, text: await res.text() };
     });
-    await new Promise((r) => setTimeout(r, 200));
+    // admitted (and counted) before the outage: the upstream has all three
+    await expect.poll(() => env.mock.requests.filter((r) => (r.json as { input?: string })?.input === 'held across the outage').length).toBe(3);
     await env.redis.stop();
     release();
     for (const held of await Promise.all(heldStreams)) {
@@ -57,11 +59,12 @@ describe('Redis going away mid-traffic', () => {
     const ready = await fetch(`${env.replicas[1]!.url}/health/ready`);
     expect(ready.status).toBe(503);
     expect((await ready.json()).error.code).toBe('store_unavailable');
-    await new Promise((r) => setTimeout(r, 2_000));
+    // every worker has met the outage
+    await expect.poll(() => answered(503)).toBeGreaterThanOrEqual(8);
     const duringOutage = outcomes.length;
     await env.redis.start();
     await expect.poll(async () => (await fetch(`${env.replicas[0]!.url}/health/ready`)).status, { timeout: 10_000 }).toBe(200);
-    await new Promise((r) => setTimeout(r, 700));
+    await expect.poll(() => answered(200, duringOutage)).toBeGreaterThanOrEqual(8);
     running = false;
     await Promise.all(workers);
 

@@ -110,7 +110,7 @@ describe('config', () => {
 
   it('a bad config stops the process with one line naming the field', () => {
     const path = writeConfig('providers:\n  openai:\n    baseUrl: https://api.openai.com\n    accounts: []\n');
-    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, TOLLGATE_CONFIG: path }, encoding: 'utf8', timeout: 20_000 });
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], { env: { ...process.env, TOLLGATE_CONFIG: path }, encoding: 'utf8', timeout: 60_000 });
     expect(run.status).toBe(1);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(run.stderr).toMatch(/^config: providers\.openai\.accounts: /);

@@ -1,13 +1,19 @@
 // Structural checks of the Helm chart without a helm binary: the pure-YAML files parse, every
 // `.Values.…` path the templates use is defined in values.yaml, template blocks balance, the two
-// Services expose what they should, and the config the ConfigMap renders uses the gateway's schema.
+// Services expose what they should, the config the ConfigMap renders uses the gateway's schema,
+// values.schema.json accepts the defaults and refuses typos, and every metric the dashboard and the
+// alert rules name is one a running gateway exports.
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { Ajv } from 'ajv';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
+import { LIMIT_TYPES } from '../src/usage/counters.js';
+import { LIMIT_WINDOWS } from '../src/usage/windows.js';
+import { startTestGateway, type TestGateway } from './support/gateway.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const chartDir = join(root, 'helm', 'tollgate');
@@ -67,7 +73,8 @@ describe('helm chart', () => {
   it('has the expected templates', () => {
     for (const name of [
       '_helpers.tpl', 'NOTES.txt', 'deployment.yaml', 'service.yaml', 'service-headless.yaml', 'configmap.yaml',
-      'secret.yaml', 'hpa.yaml', 'pdb.yaml', 'servicemonitor.yaml', 'networkpolicy.yaml',
+      'secret.yaml', 'hpa.yaml', 'pdb.yaml', 'servicemonitor.yaml', 'networkpolicy.yaml', 'grafana-dashboard.yaml',
+      'prometheusrule.yaml',
     ]) {
       expect(templateNames).toContain(name);
     }
@@ -190,42 +197,246 @@ describe('helm chart', () => {
     expect(text).toMatch(/mountPath: \/etc\/tollgate\b/);
     expect(text).toMatch(/- name: TOLLGATE_INSTANCE_ID\s+valueFrom:\s+fieldRef:\s+fieldPath: metadata\.name/);
     expect(text).toMatch(/- name: POD_IP\s+valueFrom:\s+fieldRef:\s+fieldPath: status\.podIP/);
-    expect(text).toContain('http://$(POD_IP):%d');
+    // a Deployment's pods have no DNS names of their own: peers are reached by pod IP, bracketed for IPv6
+    expect(text).toMatch(/- name: TOLLGATE_ADVERTISE_URL\s+value: \{\{ include "tollgate\.advertiseUrl" \. \| quote \}\}/);
+    expect(template('_helpers.tpl')).toContain('ternary "[$(POD_IP)]" "$(POD_IP)" (eq .Values.ipFamily "IPv6")');
+    expect(template('_helpers.tpl')).toContain('printf "http://%s:%d" $host');
+    expect(text).not.toMatch(/subdomain:|POD_NAME/);
     for (const name of ['REDIS_URL', 'TOLLGATE_ADMIN_TOKEN', 'TOLLGATE_INTERNAL_SECRET']) {
       expect(text).toContain(`- name: ${name}`);
     }
+    // REDIS_URL may hold a password: every REDIS_URL entry reads a Secret, none is a plain value
+    const redisEntries = [...text.matchAll(/- name: REDIS_URL\n(\s+\S+)/g)].map((m) => m[1]!.trim());
+    expect(redisEntries.length).toBeGreaterThan(0);
+    expect(redisEntries.every((line) => line === 'valueFrom:')).toBe(true);
+    expect(template('_helpers.tpl')).toMatch(/if and \.Values\.redis\.url \.Values\.secrets\.existingSecret \(not \.Values\.redis\.existingSecret\) \}\}\n\{\{- fail /);
     expect(text).toMatch(/path: \/health\/live\s+port: http/);
     expect(text).toMatch(/path: \/health\/ready\s+port: http/);
+    // a startup probe guards the start; liveness tolerates a busy minute; readiness a short Redis blip
+    expect(text).toMatch(/startupProbe:\s+httpGet:\s+path: \/health\/live/);
+    expect(values.livenessProbe.periodSeconds * values.livenessProbe.failureThreshold).toBeGreaterThanOrEqual(60);
+    expect(values.livenessProbe.timeoutSeconds).toBeGreaterThanOrEqual(5);
+    expect(values.readinessProbe.periodSeconds * values.readinessProbe.failureThreshold).toBeGreaterThanOrEqual(15);
+    // endpoints stop routing to the pod before it stops accepting
+    expect(text).toMatch(/lifecycle:\s+preStop:\s+exec:\s+command: \["sleep", \{\{ \.Values\.preStopSleepSeconds/);
+    expect(values.preStopSleepSeconds).toBe(10);
+    // the heap stays below the container's memory limit: 75 % of 512Mi
+    expect(text).toMatch(/with include "tollgate\.maxOldSpaceSizeMiB" \. \}\}[\s\S]*- name: NODE_OPTIONS\s+value: \{\{ printf "--max-old-space-size=%s"/);
+    expect(values.heap.percentOfMemoryLimit).toBe(75);
+    expect(values.resources.limits.memory).toBe('512Mi');
+    // soft anti-affinity by node unless the operator gives affinity rules
+    expect(values.podAntiAffinityPreset).toBe('soft');
+    expect(text).toMatch(/else if \.Values\.podAntiAffinityPreset[\s\S]*"topologyKey" "kubernetes\.io\/hostname"[\s\S]*preferredDuringSchedulingIgnoredDuringExecution/);
     // Service links would set TOLLGATE_PORT=tcp://… for a Service named "tollgate"
     expect(text).toMatch(/enableServiceLinks: false/);
     expect(text).toContain('checksum/config:');
     expect(text).toContain('checksum/secret:');
     expect(values.podSecurityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000 });
     expect(values.securityContext).toMatchObject({ readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
-    // terminationGracePeriodSeconds defaults to shutdownGraceMs + 10 s
+    // terminationGracePeriodSeconds defaults to preStop + shutdownGraceMs (rounded up) + 5 s
     expect(values.terminationGracePeriodSeconds).toBe('');
     expect(values.config.server.shutdownGraceMs).toBe(30_000);
-    expect(template('_helpers.tpl')).toContain('add (div (.Values.config.server.shutdownGraceMs | int64) 1000) 10');
+    expect(template('_helpers.tpl')).toContain(
+      'add (.Values.preStopSleepSeconds | int64) (div (add (.Values.config.server.shutdownGraceMs | int64) 999) 1000) 5',
+    );
   });
 
   it('gates the optional resources on their values', () => {
     const gates: Record<string, string> = {
       'hpa.yaml': '.Values.autoscaling.enabled',
-      'pdb.yaml': '.Values.podDisruptionBudget.enabled',
       'servicemonitor.yaml': '.Values.serviceMonitor.enabled',
       'networkpolicy.yaml': '.Values.networkPolicy.enabled',
       'secret.yaml': 'not .Values.secrets.existingSecret',
+      'grafana-dashboard.yaml': '.Values.grafanaDashboard.enabled',
+      'prometheusrule.yaml': '.Values.prometheusRule.enabled',
     };
     for (const [name, gate] of Object.entries(gates)) {
       expect(template(name).trimStart().startsWith(`{{- if ${gate} }}`), name).toBe(true);
     }
+    // a CRD-free ConfigMap is on by default; the PrometheusRule needs the operator's CRD
+    expect(values.grafanaDashboard.enabled).toBe(true);
+    expect(values.grafanaDashboard.labels).toEqual({ grafana_dashboard: '1' });
+    expect(template('grafana-dashboard.yaml')).toContain('.Files.Get "dashboards/tollgate.json"');
+    expect(values.prometheusRule.enabled).toBe(false);
+    // a PDB only with more than one replica, allowing one pod down
+    expect(template('pdb.yaml')).toMatch(/if and \.Values\.podDisruptionBudget\.enabled \(gt \$replicas 1\) \}\}/);
+    expect(values.podDisruptionBudget).toMatchObject({ enabled: true, maxUnavailable: 1 });
+    // scale-down one pod at a time after a stabilization window
+    expect(template('hpa.yaml')).toMatch(/with \.Values\.autoscaling\.behavior \}\}\n(.*\n)?\s+behavior:/);
+    expect(values.autoscaling.behavior.scaleDown.stabilizationWindowSeconds).toBeGreaterThanOrEqual(300);
+    expect(values.autoscaling.behavior.scaleDown.policies).toEqual([{ type: 'Pods', value: 1, periodSeconds: expect.any(Number) }]);
     expect(template('hpa.yaml')).toContain('apiVersion: autoscaling/v2');
     // /metrics is on the internal listener: scraped through the headless Service's internal port
     expect(template('servicemonitor.yaml')).toMatch(/apiVersion: monitoring\.coreos\.com\/v1[\s\S]*tollgate\/peers: "true"[\s\S]*port: internal\s+path: \/metrics/);
     expect(template('servicemonitor.yaml')).not.toMatch(/port: http/);
-    expect(template('networkpolicy.yaml')).toMatch(/port: internal[\s\S]*podSelector:[\s\S]*tollgate\.selectorLabels/);
-    // the scrape is let onto the internal port only from the peers the operator names
-    expect(template('networkpolicy.yaml')).toMatch(/with \.Values\.networkPolicy\.metricsFrom[\s\S]*port: internal[\s\S]*toYaml \./);
+    const policy = template('networkpolicy.yaml');
+    expect(values.networkPolicy.enabled).toBe(true);
+    expect(policy).toMatch(/port: internal[\s\S]*podSelector:[\s\S]*tollgate\.selectorLabels/);
+    // the scrape is let onto the internal port from the monitoring namespace and the peers the operator names
+    expect(policy).toMatch(/port: internal[\s\S]*with \$policy\.metricsNamespace[\s\S]*kubernetes\.io\/metadata\.name: \{\{ \. \| quote \}\}[\s\S]*with \$policy\.metricsFrom/);
+    expect(values.networkPolicy.metricsNamespace).toBe('monitoring');
     expect(values.networkPolicy.metricsFrom).toEqual([]);
+    expect(policy).toMatch(/with \$policy\.extraIngress \}\}\n\s+\{\{- toYaml \. \| nindent 4 \}\}/);
+  });
+});
+
+describe('values.schema.json', () => {
+  const schema = JSON.parse(read(join(chartDir, 'values.schema.json'))) as Tree;
+  const validate = new Ajv({ allErrors: true }).compile(schema);
+  const withChange = (change: (v: Tree) => void): Tree => {
+    const copy = structuredClone(values);
+    change(copy);
+    return copy;
+  };
+
+  it('accepts the default values and the CI values merged over them', () => {
+    expect(validate(values), JSON.stringify(validate.errors)).toBe(true);
+    const ci = parseYaml(read(join(chartDir, 'ci', 'redis-values.yaml'))) as Tree;
+    const merged = withChange((v) => {
+      Object.assign(v.redis, ci.redis);
+      Object.assign(v.secrets, ci.secrets);
+      Object.assign(v.autoscaling, ci.autoscaling);
+      Object.assign(v.networkPolicy, ci.networkPolicy);
+    });
+    expect(validate(merged), JSON.stringify(validate.errors)).toBe(true);
+  });
+
+  it('refuses a typo under config, a bad enum and a value of the wrong type', () => {
+    const refused = (change: (v: Tree) => void, path: string) => {
+      expect(validate(withChange(change))).toBe(false);
+      expect(validate.errors!.map((e) => e.instancePath)).toContain(path);
+    };
+    refused((v) => (v.config.upstream.cooldownMS = 1000), '/config/upstream');
+    refused((v) => (v.config.server.prot = 8080), '/config/server');
+    refused((v) => (v.config.providers.openai.accounts[0].apiKeyEnvv = 'X'), '/config/providers/openai/accounts/0');
+    refused((v) => (v.config.providers.openai.strategy = 'random'), '/config/providers/openai/strategy');
+    refused((v) => (v.config.server.port = '8080'), '/config/server/port');
+    refused((v) => (v.ipFamily = 'ipv6'), '/ipFamily');
+    refused((v) => (v.config.keys = [{ id: 'k', name: 'k', sha256: 'a'.repeat(64), limits: [{ limit_type: 'requests', limit_window: 'hourly', max_value: 1 }] }]), '/config/keys/0/limits/0/limit_window');
+    refused((v) => (v.replicaCont = 2), '');
+  });
+
+  it('offers the gateway\'s limit types and windows', () => {
+    const limit = schema.properties.config.properties.keys.items.properties.limits.items.properties;
+    expect(limit.limit_type.enum).toEqual([...LIMIT_TYPES]);
+    expect(limit.limit_window.enum).toEqual([...LIMIT_WINDOWS]);
+  });
+
+  it('describes config.* with the gateway schema names only', () => {
+    const config = schema.properties.config.properties as Tree;
+    for (const section of ['server', 'upstream', 'redis', 'bridge']) {
+      expect(config[section].additionalProperties, section).toBe(false);
+      const keys = Object.keys(config[section].properties);
+      expect(keys.filter((k) => !schemaKeys([section]).includes(k)), section).toEqual([]);
+      // every key values.yaml sets is described
+      expect(Object.keys(values.config[section]).filter((k) => !keys.includes(k)), section).toEqual([]);
+    }
+  });
+});
+
+/** Metric names in a PromQL expression (the gateway's own and the Node.js defaults). */
+const metricNames = (expr: string) => [...expr.matchAll(/\b(?:tollgate|process|nodejs)_[a-z0-9_]+/g)].map((m) => m[0]);
+
+/** Every PromQL expression of the dashboard: panel targets and the template variables' queries. */
+function dashboardExprs(): string[] {
+  const dashboard = JSON.parse(read(join(chartDir, 'dashboards', 'tollgate.json'))) as Tree;
+  const targets = (dashboard.panels as Tree[]).flatMap((p) => (p.targets ?? []) as Tree[]).map((t) => t.expr as string);
+  const variables = (dashboard.templating.list as Tree[]).filter((v) => v.type === 'query').map((v) => v.query.query as string);
+  return [...targets, ...variables];
+}
+
+/** Every `expr: |` block of the PrometheusRule template, with Helm actions blanked. */
+function ruleExprs(): Array<{ alert: string; expr: string }> {
+  const lines = template('prometheusrule.yaml').split('\n');
+  const rules: Array<{ alert: string; expr: string }> = [];
+  let alert = '';
+  lines.forEach((line, i) => {
+    alert = /- alert: (\w+)/.exec(line)?.[1] ?? alert;
+    if (!/^\s+expr: \|\s*$/.test(line)) return;
+    const indent = line.search(/\S/);
+    const body: string[] = [];
+    for (const next of lines.slice(i + 1)) {
+      if (next.search(/\S/) <= indent) break;
+      body.push(next.replace(/\{\{.*?\}\}/g, ''));
+    }
+    rules.push({ alert, expr: body.join(' ') });
+  });
+  return rules;
+}
+
+describe('dashboard and alert rules', () => {
+  let gw: TestGateway;
+  let exported: Map<string, string>;
+
+  beforeAll(async () => {
+    gw = await startTestGateway();
+    const { secret } = await gw.createKey();
+    // a served call (tokens, TTFB, durations) and a refused one (a gateway error by code)
+    const served = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(served.status).toBe(200);
+    await served.text();
+    const refused = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: '{}' });
+    expect(refused.status).toBe(401);
+    await refused.text();
+    const text = await (await fetch(`${gw.internalUrl}/metrics`)).text();
+    exported = new Map([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+  });
+  afterAll(() => gw?.close());
+
+  /** The registered metric a series name belongs to: histograms' _bucket/_sum/_count map to their base. */
+  const baseName = (name: string) => {
+    const base = name.replace(/_(bucket|sum|count)$/, '');
+    return base !== name && ['histogram', 'summary'].includes(exported.get(base) ?? '') ? base : name;
+  };
+
+  const unknownIn = (exprs: string[]) => exprs.flatMap(metricNames).map(baseName).filter((name) => !exported.has(name));
+
+  it('exports the error counter by code that the Redis panels and alerts read', async () => {
+    const text = await (await fetch(`${gw.internalUrl}/metrics`)).text();
+    expect(text).toMatch(/^tollgate_errors_total\{route="\/v1\/chat\/completions",code="invalid_api_key"\} 1$/m);
+  });
+
+  it('names only metrics the gateway exports, with labels they have', () => {
+    const exprs = [...dashboardExprs(), ...ruleExprs().map((r) => r.expr)];
+    expect(exprs.length).toBeGreaterThan(20);
+    for (const expr of exprs) expect(metricNames(expr).length, expr).toBeGreaterThan(0);
+    expect(unknownIn(exprs)).toEqual([]);
+    // label names in matchers and `by (…)` exist on the metrics (job, instance and le come from Prometheus)
+    const registry = gw.app.gateway.metrics.registry;
+    const labelsOf = (name: string) =>
+      (registry.getSingleMetric(baseName(name)) as unknown as { labelNames?: string[] } | undefined)?.labelNames ?? [];
+    const scrapeLabels = ['job', 'instance', 'le'];
+    const unknownLabels: string[] = [];
+    for (const expr of exprs) {
+      for (const m of expr.matchAll(/\b((?:tollgate|process|nodejs)_[a-z0-9_]+)\{([^}]*)\}/g)) {
+        for (const label of m[2]!.matchAll(/(\w+)\s*(?:=~|!~|!=|=)/g)) {
+          if (!scrapeLabels.includes(label[1]!) && !labelsOf(m[1]!).includes(label[1]!)) unknownLabels.push(`${m[1]}: ${label[1]}`);
+        }
+      }
+      const available = new Set([...scrapeLabels, ...metricNames(expr).flatMap(labelsOf)]);
+      for (const by of expr.matchAll(/\bby \(([^)]*)\)/g)) {
+        for (const label of by[1]!.split(',').map((l) => l.trim())) if (!available.has(label)) unknownLabels.push(`${expr}: by ${label}`);
+      }
+    }
+    expect(unknownLabels).toEqual([]);
+  });
+
+  it('has the alerts operators need, each on an exported metric', () => {
+    const rules = ruleExprs();
+    expect(rules.map((r) => r.alert)).toEqual([
+      'TollgateHighErrorRate', 'TollgateNoUsableAccounts', 'TollgateAccountDisabled', 'TollgateRedisUnavailable',
+      'TollgateUsageRecordsDropped', 'TollgateHighLatencyP99',
+    ]);
+    expect(unknownIn(rules.map((r) => r.expr))).toEqual([]);
+  });
+
+  it('catches a metric that does not exist', () => {
+    expect(unknownIn(['rate(tollgate_requests_totl[5m])', 'histogram_quantile(0.99, tollgate_upstream_ttfb_seconds_bucket)'])).toEqual([
+      'tollgate_requests_totl',
+    ]);
   });
 });

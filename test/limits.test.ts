@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Limit } from '../src/store/types.js';
+import type { Limit } from '../src/usage/counters.js';
 import { ANTHROPIC_SECRET, OPENAI_SECRET, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, closedPort, usageOf } from './support/http.js';
 
@@ -191,7 +191,7 @@ describe('what does not count', () => {
 
     // 401: the key disabled
     await gw.store.putKey({ ...(await gw.store.getKeyById(key.id))!, disabled: true, limits: [] });
-    await expect.poll(async () => (await responses(key.secret)).status, { timeout: 2_000, interval: 100 }).toBe(401);
+    await expect.poll(async () => (await responses(key.secret)).status, { interval: 100 }).toBe(401);
     expect((await messages(key.secret)).status).toBe(401);
     expect(await counted()).toBe(2);
     expect((await usageOf(gw, (await gw.createKey()).secret)).request_count).toBe(0);

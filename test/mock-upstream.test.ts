@@ -2,6 +2,7 @@ import { describe, it, expect, beforeAll, afterAll, beforeEach } from 'vitest';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import WebSocket from 'ws';
+import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import { startMockUpstream, usageFor, type MockUpstream } from '../src/mock/upstream.js';
 
@@ -185,8 +186,8 @@ describe('mock upstream: WebSocket', () => {
     const [code] = await new Promise<[number]>((r) => a.ws.once('close', (c) => r([c])));
     expect(code).toBe(4000);
     b.ws.close();
-    await new Promise((r) => setTimeout(r, 20));
-    expect(mock.wsConnections[0]).toMatchObject({ closed: true, closeCode: 4000 });
+    await expect.poll(() => mock.wsConnections[0]).toMatchObject({ closed: true, closeCode: 4000 });
+    await expect.poll(() => mock.wsConnections[1]!.closed).toBe(true);
   });
 
   it('rejects upgrades with the configured status', async () => {
@@ -223,13 +224,28 @@ describe('mock upstream: scripting', () => {
     expect(got).toContain('event: response.created');
 
     const pending = reader.read();
-    const raced = await Promise.race([pending, new Promise((r) => setTimeout(() => r('waiting'), 100))]);
-    expect(raced).toBe('waiting');
+    // an unheld stream is written whole and recorded as served in one go, before its first
+    // event can reach the client: nothing served yet means the rest is held back
     expect(mock.served).toHaveLength(0);
 
     release();
     for (let r = await pending; !r.done; r = await reader.read()) got += dec.decode(r.value);
     expect(got).toContain('event: response.completed');
     expect(mock.served).toHaveLength(1);
+  });
+
+  it("reports a response the client cut off as 'abandoned', and never serves it", async () => {
+    const release = mock.holdStreams();
+    const abort = new AbortController();
+    const res = await fetch(mock.url + '/v1/responses', { method: 'POST', body: JSON.stringify({ model: 'gpt-5', input: 'cut', stream: true }), signal: abort.signal });
+    const abandoned = once(mock.events, 'abandoned');
+    await res.body!.getReader().read(); // the first event: the stream is open and held
+    abort.abort();
+    const [cut] = await abandoned;
+    expect(cut.json).toMatchObject({ input: 'cut' });
+    release();
+    const done = await fetch(mock.url + '/v1/responses', { method: 'POST', body: JSON.stringify({ model: 'gpt-5', input: 'whole' }) });
+    expect(done.status).toBe(200);
+    expect(mock.served).toHaveLength(1); // the whole one only
   });
 });

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { usageFor } from '../src/mock/upstream.js';
 import { ANTHROPIC_SECRET, OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
@@ -105,16 +106,17 @@ describe.each(ROUTES)('$path streamed', (route) => {
     const res = await startStream(route.path, abortedBody, abort.signal);
     const reader = res.body!.getReader();
     expect(eventTypes(await readEvents(reader, { buffer: '' }, 1))).toEqual([route.first]);
+    const cancelled = once(gw.mock.events, 'abandoned');
     abort.abort();
     await reader.closed.catch(() => {});
 
-    // the gateway lets go of the upstream stream and its in-flight slot
+    // the gateway lets go of the upstream stream and its in-flight slot, and cancels the upstream
+    // call: the mock sees its response cut before the end (and so will never serve it)
     await expect.poll(() => inFlight(route.account)).toBe(0);
+    const [cut] = await cancelled;
+    expect(cut.json).toEqual(abortedBody);
     release();
     release = undefined;
-    // the upstream call was cancelled, not left to run to its end
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(gw.mock.served).toHaveLength(0);
 
     // and keeps serving: a complete stream right after
     const nextBody = route.body('the next request, a little longer than the first');
@@ -123,6 +125,7 @@ describe.each(ROUTES)('$path streamed', (route) => {
     const types = eventTypes(await readEvents(next.body!.getReader(), { buffer: '' }, Number.MAX_SAFE_INTEGER));
     expect(types[0]).toBe(route.first);
     expect(types.at(-1)).toBe(route.last);
+    expect(gw.mock.served).toHaveLength(1); // the complete one only
 
     // What the aborted request reported before it was cut off (Anthropic's message_start carries
     // the input tokens and 1 output token; a Responses stream reports usage only at the end).
@@ -139,10 +142,10 @@ describe.each(ROUTES)('$path streamed', (route) => {
       cached_input_tokens: partial.cached_input_tokens + complete.cached_input_tokens,
       total_tokens: partial.input_tokens + partial.output_tokens + complete.total_tokens,
     };
+    // usage is recorded once per request, when its in-flight slot is given back: with none left,
+    // every write that will ever come for these two requests has been made
+    await expect.poll(() => inFlight(route.account)).toBe(0);
     await expect.poll(async () => (await usageOf(gw, key.secret)).total_tokens).toBe(expected.total_tokens);
-    // give a late second write for the aborted request the chance to show up
-    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(await usageOf(gw, key.secret)).toMatchObject(expected);
-    expect(await inFlight(route.account)).toBe(0);
   });
 });

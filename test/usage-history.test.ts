@@ -1,4 +1,5 @@
 import OpenAI from 'openai';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, type TestRedis } from './support/redis.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
@@ -58,6 +59,41 @@ describe('usage history', () => {
     const own = await fetch(`${gw.url}/v1/usage/history?group_by=model`, { headers: { authorization: `Bearer ${bob.secret}` } });
     const ownBody = await own.json();
     expect(ownBody.data.map((p: { group: string; total_tokens: number }) => [p.group, p.total_tokens])).toEqual([['gpt-5', total(third)]]);
+  });
+
+  it('a bridged turn and a WebSocket turn are in the history with the model each named (both recorded by the metered call)', async () => {
+    const carol = await gw.createKey({ name: 'carol' });
+    // a Responses call naming a session: served by the bridge (openai speaks WebSocket upstream)
+    const bridged = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${carol.secret}`, 'session-id': 'history-session' },
+      body: JSON.stringify({ model: 'gpt-5', input: 'bridged' }),
+    });
+    expect(bridged.status).toBe(200);
+    const bridgedTotal = (await bridged.json()).usage.total_tokens;
+    expect(gw.mock.wsConnections).toHaveLength(1);
+
+    const ws = new WebSocket(`${gw.url.replace(/^http/, 'ws')}/v1/responses`, { headers: { authorization: `Bearer ${carol.secret}` } });
+    const completed = new Promise<{ response: { usage: { total_tokens: number } } }>((resolve, reject) => {
+      ws.on('message', (data) => {
+        const event = JSON.parse(data.toString());
+        if (event.type === 'response.completed') resolve(event);
+      });
+      ws.once('error', reject);
+    });
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.send(JSON.stringify({ type: 'response.create', model: 'gpt-5-mini', input: 'over the socket' }));
+    const wsTotal = (await completed).response.usage.total_tokens;
+    ws.close();
+
+    const byModel = async () => {
+      const res = await fetch(`${gw.url}/v1/usage/history?group_by=model`, { headers: { 'x-api-key': carol.secret } });
+      return (await res.json()).data.map((p: { group: string; requests: number; total_tokens: number }) => [p.group, p.requests, p.total_tokens]);
+    };
+    await expect.poll(byModel).toEqual([
+      ['gpt-5', 1, bridgedTotal],
+      ['gpt-5-mini', 1, wsTotal],
+    ]);
   });
 
   it('refuses a bad query with a clear error', async () => {

@@ -2,13 +2,12 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { generateKey } from '../auth/keys.js';
-import type { DashboardSessions } from '../dashboard/session.js';
 import { limitsSchema } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { KeyRecord } from '../store/types.js';
 import { unavailability } from '../upstream/accounts.js';
-import { parseHistoryQuery, sendHistory, usageHistory } from '../usage/history.js';
+import { parseHistoryQuery, sendHistory, usageHistory } from '../metering/history.js';
 
 const keyFields = {
   allowed_models: z.array(z.string().min(1)).nullable().optional(),
@@ -33,13 +32,39 @@ function parseBody<T>(schema: z.ZodType<T>, request: FastifyRequest): T {
 
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
 
+/** Who acted, in the audit log: a short id of the admin token that does not reveal it. */
+export function adminTokenId(token: string): string {
+  return digest(token).toString('hex').slice(0, 8);
+}
+
+/** A key as the audit log shows it: the fields an admin sets, never the secret or its hash. */
+function auditedKey(record: KeyRecord) {
+  const { name, disabled, allowed_models, expires_at, limits } = record;
+  return { name, disabled, allowed_models, expires_at, limits };
+}
+
+/** The fields that differ between two audited records, as { before, after }. */
+function changedFields<T extends Record<string, unknown>>(before: T, after: T) {
+  const changed = Object.keys(after).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+  const pick = (r: T) => Object.fromEntries(changed.map((k) => [k, r[k]]));
+  return { before: pick(before), after: pick(after) };
+}
+
 /** Compares fixed-length digests, so neither the time taken nor an early exit tells the token's length. */
 export function sameSecret(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
+/**
+ * Logins that admit a request besides the token (the dashboard's): `admits` is false without
+ * one and throws for a refused change. An interface here, so admin/ need not import the dashboard.
+ */
+export interface AdminLogins {
+  admits(request: FastifyRequest): boolean;
+}
+
 /** onRequest hook of admin routes: the admin token as Bearer, or a dashboard login (with CSRF token on changes). */
-export function adminAuth(token: string, sessions?: DashboardSessions) {
+export function adminAuth(token: string, sessions?: AdminLogins) {
   return async (request: FastifyRequest): Promise<void> => {
     const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
     if (sameSecret(presented, token) || sessions?.admits(request)) return;
@@ -48,10 +73,18 @@ export function adminAuth(token: string, sessions?: DashboardSessions) {
 }
 
 /** `/admin/*`: key and account administration behind the admin token; off when no token is set. */
-export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sessions?: DashboardSessions): void {
+export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sessions?: AdminLogins): void {
   const token = gateway.config.adminToken;
   if (!token) return;
   const { store } = gateway;
+  // One line per change made, on a logger of its own name. Kept at info under a quieter LOG_LEVEL
+  // (warn, error): only `silent` silences it.
+  const audit = gateway.log.child(
+    { logger: 'audit', admin: adminTokenId(token) },
+    { level: gateway.log.level === 'silent' ? 'silent' : 'info' },
+  );
+  const audited = (request: FastifyRequest, change: Record<string, unknown>) =>
+    audit.info({ reqId: request.id, route: `${request.method} ${request.routeOptions.url}`, ...change }, 'admin change');
 
   app.register(async (admin) => {
     admin.addHook('onRequest', adminAuth(token, sessions));
@@ -77,6 +110,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
         origin: 'admin',
       };
       await store.putKey(record);
+      audited(request, { keyId: id, before: null, after: auditedKey(record) });
       const { id: _id, ...shown } = publicKey(record);
       return reply.code(201).send({ id, key: secret, ...shown });
     });
@@ -97,6 +131,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
       };
       await store.putKey(updated);
       gateway.keys.forget(record);
+      audited(request, { keyId: record.id, ...changedFields(auditedKey(record), auditedKey(updated)) });
       return publicKey(updated);
     });
 
@@ -104,6 +139,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
       const record = await loadKey(request.params.id);
       await store.deleteKey(record.id);
       gateway.keys.forget(record);
+      audited(request, { keyId: record.id, before: auditedKey(record), after: null });
       return reply.code(204).send();
     });
 
@@ -138,10 +174,13 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
         const { id } = request.params;
         const pool = [...gateway.pools.values()].find((p) => p.find(id));
         if (!pool) throw new GatewayError('not_found', `No account with id ${id}.`);
+        const before = unavailability((await store.getAccountStates([id])).get(id) ?? {}, Date.now())?.reason ?? 'active';
         await store.setAccountDisabled(id, action === 'disable');
         // enabling also ends a cooldown: the operator says the account is good
         if (action === 'enable') await store.setAccountCooldown(id, 0);
-        return { id, provider: pool.provider, state: action === 'enable' ? 'active' : 'disabled' };
+        const state = action === 'enable' ? 'active' : 'disabled';
+        audited(request, { accountId: id, provider: pool.provider, before: { state: before }, after: { state } });
+        return { id, provider: pool.provider, state };
       });
     }
   });

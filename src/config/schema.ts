@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { isReservedHeader } from '../proxy/headers.js';
-import { HISTORY_RETENTION_DAYS, LIMIT_TYPES } from '../store/types.js';
+import { isReservedHeader } from './reserved-headers.js';
+import { LIMIT_TYPES } from '../usage/counters.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
 /** Defaults in one place, named so the README and the code agree. */
@@ -27,6 +27,7 @@ export const DEFAULTS = {
   contextTtlSec: 30,
   sessionIdleMs: 300_000,
   keyCacheTtlMs: 1_000,
+  historyRetentionDays: 90,
   dashboardSessionTtlMs: 8 * 3_600_000,
 } as const;
 
@@ -161,7 +162,7 @@ export const configSchema = z
     }),
     usage: section({
       /** hourly usage history is kept this long after each hour, then the store drops it */
-      historyRetentionDays: positiveInt(HISTORY_RETENTION_DAYS),
+      historyRetentionDays: positiveInt(DEFAULTS.historyRetentionDays),
     }),
     dashboard: section({
       /** serve the web dashboard at /dashboard (needs adminToken for the admin pages) */

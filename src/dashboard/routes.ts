@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { adminAuth, sameSecret } from '../admin/routes.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { usageReport } from '../usage/routes.js';
+import { usageReport } from '../metering/routes.js';
 import type { DashboardSessions } from './session.js';
 
 /** Where `npm run build` (scripts/build-ui.mjs) puts the bundle: the same from src/ and dist/. */

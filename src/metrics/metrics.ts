@@ -10,6 +10,9 @@ export function buildMetrics() {
   return {
     registry,
     requests: new Counter({ name: 'tollgate_requests_total', help: 'Requests answered', labelNames: ['route', 'status'], registers }),
+    // gateway-made errors (src/errors.ts codes), e.g. store_unavailable when Redis does not answer;
+    // upstream errors pass through and show only in `requests` by status
+    errors: new Counter({ name: 'tollgate_errors_total', help: 'Errors the gateway answered itself, by route and error code', labelNames: ['route', 'code'], registers }),
     duration: new Histogram({ name: 'tollgate_request_duration_seconds', help: 'Time to the last byte', labelNames: ['route'], buckets: LATENCY_BUCKETS, registers }),
     ttfb: new Histogram({ name: 'tollgate_upstream_ttfb_seconds', help: 'Time to the upstream response headers', labelNames: ['provider'], buckets: LATENCY_BUCKETS, registers }),
     upstreamErrors: new Counter({ name: 'tollgate_upstream_errors_total', help: 'Upstream failures by account and kind', labelNames: ['provider', 'account', 'kind'], registers }),

@@ -11,6 +11,7 @@
  * benchmarks, so the request path is kept minimal (one body buffer, one
  * JSON.parse, a handful of writes).
  */
+import { EventEmitter } from 'node:events';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -67,8 +68,14 @@ export interface RefusalRule {
   /** the `model` of the JSON body */
   model?: string;
 }
+/** What happened at the mock, as it happens: tests wait on these instead of on the clock. */
+export interface MockEvents {
+  /** an HTTP response was cut by the peer before the mock finished it */
+  abandoned: [RecordedRequest];
+}
 export interface MockUpstream {
   url: string;
+  events: EventEmitter<MockEvents>;
   requests: RecordedRequest[];
   served: ServedCall[];
   wsConnections: WsConnectionRecord[];
@@ -85,6 +92,8 @@ export interface MockUpstream {
   refuseMatching(rule: RefusalRule | null): void;
   /** credentials (Bearer or x-api-key values) that are no longer valid: every request with one gets 401 */
   revokeCredential(secret: string): void;
+  /** bytes the mock has queued on its open WebSockets that the peer has not read yet */
+  unsentWsBytes(): number;
   reset(): void;
   close(): Promise<void>;
 }
@@ -158,6 +167,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   const requests: RecordedRequest[] = [];
   const served: ServedCall[] = [];
   const wsConnections: WsConnectionRecord[] = [];
+  const events = new EventEmitter<MockEvents>();
   let scripted: ScriptedResponse[] = [];
   let wsCloseNext: { code: number; reason: string } | null = null;
   let wsBreakNext = false;
@@ -335,6 +345,9 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   function onRequest(req: IncomingMessage, res: ServerResponse) {
     const rec: RecordedRequest = { method: req.method ?? 'GET', path: req.url ?? '', headers: req.headers, body: '', json: undefined };
     if (record) requests.push(rec); // pushed now so the list is in arrival order
+    res.once('close', () => {
+      if (!res.writableFinished) events.emit('abandoned', rec);
+    });
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -519,6 +532,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
 
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    events,
     requests,
     served,
     wsConnections,
@@ -533,6 +547,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     errorWsNext: (event) => void (wsErrorNext = event),
     refuseMatching: (rule) => void (refusal = rule),
     revokeCredential: (secret) => void revoked.add(secret),
+    unsentWsBytes: () => [...wss.clients].reduce((sum, ws) => sum + ws.bufferedAmount, 0),
     reset() {
       // Truncate in place: callers may hold references to these arrays.
       requests.length = 0;

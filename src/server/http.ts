@@ -17,6 +17,7 @@ export function requestIdOf(headers: Record<string, unknown>): string {
 
 export function sendError(reply: FastifyReply, err: GatewayError, shape: ErrorShape = shapeForPath(reply.request.url)) {
   const rendered = renderError(err, shape);
+  (reply.request.facts ??= {}).errorCode = err.code;
   return reply.code(rendered.status).headers(rendered.headers).send(rendered.body);
 }
 

@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../errors.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { TokenUsage } from '../usage/tokens.js';
 
@@ -7,6 +8,8 @@ export interface RequestFacts {
   provider?: string;
   accountId?: string;
   tokens?: TokenUsage;
+  /** the gateway error this request was answered with, if any */
+  errorCode?: ErrorCode;
 }
 
 export interface ParsedBody {

@@ -1,5 +1,5 @@
-import { emptyCounters } from './counters.js';
-import { ERROR_CLASSES, type ErrorClass, type HistoryRow, type HistoryTag, type UsageCounters } from './types.js';
+import { emptyCounters, type UsageCounters } from '../usage/counters.js';
+import { ERROR_CLASSES, type ErrorClass, type HistoryRow, type HistoryTag } from './types.js';
 
 export const HOUR_MS = 3_600_000;
 

@@ -1,23 +1,21 @@
+import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { addCounters, counterFor, emptyCounters, limitDenies } from './counters.js';
+import { addCounters, counterFor, emptyCounters, limitDenies, type Limit, type UsageCounters } from '../usage/counters.js';
 import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import {
   ADMISSION_MEMORY,
-  HISTORY_RETENTION_DAYS,
   type AccountState,
   type Admission,
   type AdmissionTicket,
   type KeyRecord,
   type Lease,
-  type Limit,
   type ProbeRecord,
   type ProbeVerdict,
   type ReplicaInfo,
   type HistoryRow,
   type Store,
   type UsageBatch,
-  type UsageCounters,
   type UsageSnapshot,
 } from './types.js';
 
@@ -75,7 +73,7 @@ export class MemoryStore implements Store {
   private readonly historyRetentionMs: number;
 
   constructor(options: MemoryStoreOptions = {}) {
-    this.historyRetentionMs = options.historyRetentionMs ?? HISTORY_RETENTION_DAYS * 24 * HOUR_MS;
+    this.historyRetentionMs = options.historyRetentionMs ?? DEFAULTS.historyRetentionDays * 24 * HOUR_MS;
   }
 
   async putKey(record: KeyRecord): Promise<void> {

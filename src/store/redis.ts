@@ -1,7 +1,8 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { emptyCounters } from './counters.js';
+import { emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
 import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import type {
   AccountState,
@@ -10,16 +11,14 @@ import type {
   HistoryRow,
   KeyRecord,
   Lease,
-  Limit,
   ProbeRecord,
   ProbeVerdict,
   ReplicaInfo,
   Store,
   UsageBatch,
-  UsageCounters,
   UsageSnapshot,
 } from './types.js';
-import { ADMISSION_MEMORY, HISTORY_RETENTION_DAYS, StoreNotReached } from './types.js';
+import { ADMISSION_MEMORY, StoreNotReached } from './types.js';
 
 /**
  * How to reach Redis. `url` (redis:// or rediss://) always gives credentials and TLS; with
@@ -32,7 +31,7 @@ export interface RedisStoreOptions {
   sentinelName?: string;
   cluster?: { host: string; port: number }[];
   keyPrefix?: string;
-  /** how long an hour's usage history is kept after it ends (default HISTORY_RETENTION_DAYS) */
+  /** how long an hour's usage history is kept after it ends (default `DEFAULTS.historyRetentionDays`) */
   historyRetentionMs?: number;
 }
 
@@ -208,6 +207,31 @@ const SCRIPTS = {
 type ScriptName = keyof typeof SCRIPTS;
 type ScriptCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>;
 
+/** How long a store call may take before its caller gets a 503 (the README's "within about 1 s"). */
+export const COMMAND_DEADLINE_MS = 1_000;
+
+/**
+ * `work`, or a rejection once `ms` have passed. A timer is due in the event loop's timers phase,
+ * before the poll phase reads the replies that arrived while the loop was stalled (a CPU-starved
+ * replica): the deadline is checked again after them, so a reply that is already here is never
+ * turned into a timeout. (ioredis's own `commandTimeout` fires first and does exactly that.)
+ */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => setImmediate(() => reject(new Error(`Redis did not answer within ${ms} ms`))), ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
 const reconnectDelay = (attempt: number): number => Math.min(100 * attempt, 1_000);
 
 /** The one place a client is built: fail fast on every call, reconnect forever in the background. */
@@ -215,7 +239,9 @@ function createClient(url: string, options: RedisStoreOptions): Client {
   const failFast: RedisOptions = {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    commandTimeout: 1_000,
+    // a backstop that frees the commands of a server that stopped answering; callers get their
+    // answer (or a 503) within COMMAND_DEADLINE_MS through `run`
+    commandTimeout: 10 * COMMAND_DEADLINE_MS,
     connectTimeout: 2_000,
     retryStrategy: reconnectDelay,
     // A command in flight when its connection dropped may have run: sending it again on the new
@@ -322,7 +348,7 @@ export class RedisStore implements Store {
         { cause: lastError ?? timeout },
       );
     }
-    return new RedisStore(client, `${keyPrefix}tg:`, options.historyRetentionMs ?? HISTORY_RETENTION_DAYS * 24 * HOUR_MS);
+    return new RedisStore(client, `${keyPrefix}tg:`, options.historyRetentionMs ?? DEFAULTS.historyRetentionDays * 24 * HOUR_MS);
   }
 
   // --- keys -------------------------------------------------------------------
@@ -613,7 +639,7 @@ export class RedisStore implements Store {
   /** Every failure of Redis reaches callers as one error they can map to 503. */
   private async run<T>(operation: () => Promise<T>): Promise<T> {
     try {
-      return await operation();
+      return await withDeadline(operation(), COMMAND_DEADLINE_MS);
     } catch (cause) {
       if (cause instanceof GatewayError) throw cause;
       throw new GatewayError('store_unavailable', 'The shared store (Redis) is unreachable.', { cause });

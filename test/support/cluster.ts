@@ -70,7 +70,8 @@ export async function startReplica(instanceId: string, options: ClusterOptions, 
   let stderr = '';
   child.stderr!.on('data', (chunk) => (stderr += chunk));
   const listening = await new Promise<{ publicUrl: string; internalUrl: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replica ${instanceId} did not start in time: ${stderr}`)), 20_000);
+    // generous: several replicas compile their sources (tsx) at once, on a machine that may be busy
+    const timer = setTimeout(() => reject(new Error(`replica ${instanceId} did not start in time: ${stderr}`)), 45_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (process.env.TEST_LOG_LEVEL) process.stdout.write(`[${instanceId}] ${line}\n`);
       try {
@@ -143,7 +144,7 @@ export function useCluster(count: number, options: { config?: ClusterConfig; red
     const cluster = await startCluster(count, { redisUrl: env.redis.url, mock: env.mock, config: options.config });
     env.replicas = cluster.replicas;
     stop = cluster.stop;
-  }, 60_000);
+  }, 120_000);
   afterAll(async () => {
     await stop?.();
     await env.store?.close();

@@ -99,7 +99,7 @@ export async function readEvents(
   reader: ReadableStreamDefaultReader<Uint8Array>,
   state: { buffer: string },
   count: number,
-  timeoutMs = 3_000,
+  timeoutMs = 10_000,
 ): Promise<string[]> {
   const decoder = new TextDecoder();
   const deadline = Date.now() + timeoutMs;

@@ -30,7 +30,7 @@ export interface TestRedisOptions {
 /** What production should run: every write on disk before its reply (see the README's Guarantees). */
 export const AOF_ALWAYS = ['--appendonly', 'yes', '--appendfsync', 'always'];
 
-const READY_TIMEOUT_MS = 5_000;
+const READY_TIMEOUT_MS = 10_000; // a slow start on a loaded machine is not a failure
 
 function onPath(command: string): boolean {
   return (process.env.PATH ?? '').split(delimiter).some((dir) => {

@@ -76,18 +76,53 @@ Whether the replicas share a Redis ("true" or "").
 {{- end }}
 
 {{- define "tollgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
 {{- end }}
 
 {{/*
-Grace period: the configured value, else shutdownGraceMs rounded down to seconds + 10 s so that
-in-flight streams finish before the kubelet's SIGKILL.
+Grace period: the configured value, else the preStop sleep + shutdownGraceMs (rounded up to seconds)
++ 5 s, so that in-flight streams finish before the kubelet's SIGKILL.
 */}}
 {{- define "tollgate.terminationGracePeriodSeconds" -}}
 {{- if .Values.terminationGracePeriodSeconds }}
 {{- .Values.terminationGracePeriodSeconds | int64 }}
 {{- else }}
-{{- add (div (.Values.config.server.shutdownGraceMs | int64) 1000) 10 }}
+{{- add (.Values.preStopSleepSeconds | int64) (div (add (.Values.config.server.shutdownGraceMs | int64) 999) 1000) 5 }}
+{{- end }}
+{{- end }}
+
+{{/*
+TOLLGATE_ADVERTISE_URL: the pod's IP on the internal port, bracketed when it is IPv6.
+*/}}
+{{- define "tollgate.advertiseUrl" -}}
+{{- $host := ternary "[$(POD_IP)]" "$(POD_IP)" (eq .Values.ipFamily "IPv6") }}
+{{- printf "http://%s:%d" $host (.Values.config.server.internalPort | int64) }}
+{{- end }}
+
+{{/*
+The heap limit in MiB for --max-old-space-size: heap.maxOldSpaceSizeMiB, else
+heap.percentOfMemoryLimit of resources.limits.memory (a quantity: 512Mi, 1Gi, 1G, 536870912);
+empty without either.
+*/}}
+{{- define "tollgate.maxOldSpaceSizeMiB" -}}
+{{- if .Values.heap.maxOldSpaceSizeMiB }}
+{{- .Values.heap.maxOldSpaceSizeMiB | int64 }}
+{{- else }}
+{{- $limit := dig "limits" "memory" "" .Values.resources | toString }}
+{{- if $limit }}
+{{- $match := regexFindAll "^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$" $limit 1 }}
+{{- if not $match }}
+{{- fail (printf "tollgate: resources.limits.memory %q: use a whole number with an optional unit (Ki, Mi, Gi, Ti, k, M, G, T), or set heap.maxOldSpaceSizeMiB" $limit) }}
+{{- end }}
+{{- $unit := regexReplaceAll "^[0-9]+" $limit "" }}
+{{- $factors := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 }}
+{{- $bytes := mul (regexFind "^[0-9]+" $limit | int64) (get $factors $unit) }}
+{{- div (mul $bytes (.Values.heap.percentOfMemoryLimit | int64)) 104857600 }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -117,8 +152,8 @@ Fails the render on settings the gateway would refuse or silently mishandle.
 {{- if and (gt $replicas 1) (not (include "tollgate.redisEnabled" .)) }}
 {{- fail "tollgate: more than one replica needs a shared Redis: set redis.url (or redis.existingSecret), or replicaCount=1 to try it on the embedded store" }}
 {{- end }}
-{{- if not (has .Values.advertise.mode (list "podIP" "dns")) }}
-{{- fail "tollgate: advertise.mode must be podIP or dns" }}
+{{- if and .Values.redis.url .Values.secrets.existingSecret (not .Values.redis.existingSecret) }}
+{{- fail "tollgate: redis.url with secrets.existingSecret would put the Redis URL (and its password) in the Deployment: put REDIS_URL in a Secret and name it in redis.existingSecret" }}
 {{- end }}
 {{- $enabled := 0 }}
 {{- range $name, $provider := .Values.config.providers }}

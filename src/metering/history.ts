@@ -1,9 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { GatewayError } from '../errors.js';
-import { emptyCounters } from '../store/counters.js';
+import { emptyCounters, type UsageCounters } from '../usage/counters.js';
 import { HOUR_MS } from '../store/history.js';
-import { ERROR_CLASSES, type ErrorClass, type HistoryRow, type Store, type UsageCounters } from '../store/types.js';
+import { ERROR_CLASSES, type ErrorClass, type HistoryRow, type Store } from '../store/types.js';
 
 const DAY_MS = 24 * HOUR_MS;
 /** A query spans at most this much: bounds the hours read per key (history is hourly). */

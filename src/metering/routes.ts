@@ -1,9 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { counterFor } from '../store/counters.js';
-import type { Gateway } from '../gateway.js';
+import { counterFor } from '../usage/counters.js';
 import type { KeyRecord, Store } from '../store/types.js';
+import { windowBounds } from '../usage/windows.js';
 import { parseHistoryQuery, sendHistory, usageHistory } from './history.js';
-import { windowBounds } from './windows.js';
 
 /** A key's totals and, for each of its limits, where it stands: `GET /v1/usage`'s body. */
 export async function usageReport(store: Store, key: KeyRecord, now = Date.now()) {
@@ -28,12 +27,12 @@ export async function usageReport(store: Store, key: KeyRecord, now = Date.now()
 }
 
 /** `GET /v1/usage` and `GET /v1/usage/history`: the calling key's own usage. */
-export function registerUsageRoute(app: FastifyInstance, gateway: Gateway): void {
-  app.get('/v1/usage', async (request) => usageReport(gateway.store, request.principal!.key));
+export function registerUsageRoute(app: FastifyInstance, store: Store): void {
+  app.get('/v1/usage', async (request) => usageReport(store, request.principal!.key));
 
   /** the same query as `/admin/usage`, for the caller's key only */
   app.get('/v1/usage/history', async (request, reply) => {
     const query = parseHistoryQuery(request);
-    return sendHistory(request, reply, query, await usageHistory(gateway.store, [request.principal!.key.id], query));
+    return sendHistory(request, reply, query, await usageHistory(store, [request.principal!.key.id], query));
   });
 }
