@@ -81,7 +81,10 @@ describe('dashboard in a browser', () => {
     // the page settles: one history request, not one per render
     const historyCalls: string[] = [];
     page.on('request', (r) => r.url().includes('/admin/usage') && historyCalls.push(r.url()));
+    // networkidle alone may resolve before the click's request is sent: wait for its answer first
+    const refreshed = page.waitForResponse((r) => r.url().includes('/admin/usage'));
     await page.getByRole('button', { name: 'Refresh' }).click();
+    await refreshed;
     await page.waitForLoadState('networkidle');
     expect(historyCalls).toHaveLength(1);
 
