@@ -13,6 +13,8 @@ import { DirectDispatcher } from './dispatch/direct.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { proxyKeyAuth } from './auth/hook.js';
 import type { Config } from './config/schema.js';
+import { registerDashboard } from './dashboard/routes.js';
+import { DashboardSessions } from './dashboard/session.js';
 import { GatewayError } from './errors.js';
 import { Gateway } from './gateway.js';
 import { registerModelRoutes } from './proxy/routes.js';
@@ -128,11 +130,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
       const code = request.facts?.errorCode;
       if (code) gateway.metrics.errors.inc({ route, code });
+      gateway.recordFailure(request, reply.statusCode);
     },
   });
   registerHealthRoutes(app, gateway);
   if (config.server.publicMetrics) registerMetricsRoute(app, gateway);
-  registerAdminRoutes(app, gateway);
+  const { dashboard, adminToken } = config;
+  const sessions = dashboard.enabled && adminToken ? new DashboardSessions(adminToken, dashboard.sessionTtlMs) : undefined;
+  registerAdminRoutes(app, gateway, sessions);
+  if (dashboard.enabled) registerDashboard(app, gateway, sessions);
   app.register(async (proxied) => {
     // model traffic is traced (refusals included); health probes and admin calls are not
     if (tracing) proxied.addHook('onRequest', traceRequests(tracing));

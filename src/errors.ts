@@ -21,6 +21,7 @@ const KINDS = {
   context_replayed: { status: 401, openaiType: 'invalid_request_error', anthropicType: 'authentication_error' },
   context_wrong_target: { status: 400, openaiType: 'invalid_request_error', anthropicType: 'invalid_request_error' },
   context_body_mismatch: { status: 400, openaiType: 'invalid_request_error', anthropicType: 'invalid_request_error' },
+  csrf_token_invalid: { status: 403, openaiType: 'invalid_request_error', anthropicType: 'permission_error' },
   model_not_allowed: { status: 403, openaiType: 'invalid_request_error', anthropicType: 'permission_error' },
   not_found: { status: 404, openaiType: 'invalid_request_error', anthropicType: 'not_found_error' },
   method_not_allowed: { status: 405, openaiType: 'invalid_request_error', anthropicType: 'invalid_request_error' },

@@ -5,8 +5,9 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
+import { modelOf } from './http/body.js';
 import { SecretScrubber } from './http/scrubber.js';
-import type { Store } from './store/types.js';
+import type { ErrorClass, Store } from './store/types.js';
 import { ChatgptLogins } from './upstream/chatgpt/logins.js';
 import { parseEncryptionKey } from './config/encryption-key.js';
 import { TokenVault } from './upstream/chatgpt/vault.js';
@@ -16,6 +17,8 @@ import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { MeteredCall } from './metering/metered-call.js';
 import { UsageRecorder } from './metering/recorder.js';
+
+const bodyModel = (request: FastifyRequest): string | undefined => modelOf((request.body as { json?: unknown } | undefined)?.json);
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -105,6 +108,7 @@ export class Gateway {
     return new MeteredCall({
       recorder: this.usage,
       key: () => request.principal!.key,
+      model: () => bodyModel(request),
       onRecorded: (usage, served) => {
         request.facts.tokens = usage;
         this.pools.get(served.provider)?.noteTokens(served.accountId, usage.total_tokens);
@@ -113,6 +117,19 @@ export class Gateway {
       },
       traceAdmission: tracing && ((admit) => tracing.around(ADMISSION_SPAN, request.span, admit)),
     });
+  }
+
+  /**
+   * A model call (a body naming a model) of a known key answered with an error: one request and
+   * its error class in the usage history. Called once per answered request, so it covers refusals
+   * made before a metered call admitted anything (limits, model checks) as well as upstream errors.
+   */
+  recordFailure(request: FastifyRequest, status: number): void {
+    const { keyId, accountId } = request.facts ?? {};
+    const model = bodyModel(request);
+    if (!keyId || model === undefined || status < 400) return;
+    const error: ErrorClass = status === 429 ? 'rate_limited' : status < 500 ? 'client_error' : 'server_error';
+    this.usage.recordFailure(keyId, { model, account: accountId ?? '', error });
   }
 
   async close(): Promise<void> {

@@ -316,6 +316,65 @@ describe.each(stores)('%s store contract', (kind, create) => {
     expect((await store.getAccountStates(['a'])).get('a')).toEqual({ cooldownUntil: 0, disabled: false });
   });
 
+  describe('usage history', () => {
+    const HOUR = 3_600_000;
+    const hourOf = (at: number) => Math.floor(at / HOUR) * HOUR;
+    const zeroErrors = { rate_limited: 0, client_error: 0, server_error: 0 };
+
+    it('tagged entries count per hour, model and account in the same exactly-once write', async () => {
+      const at = hourOf(now) + 10;
+      const written: UsageBatch = {
+        writer: 'w1',
+        seq: 1,
+        entries: [
+          { at, deltas: usageDeltas(tokens(100, 20, 40)), history: { model: 'gpt-5', account: 'oa-1' } },
+          { at, deltas: usageDeltas(tokens(1, 2)), history: { model: 'gpt-5', account: 'oa-1' } },
+          { at, deltas: usageDeltas(tokens(5, 5)), history: { model: 'claude "x", y', account: 'an-1' } },
+          { at, deltas: {}, history: { model: 'gpt-5', account: '', error: 'rate_limited' } },
+          { at, deltas: usageDeltas(tokens(1000, 0)) }, // untagged: limits and totals only
+        ],
+      };
+      expect(await store.recordUsage('k', written)).toBe(true);
+      expect(await store.recordUsage('k', written)).toBe(false); // replayed: history unchanged too
+      const rows = await store.getUsageHistory('k', hourOf(now), hourOf(now) + HOUR);
+      const byId = Object.fromEntries(rows.map((row) => [`${row.model}/${row.account}`, row]));
+      expect(Object.keys(byId).sort()).toEqual(['claude "x", y/an-1', 'gpt-5/', 'gpt-5/oa-1']);
+      expect(byId['gpt-5/oa-1']).toEqual({
+        hour: hourOf(now),
+        model: 'gpt-5',
+        account: 'oa-1',
+        counters: { requests: 2, input_tokens: 101, output_tokens: 22, cached_input_tokens: 40, total_tokens: 123 },
+        errors: zeroErrors,
+      });
+      expect(byId['claude "x", y/an-1'].counters.total_tokens).toBe(10);
+      expect(byId['gpt-5/'].counters.requests).toBe(1);
+      expect(byId['gpt-5/'].errors).toEqual({ ...zeroErrors, rate_limited: 1 });
+      expect((await store.getUsage('k', now)).allTime.input_tokens).toBe(1106);
+    });
+
+    it('reads the hours starting in [from, to), oldest first, per key', async () => {
+      const tag = { model: 'm', account: 'a' };
+      const hours = [hourOf(now) - 2 * HOUR, hourOf(now) - HOUR, hourOf(now)];
+      const entries = hours.map((hour, i) => ({ at: hour + 1, deltas: { input_tokens: i + 1 }, history: tag }));
+      await store.recordUsage('k', { writer: 'w1', seq: 1, entries });
+      await store.recordUsage('other', { writer: 'w1', seq: 1, entries });
+      const rows = await store.getUsageHistory('k', hours[0] + 1, hours[2] + HOUR);
+      expect(rows.map((row) => [row.hour, row.counters.input_tokens])).toEqual([
+        [hours[1], 2],
+        [hours[2], 3],
+      ]);
+      expect(await store.getUsageHistory('nobody', hours[0], hours[2] + HOUR)).toEqual([]);
+    });
+
+    it('an hour past the retention (90 days by default) is not kept', async () => {
+      const old = hourOf(now) - 91 * 24 * HOUR;
+      const tag = { model: 'm', account: 'a' };
+      await store.recordUsage('k', { writer: 'w1', seq: 1, entries: [{ at: old, deltas: { input_tokens: 1 }, history: tag }, { at: now, deltas: { input_tokens: 2 }, history: tag }] });
+      expect(await store.getUsageHistory('k', old, old + HOUR)).toEqual([]);
+      expect((await store.getUsageHistory('k', hourOf(now), hourOf(now) + HOUR))[0].counters.input_tokens).toBe(2);
+    });
+  });
+
   describe('account probes', () => {
     it('one claim wins until its record expires; later claims see the record untouched', async () => {
       const claims = await Promise.all(Array.from({ length: 8 }, () => store.claimAccountProbe('a', 60_000)));

@@ -8,6 +8,7 @@ import type { Gateway } from '../gateway.js';
 import type { AccountState, QuotaWindow, StoredCredential } from '../store/types.js';
 import type { KeyRecord } from '../store/types.js';
 import { unavailability } from '../upstream/accounts.js';
+import { parseHistoryQuery, sendHistory, usageHistory } from '../metering/history.js';
 import { authFileSchema, loginFromAuthFile } from '../upstream/chatgpt/auth-file.js';
 import { storeLogin } from '../upstream/chatgpt/import.js';
 import { MalformedToken } from '../upstream/chatgpt/jwt.js';
@@ -82,8 +83,25 @@ export function sameSecret(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
+/**
+ * Logins that admit a request besides the token (the dashboard's): `admits` is false without
+ * one and throws for a refused change. An interface here, so admin/ need not import the dashboard.
+ */
+export interface AdminLogins {
+  admits(request: FastifyRequest): boolean;
+}
+
+/** onRequest hook of admin routes: the admin token as Bearer, or a dashboard login (with CSRF token on changes). */
+export function adminAuth(token: string, sessions?: AdminLogins) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
+    if (sameSecret(presented, token) || sessions?.admits(request)) return;
+    throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
+  };
+}
+
 /** `/admin/*`: key and account administration behind the admin token; off when no token is set. */
-export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): void {
+export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sessions?: AdminLogins): void {
   const token = gateway.config.adminToken;
   if (!token) return;
   const { store } = gateway;
@@ -97,10 +115,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
     audit.info({ reqId: request.id, route: `${request.method} ${request.routeOptions.url}`, ...change }, 'admin change');
 
   app.register(async (admin) => {
-    admin.addHook('onRequest', async (request) => {
-      const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
-      if (!sameSecret(presented, token)) throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
-    });
+    admin.addHook('onRequest', adminAuth(token, sessions));
 
     const loadKey = async (id: string) => {
       const record = await store.getKeyById(id);
@@ -154,6 +169,12 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
       gateway.keys.forget(record);
       audited(request, { keyId: record.id, before: auditedKey(record), after: null });
       return reply.code(204).send();
+    });
+
+    admin.get('/admin/usage', async (request, reply) => {
+      const query = parseHistoryQuery(request);
+      const keyIds = (await store.listKeys()).map((key) => key.id);
+      return sendHistory(request, reply, query, await usageHistory(store, keyIds, query));
     });
 
     admin.get('/admin/accounts', async () => {

@@ -38,6 +38,8 @@ export const DEFAULTS = {
   /** one replica refreshes an account at a time: its lock lasts this long (longer than the token call) */
   refreshLockMs: 30_000,
   refreshTimeoutMs: 10_000,
+  historyRetentionDays: 90,
+  dashboardSessionTtlMs: 8 * 3_600_000,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
@@ -200,6 +202,16 @@ export const configSchema = z
     telemetry: section({
       /** export OpenTelemetry traces even without OTEL_EXPORTER_OTLP_ENDPOINT (to the OTLP default, localhost:4318) */
       tracing: z.boolean().default(false),
+    }),
+    usage: section({
+      /** hourly usage history is kept this long after each hour, then the store drops it */
+      historyRetentionDays: positiveInt(DEFAULTS.historyRetentionDays),
+    }),
+    dashboard: section({
+      /** serve the web dashboard at /dashboard (needs adminToken for the admin pages) */
+      enabled: z.boolean().default(false),
+      /** how long a dashboard login lasts */
+      sessionTtlMs: positiveInt(DEFAULTS.dashboardSessionTtlMs),
     }),
     adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
     internalSecret: z.string().min(16, 'must be at least 16 characters').optional(),

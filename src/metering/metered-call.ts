@@ -8,6 +8,8 @@ import type { UsageRecorder } from './recorder.js';
 export interface Served {
   provider: ProviderName;
   accountId: string;
+  /** the model the turn named, when it is not the request body's (a WebSocket turn) */
+  model?: string;
 }
 
 /** One counted request: taken back if it never reached an upstream, or its usage recorded. */
@@ -21,6 +23,8 @@ export interface MeteredCallDeps {
   recorder: UsageRecorder;
   /** the caller's key as it is now (a WebSocket re-reads it per frame) */
   key(): KeyRecord;
+  /** the model the request body names, if any: usage history is kept per model */
+  model(): string | undefined;
   /** what else recording usage means to the creator: pool view, metrics, the access log */
   onRecorded(usage: TokenUsage, served: Served): void;
   /** runs the admission inside a span of the request's trace; absent when tracing is off */
@@ -60,10 +64,14 @@ export class MeteredCall {
     };
   }
 
-  /** Usage the upstream reported, counted against the caller's key. */
+  /**
+   * Usage the upstream reported, counted against the caller's key and, in the same store write,
+   * in its usage history by model and account.
+   */
   record(usage: TokenUsage | null, served: Served): void {
     if (!usage) return;
     this.deps.onRecorded(usage, served);
-    this.deps.recorder.record(this.deps.key().id, usage);
+    const model = served.model ?? this.deps.model() ?? 'unknown';
+    this.deps.recorder.record(this.deps.key().id, usage, { model, account: served.accountId });
   }
 }

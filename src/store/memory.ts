@@ -1,6 +1,8 @@
+import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { addCounters, counterFor, emptyCounters, limitDenies, type Limit, type UsageCounters } from '../usage/counters.js';
+import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import {
   ADMISSION_MEMORY,
   type AccountState,
@@ -14,6 +16,7 @@ import {
   type QuotaSnapshot,
   type StoredCredential,
   type ReplicaInfo,
+  type HistoryRow,
   type Store,
   type UsageBatch,
   type UsageSnapshot,
@@ -37,6 +40,13 @@ interface KeyUsage {
   /** writer → seq of the last batch applied (one writer per process here, but the same contract) */
   applied: Map<string, number>;
   admissions: Map<string, AdmissionRing>;
+  /** hour start → history field (see store/history.ts) → count */
+  history: Map<number, Map<string, number>>;
+}
+
+export interface MemoryStoreOptions {
+  /** how long an hour's history is kept after it ends */
+  historyRetentionMs?: number;
 }
 
 interface HeldLease {
@@ -66,6 +76,11 @@ export class MemoryStore implements Store {
   /** Shared by all sessions: epochs only ever grow, which is all fencing needs. */
   private lastEpoch = 0;
   private lastSweep = Date.now();
+  private readonly historyRetentionMs: number;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.historyRetentionMs = options.historyRetentionMs ?? DEFAULTS.historyRetentionDays * 24 * HOUR_MS;
+  }
 
   async putKey(record: KeyRecord): Promise<void> {
     const previous = this.keys.get(record.id);
@@ -124,8 +139,19 @@ export class MemoryStore implements Store {
       }
       addCounters(usage.allTime, entry.deltas);
       for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, entry.at).counters, entry.deltas);
+      if (entry.history) this.addHistory(usage, entry.at, historyIncrements(entry.history, entry.deltas));
     }
     return true;
+  }
+
+  async getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]> {
+    const usage = this.usage.get(keyId);
+    if (!usage) return [];
+    this.dropExpiredHistory(usage);
+    return [...usage.history]
+      .filter(([hour]) => hour >= from && hour < to)
+      .sort(([a], [b]) => a - b)
+      .flatMap(([hour, fields]) => historyRows(hour, fields));
   }
 
   async getUsage(keyId: string, now: number): Promise<UsageSnapshot> {
@@ -285,7 +311,7 @@ export class MemoryStore implements Store {
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);
     if (!usage) {
-      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map(), admissions: new Map() };
+      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map(), admissions: new Map(), history: new Map() };
       this.usage.set(keyId, usage);
     }
     return usage;
@@ -339,6 +365,21 @@ export class MemoryStore implements Store {
     this.lastSweep = now;
     for (const [key, held] of this.leases) if (held.expiresAt <= now) this.leases.delete(key);
     for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
+  }
+
+  private addHistory(usage: KeyUsage, at: number, increments: [string, number][]): void {
+    this.dropExpiredHistory(usage);
+    const hour = hourStart(at);
+    if (hour + HOUR_MS + this.historyRetentionMs <= Date.now()) return; // past retention: gone already
+    let fields = usage.history.get(hour);
+    if (!fields) usage.history.set(hour, (fields = new Map()));
+    for (const [field, delta] of increments) fields.set(field, (fields.get(field) ?? 0) + delta);
+  }
+
+  /** Like the Redis buckets' expiry: an hour is kept `historyRetentionMs` after it ends. */
+  private dropExpiredHistory(usage: KeyUsage): void {
+    const now = Date.now();
+    for (const hour of usage.history.keys()) if (hour + HOUR_MS + this.historyRetentionMs <= now) usage.history.delete(hour);
   }
 
   private countRequest(usage: KeyUsage, now: number, delta: 1 | -1): void {

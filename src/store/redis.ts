@@ -1,12 +1,15 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
+import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import type {
   AccountState,
   Admission,
   CredentialUpdate,
   AdmissionTicket,
+  HistoryRow,
   KeyRecord,
   Lease,
   ProbeRecord,
@@ -31,6 +34,8 @@ export interface RedisStoreOptions {
   sentinelName?: string;
   cluster?: { host: string; port: number }[];
   keyPrefix?: string;
+  /** how long an hour's usage history is kept after it ends (default `DEFAULTS.historyRetentionDays`) */
+  historyRetentionMs?: number;
 }
 
 type Client = Redis | Cluster;
@@ -56,6 +61,10 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{keys}:ids                 set of key ids
  *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
  *   tg:{u:<keyId>}:all            all-time usage hash
+ *   tg:{u:<keyId>}:h:<hourStart>  usage history of one UTC hour: field JSON [model, account,
+ *                                 counter] → count (see store/history.ts); PEXPIREAT the hour's
+ *                                 end + history retention. Per account history is the sum over
+ *                                 keys at read time: an account's own bucket would be another slot.
  *   tg:{u:<keyId>}:w:<writer>     seq of the writer's last usage batch applied to this key
  *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
  *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
@@ -131,7 +140,7 @@ const SCRIPTS = {
    * Applies one writer's usage batch once: skipped when its seq is not above the writer's mark,
    * which is set in the same script, so counters and mark change together (also in the AOF).
    * KEYS: the writer's mark, the all-time hash, the writer's admission top and bits, then every
-   * window bucket hash the batch touches.
+   * window bucket and history hash the batch touches.
    * ARGV: seq, TTL ms of mark and ring, ring size, count of lost admissions, each bucket's
    * PEXPIREAT, then per lost admission: its number, how many hashes, their KEYS indexes; then
    * (KEYS index, field, delta) triples.
@@ -364,6 +373,7 @@ export class RedisStore implements Store {
     private readonly client: Client,
     /** keyPrefix + "tg:" */
     private readonly prefix: string,
+    private readonly historyRetentionMs: number,
   ) {
     for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { lua });
   }
@@ -388,7 +398,7 @@ export class RedisStore implements Store {
         { cause: lastError ?? timeout },
       );
     }
-    return new RedisStore(client, `${keyPrefix}tg:`);
+    return new RedisStore(client, `${keyPrefix}tg:`, options.historyRetentionMs ?? DEFAULTS.historyRetentionDays * 24 * HOUR_MS);
   }
 
   // --- keys -------------------------------------------------------------------
@@ -484,10 +494,25 @@ export class RedisStore implements Store {
           return index + 1;
         }),
       ];
+      /** KEYS index (1-based) of the history hash of the hour containing `at` */
+      const historyIndex = (at: number): number => {
+        const hour = hourStart(at);
+        const key = `${this.usageBase(keyId)}:h:${hour}`;
+        let index = keys.indexOf(key, 4);
+        if (index < 0) {
+          index = keys.push(key) - 1;
+          expiries.push(hour + HOUR_MS + this.historyRetentionMs);
+        }
+        return index + 1;
+      };
       const lost: number[] = [];
       let lostCount = 0;
       // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
       const sums = new Map<string, number>();
+      const add = (hash: number, field: string, delta: number) => {
+        const slot = JSON.stringify([hash, field]);
+        sums.set(slot, (sums.get(slot) ?? 0) + delta);
+      };
       for (const entry of batch.entries) {
         const hashes = hashesAt(entry.at);
         if ('lostAdmission' in entry) {
@@ -495,14 +520,13 @@ export class RedisStore implements Store {
           lostCount += 1;
           continue;
         }
-        for (const hash of hashes) {
-          for (const [field, delta] of Object.entries(entry.deltas)) {
-            const slot = `${hash} ${field}`;
-            sums.set(slot, (sums.get(slot) ?? 0) + delta);
-          }
+        for (const hash of hashes) for (const [field, delta] of Object.entries(entry.deltas)) add(hash, field, delta);
+        if (entry.history) {
+          const hash = historyIndex(entry.at);
+          for (const [field, delta] of historyIncrements(entry.history, entry.deltas)) add(hash, field, delta);
         }
       }
-      const triples = [...sums].flatMap(([slot, delta]) => [...slot.split(' '), delta]);
+      const triples = [...sums].flatMap(([slot, delta]) => [...(JSON.parse(slot) as [number, string]), delta]);
       const args = [batch.seq, WRITER_MARK_TTL_MS, ADMISSION_MEMORY, lostCount, ...expiries, ...lost, ...triples];
       return (await this.script('tgAddUsage', keys, args)) === 1;
     });
@@ -518,6 +542,18 @@ export class RedisStore implements Store {
       const windows = {} as Record<LimitWindow, UsageCounters>;
       LIMIT_WINDOWS.forEach((window, i) => (windows[window] = parseCounters(hashes[i])));
       return { allTime: parseCounters(hashes[LIMIT_WINDOWS.length]), windows };
+    });
+  }
+
+  async getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]> {
+    return this.run(async () => {
+      const hours: number[] = [];
+      for (let hour = Math.ceil(from / HOUR_MS) * HOUR_MS; hour < to; hour += HOUR_MS) hours.push(hour);
+      if (hours.length === 0) return [];
+      const batch = this.client.pipeline();
+      for (const hour of hours) batch.hgetall(`${this.usageBase(keyId)}:h:${hour}`);
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      return hours.flatMap((hour, i) => historyRows(hour, Object.entries(hashes[i])));
     });
   }
 

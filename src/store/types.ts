@@ -42,7 +42,31 @@ export const ADMISSION_MEMORY = 4096;
  * admission, should it still arrive, is refused. An admission more than `ADMISSION_MEMORY`
  * admissions of that writer and key old stays counted.
  */
-export type UsageEntry = { at: number; deltas: Partial<UsageCounters> } | { at: number; lostAdmission: number };
+export type UsageEntry = { at: number; deltas: Partial<UsageCounters>; history?: HistoryTag } | { at: number; lostAdmission: number };
+
+/** How a request that got no usage failed, as usage history counts it. */
+export const ERROR_CLASSES = ['rate_limited', 'client_error', 'server_error'] as const;
+export type ErrorClass = (typeof ERROR_CLASSES)[number];
+
+/**
+ * What usage history needs of one record: the model and upstream account that served it ('' when
+ * none was chosen), and for a failed request its class. A tagged entry is one request in history.
+ */
+export interface HistoryTag {
+  model: string;
+  account: string;
+  error?: ErrorClass;
+}
+
+/** One hour of one key's history for one (model, account). */
+export interface HistoryRow {
+  /** ms since epoch: the hour's start (UTC) */
+  hour: number;
+  model: string;
+  account: string;
+  counters: UsageCounters;
+  errors: Record<ErrorClass, number>;
+}
 
 /**
  * Usage records of one key from one writer (one replica process), numbered by that writer. The
@@ -168,10 +192,16 @@ export interface Store {
    * Adds the batch's deltas to every window bucket of each entry and to all time, atomically and
    * at most once per (key, writer, seq). True when applied, false when skipped as already seen.
    * A request counted by `admitRequest` that never reached an upstream is taken back this way
-   * too: an entry of `requests: -1` at its admission time.
+   * too: an entry of `requests: -1` at its admission time. An entry with a `history` tag also
+   * counts one request, its token deltas and its error class in the hour's history bucket.
    */
   recordUsage(keyId: string, batch: UsageBatch): Promise<boolean>;
   getUsage(keyId: string, now: number): Promise<UsageSnapshot>;
+  /**
+   * The key's hourly history of hours starting in [from, to): written by `recordUsage` from
+   * tagged entries (same call, same at-most-once rule), kept for the store's history retention.
+   */
+  getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]>;
 
   getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>>;
   setAccountCooldown(accountId: string, until: number): Promise<void>;
