@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { Agent, request } from 'undici';
 import type { HttpTarget } from './env.js';
+import { redisPerRequest, redisSnapshot, type RedisPerRequest } from './redis-stats.js';
 
 export interface LoadSettings {
   connections: number;
@@ -25,6 +26,8 @@ export interface LoadResult {
   timeouts: number;
   /** CPU time (user + system) the serving process spent per request, µs; undefined off Linux */
   cpuMicrosPerRequest?: number;
+  /** Redis's own CPU and commands per request, for a gateway on Redis */
+  redis?: RedisPerRequest;
 }
 
 export interface LatencyResult {
@@ -53,6 +56,17 @@ export function cpuSecondsOf(pid: number | undefined): number | undefined {
     return undefined;
   }
 }
+/** Linux: resident set size of a process in bytes, from /proc; undefined elsewhere. */
+export function rssBytesOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** USER_HZ: 100 on every mainstream Linux build */
 const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -82,8 +96,11 @@ function runAutocannon(opts: autocannon.Options, onLatency?: (ms: number) => voi
   });
 }
 
-/** Warm-up (discarded), then the measured run, both with the same settings. */
-export async function load(target: HttpTarget, path: string, body: object, settings: LoadSettings): Promise<LoadResult> {
+/**
+ * Warm-up (discarded), then the measured run, both with the same settings. With `redisUrl`,
+ * Redis's own CPU and commands are measured over the measured run too.
+ */
+export async function load(target: HttpTarget, path: string, body: object, settings: LoadSettings, redisUrl?: string): Promise<LoadResult> {
   const base: autocannon.Options = {
     url: target.url + path,
     method: 'POST',
@@ -94,9 +111,11 @@ export async function load(target: HttpTarget, path: string, body: object, setti
   };
   if (settings.warmupSeconds > 0) await runAutocannon({ ...base, duration: settings.warmupSeconds });
   const latencies: number[] = [];
+  const redisBefore = redisUrl ? await redisSnapshot(redisUrl) : undefined;
   const cpuBefore = cpuSecondsOf(target.pid);
   const result = await runAutocannon({ ...base, duration: settings.seconds }, (ms) => latencies.push(ms));
   const cpuAfter = cpuSecondsOf(target.pid);
+  const redisAfter = redisUrl ? await redisSnapshot(redisUrl) : undefined;
   const sorted = sortedSamples(latencies);
   const cpuMicrosPerRequest =
     cpuBefore !== undefined && cpuAfter !== undefined && result.requests.total > 0
@@ -111,6 +130,7 @@ export async function load(target: HttpTarget, path: string, body: object, setti
     errors: result.errors,
     timeouts: result.timeouts,
     cpuMicrosPerRequest,
+    redis: redisBefore && redisAfter ? redisPerRequest(redisBefore, redisAfter, result.requests.total) : undefined,
   };
 }
 
