@@ -15,7 +15,7 @@ const headers = JSON.parse(process.env.BENCH_BURST_HEADERS ?? '{}') as Record<st
 const body = process.env.BENCH_BURST_BODY!;
 
 // no limit on connections: every request of the burst opens its own, as separate clients would
-const agent = new Agent({ connections: null, pipelining: 1, headersTimeout: 120_000, bodyTimeout: 120_000 });
+const agent = new Agent({ connections: null, pipelining: 1, connectTimeout: 120_000, headersTimeout: 120_000, bodyTimeout: 120_000 });
 
 async function one(start: number): Promise<number> {
   const res = await request(url, { dispatcher: agent, method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });

@@ -116,7 +116,7 @@ export interface HeldResult {
 export async function heldStreams(target: HttpTarget, mock: HttpTarget, path: string, body: object, streams: number, settleMs = 1_000): Promise<HeldResult> {
   const rssBefore = rssBytesOf(target.pid)!;
   await request(mock.controlUrl + '/hold', { method: 'POST' }).then((res) => res.body.dump());
-  const agent = new Agent({ connections: null, headersTimeout: 120_000, bodyTimeout: 120_000 });
+  const agent = new Agent({ connections: null, connectTimeout: 120_000, headersTimeout: 120_000, bodyTimeout: 120_000 });
   const ends: Promise<void>[] = [];
   try {
     const firstBytes: Promise<void>[] = [];

@@ -33,6 +33,9 @@ export interface HttpTarget {
  */
 export type GatewayConfigPatch = (env: BenchEnv) => Promise<Record<string, unknown>>;
 
+/** a gateway may take this long to start on a machine busy with other work */
+const START_TIMEOUT_MS = 60_000;
+
 export const UPSTREAM_SECRET = 'sk-bench-upstream-' + 'x'.repeat(24);
 /** ≥16 chars, required with a Redis store */
 export const INTERNAL_SECRET = 'bench-internal-secret-0123456789';
@@ -118,6 +121,7 @@ export class BenchEnv {
       './gateway-process.ts',
       { BENCH_GATEWAY_CONFIG: JSON.stringify(raw) },
       nodeArgs,
+      START_TIMEOUT_MS,
     );
     return {
       url: ready.publicUrl,
@@ -140,6 +144,7 @@ export class BenchEnv {
       command: process.execPath,
       args: [fileURLToPath(new URL('../dist/main.js', import.meta.url))],
       env: { TOLLGATE_CONFIG: file },
+      timeoutMs: START_TIMEOUT_MS,
       ready: (line) => {
         if (!line.includes('"tollgate listening"')) return undefined;
         const { publicUrl, internalUrl } = JSON.parse(line) as { publicUrl: string; internalUrl: string };

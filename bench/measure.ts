@@ -108,6 +108,8 @@ export async function load(target: HttpTarget, path: string, body: object, setti
     body: JSON.stringify(body),
     connections: settings.connections,
     pipelining: 1,
+    // a 2 MB request on a busy machine may well take more than autocannon's default 10 s
+    timeout: 30,
   };
   if (settings.warmupSeconds > 0) await runAutocannon({ ...base, duration: settings.warmupSeconds });
   const latencies: number[] = [];

@@ -90,11 +90,12 @@ function commit(): string {
 async function runLoadScenarios(env: BenchEnv, all: boolean): Promise<LoadRow[]> {
   const rows: LoadRow[] = [];
   for (const scenario of LOAD_SCENARIOS.filter((s) => all || s.baseline)) {
-    progress(`${scenario.label}: ${settings.warmupSeconds} s warm-up + ${settings.seconds} s, ${settings.connections} connections`);
+    const connections = scenario.connections ?? settings.connections;
+    progress(`${scenario.label}: ${settings.warmupSeconds} s warm-up + ${settings.seconds} s, ${connections} connections`);
     const outcome = await attempt(scenario.label, async () => {
       const target = await scenario.target(env);
       await preflight(target, scenario.path, scenario.body);
-      const result = await load(target, scenario.path, scenario.body, settings, scenario.redis ? await env.redis() : undefined);
+      const result = await load(target, scenario.path, scenario.body, { ...settings, connections }, scenario.redis ? await env.redis() : undefined);
       const bad = result.non2xx + result.errors;
       // a handful of resets can happen; more means the figures are not about successful requests
       if (result.non2xx > 0 || bad > result.total * 0.001) {

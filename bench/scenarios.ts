@@ -38,6 +38,8 @@ export interface LoadScenario {
   body: object;
   /** measure Redis's own CPU and commands per request over the measured run */
   redis?: boolean;
+  /** instead of BENCH_CONNECTIONS (the 2 MB rows: a few uploads at a time, as a few agents would) */
+  connections?: number;
 }
 
 /**
@@ -79,6 +81,7 @@ const withLimitedKey = (target: Promise<HttpTarget>, env: BenchEnv) =>
 
 const FLOOR = 'Bare Fastify+undici proxy';
 const FLOOR_2MB = 'Bare proxy, 2 MB turn';
+const LARGE_CONNECTIONS = 4;
 
 export const LOAD_SCENARIOS: LoadScenario[] = [
   { label: 'Direct (mock upstream)', baseline: true, target: (env) => env.mock(), path: RESPONSES_PATH, body: SMALL_BODY },
@@ -111,11 +114,12 @@ export const LOAD_SCENARIOS: LoadScenario[] = [
     path: RESPONSES_PATH,
     body: SMALL_BODY,
   },
-  { label: 'Direct, 2 MB turn', target: (env) => env.mock(), path: RESPONSES_PATH, body: LARGE_BODY },
-  { label: FLOOR_2MB, target: (env) => env.floor(), path: RESPONSES_PATH, body: LARGE_BODY },
+  { label: 'Direct, 2 MB turn', connections: LARGE_CONNECTIONS, target: (env) => env.mock(), path: RESPONSES_PATH, body: LARGE_BODY },
+  { label: FLOOR_2MB, connections: LARGE_CONNECTIONS, target: (env) => env.floor(), path: RESPONSES_PATH, body: LARGE_BODY },
   {
     label: 'Gateway, memory, 2 MB turn',
     cpuTarget: { floor: FLOOR_2MB, maxRatio: 1.3 },
+    connections: LARGE_CONNECTIONS,
     target: gateway.memory,
     path: RESPONSES_PATH,
     body: LARGE_BODY,
@@ -123,6 +127,7 @@ export const LOAD_SCENARIOS: LoadScenario[] = [
   {
     label: 'Gateway, Redis, 2 MB turn',
     cpuTarget: { floor: FLOOR_2MB, maxRatio: 1.5 },
+    connections: LARGE_CONNECTIONS,
     redis: true,
     target: gateway.redis,
     path: RESPONSES_PATH,
