@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { Agent, request } from 'undici';
 import type { HttpTarget } from './env.js';
-import { redisPerRequest, redisSnapshot, type RedisPerRequest } from './redis-stats.js';
+import { clientCommandsPerRequest, redisCpuPerRequest, redisSnapshot, type RedisPerRequest } from './redis-stats.js';
 
 export interface LoadSettings {
   connections: number;
@@ -132,8 +132,37 @@ export async function load(target: HttpTarget, path: string, body: object, setti
     errors: result.errors,
     timeouts: result.timeouts,
     cpuMicrosPerRequest,
-    redis: redisBefore && redisAfter ? redisPerRequest(redisBefore, redisAfter, result.requests.total) : undefined,
+    redis:
+      redisUrl && redisBefore && redisAfter
+        ? {
+            cpuMicros: redisCpuPerRequest(redisBefore, redisAfter, result.requests.total),
+            ...(await clientCommandsPerRequest(redisUrl, () => concurrent(target, path, body, ROUND_TRIP_REQUESTS, settings.connections))),
+          }
+        : undefined,
   };
+}
+
+/** Requests whose Redis commands are counted (see redis-stats.ts). */
+const ROUND_TRIP_REQUESTS = 200;
+
+/** `count` requests over `connections` concurrent loops, each read to its end; returns `count`. */
+async function concurrent(target: HttpTarget, path: string, body: object, count: number, connections: number): Promise<number> {
+  const text = JSON.stringify(body);
+  let left = count;
+  const loop = async () => {
+    while (left > 0) {
+      left -= 1;
+      const res = await request(target.url + path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...target.headers },
+        body: text,
+      });
+      await res.body.dump();
+      if (res.statusCode !== 200) throw new Error(`${target.url}${path} answered ${res.statusCode}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(connections, count) }, loop));
+  return count;
 }
 
 export type ProbeUntil = 'first-byte' | 'end';
