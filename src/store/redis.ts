@@ -57,14 +57,25 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
  *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
  *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
- *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
+ *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled (every change published, see below)
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
  *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
  *   tg:{s:<sessionKey>}:epoch     epoch counter of the session
  *   tg:nonce:<nonce>              "1", PX ttl
+ * Pub/sub channel (not a key):
+ *   tg:acct-changed               message: the id of an account whose state just changed
  */
+
+/**
+ * Account states are read on every pick, so each replica keeps them in memory and Redis pushes
+ * every change (PUBLISH in the same MULTI as the write) to every replica's subscriber connection,
+ * which drops its copy: a change reaches the others within a round trip. Copies are only trusted
+ * while the subscription is live; a replica whose subscriber is (re)connecting reads Redis every
+ * time. This bounds what a lost message could cost.
+ */
+const ACCOUNT_STATE_MAX_AGE_MS = 5_000;
 
 /*
  * A writer's admissions of one key (KEYS top, bits): every number up to `top` is settled; bit
@@ -309,6 +320,12 @@ function parseLease(json: string): Lease {
 /** The shared store of a multi-replica deployment. */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const;
+  /** this replica's copy of account states (`{}`: none set), trusted only while `subscribed` */
+  private readonly accountStates = new Map<string, { state: AccountState; at: number }>();
+  /** bumped by every invalidation: a read that started before one must not fill the copy */
+  private accountGeneration = 0;
+  private subscribed = false;
+  private readonly subscriber: Client;
 
   private constructor(
     private readonly client: Client,
@@ -316,6 +333,38 @@ export class RedisStore implements Store {
     private readonly prefix: string,
   ) {
     for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { lua });
+    this.subscriber = this.subscribeToAccountChanges();
+  }
+
+  /** The connection that hears of account changes; see ACCOUNT_STATE_MAX_AGE_MS. */
+  private subscribeToAccountChanges(): Client {
+    const subscriber = this.client.duplicate();
+    const channel = this.accountChannel();
+    const forgetAll = () => {
+      this.subscribed = false;
+      this.accountStates.clear();
+      this.accountGeneration += 1;
+    };
+    subscriber.on('error', () => {}); // the command connection reports failures to callers
+    subscriber.on('close', forgetAll);
+    subscriber.on('ready', () => {
+      forgetAll();
+      subscriber.subscribe(channel).then(
+        () => {
+          // what changed before the subscription took effect is not in the copy: it starts empty
+          this.accountStates.clear();
+          this.accountGeneration += 1;
+          this.subscribed = true;
+        },
+        () => {},
+      );
+    });
+    subscriber.on('message', (from: string, accountId: string) => {
+      if (from !== channel) return;
+      this.accountStates.delete(accountId);
+      this.accountGeneration += 1;
+    });
+    return subscriber;
   }
 
   static async connect(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
@@ -474,33 +523,64 @@ export class RedisStore implements Store {
   // --- accounts ---------------------------------------------------------------
 
   async getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
+    const states = new Map<string, AccountState>();
+    if (accountIds.length === 0) return states;
+    const cached = this.cachedAccountStates(accountIds, states);
+    if (cached) return states;
     return this.run(async () => {
-      const states = new Map<string, AccountState>();
-      if (accountIds.length === 0) return states;
+      const generation = this.accountGeneration;
       const batch = this.client.pipeline();
       for (const id of accountIds) batch.hgetall(this.accountKey(id));
       const hashes = (await execAll(batch)) as Record<string, string>[];
+      const keep = this.subscribed && generation === this.accountGeneration;
+      const at = Date.now();
       accountIds.forEach((id, i) => {
         const hash = hashes[i];
-        if (Object.keys(hash).length === 0) return;
         const state: AccountState = {};
         if (hash.cooldownUntil !== undefined) state.cooldownUntil = Number(hash.cooldownUntil);
         if (hash.disabled !== undefined) state.disabled = hash.disabled === '1';
-        states.set(id, state);
+        if (keep) this.accountStates.set(id, { state, at });
+        if (Object.keys(hash).length > 0) states.set(id, state);
       });
       return states;
     });
   }
 
+  /** Fills `into` from this replica's copy; false when any of them is missing or too old. */
+  private cachedAccountStates(accountIds: string[], into: Map<string, AccountState>): boolean {
+    if (!this.subscribed) return false;
+    const oldest = Date.now() - ACCOUNT_STATE_MAX_AGE_MS;
+    for (const id of accountIds) {
+      const entry = this.accountStates.get(id);
+      if (!entry || entry.at < oldest) {
+        into.clear();
+        return false;
+      }
+      if (entry.state.cooldownUntil !== undefined || entry.state.disabled !== undefined) into.set(id, { ...entry.state });
+    }
+    return true;
+  }
+
   async setAccountCooldown(accountId: string, until: number): Promise<void> {
-    await this.run(() => this.client.hset(this.accountKey(accountId), 'cooldownUntil', until));
+    await this.changeAccount(accountId, this.client.multi().hset(this.accountKey(accountId), 'cooldownUntil', until));
   }
 
   async setAccountDisabled(accountId: string, disabled: boolean): Promise<void> {
-    await this.run(() => {
-      const batch = this.client.multi().hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0');
-      return execAll(disabled ? batch : batch.del(this.probeKey(accountId)));
-    });
+    const batch = this.client.multi().hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0');
+    await this.changeAccount(accountId, disabled ? batch : batch.del(this.probeKey(accountId)));
+  }
+
+  /** Applies an account change and tells every replica (this one at once, the others by PUBLISH). */
+  private async changeAccount(accountId: string, change: ChainableCommander): Promise<void> {
+    this.accountStates.delete(accountId);
+    this.accountGeneration += 1;
+    try {
+      await this.run(() => execAll(change.publish(this.accountChannel(), accountId)));
+    } finally {
+      // a read that raced the write may have filled the copy with the old state
+      this.accountStates.delete(accountId);
+      this.accountGeneration += 1;
+    }
   }
 
   async claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null> {
@@ -589,6 +669,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.subscriber.disconnect();
     try {
       await this.client.quit();
     } catch {
@@ -656,6 +737,10 @@ export class RedisStore implements Store {
 
   private keyIdsKey(): string {
     return `${this.prefix}{keys}:ids`;
+  }
+
+  private accountChannel(): string {
+    return `${this.prefix}acct-changed`;
   }
 
   private accountKey(accountId: string): string {
