@@ -45,7 +45,7 @@ export class Gateway {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
       onDrop: () => this.metrics.usageDropped.inc(),
       onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
-    });
+    }, { flushIntervalMs: config.usage.flushIntervalMs });
   }
 
   /** The first configured provider of `preference`; 404 when none is configured. */

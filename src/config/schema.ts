@@ -27,6 +27,8 @@ export const DEFAULTS = {
   contextTtlSec: 30,
   sessionIdleMs: 300_000,
   keyCacheTtlMs: 1_000,
+  /** usage records of a key wait this long for others before one store write carries them all */
+  usageFlushIntervalMs: 50,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
@@ -150,6 +152,10 @@ export const configSchema = z
       cluster: z.array(hostPortSchema).min(1).optional(),
       keyPrefix: z.string().regex(/^[^{}]*$/, 'must not contain { or }').optional(),
       keyCacheTtlMs: z.number().int().min(0).max(1_000).default(DEFAULTS.keyCacheTtlMs),
+    }),
+    usage: section({
+      /** a token limit may be overrun by what completes within one interval (see README) */
+      flushIntervalMs: z.number().int().min(0).max(1_000).default(DEFAULTS.usageFlushIntervalMs),
     }),
     bridge: section({
       heartbeatMs: positiveInt(DEFAULTS.heartbeatMs),
