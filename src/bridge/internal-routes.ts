@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { isJsonObject, modelOf } from '../http/body.js';
 import { sessionOf } from '../http/session-key.js';
+import { notJson } from '../server/http.js';
 import type { ParsedBody } from '../server/types.js';
 import { responsesRoute } from '../upstream/routes.js';
 import type { Bridge } from './bridge.js';
@@ -28,7 +28,7 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
     },
     handler: async (request, reply) => {
       const context = contexts.get(request)!;
-      const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
+      const body = (request.body as ParsedBody | undefined) ?? notJson(Buffer.alloc(0));
       verifyContextBody(context, body.raw);
       const now = Date.now();
       // both round trips at once; the nonce is spent either way
@@ -46,8 +46,8 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
         throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
       }
       // the origin only bridges Responses create requests, but a signed context does not make a body one
-      if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
-      requireModelAllowed(key!, modelOf(body.json));
+      if (!body.top.object) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
+      requireModelAllowed(key!, body.top.model);
       // the caller's route picks the provider here as it did on the origin
       const route = responsesRoute(context.route ?? '/v1/responses');
       if (!route) throw new GatewayError('context_malformed', `Internal context names a route that is not bridged: ${context.route}.`);

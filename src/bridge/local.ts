@@ -48,7 +48,7 @@ export class BridgeLocal {
     let reachedUpstream = false;
     try {
       await session.run({
-        body: call.body.json as Record<string, unknown>,
+        body: call.body.json() as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session!.turnState },
         onUsage: (usage) => admitted.record(usage, { provider: pool.provider, accountId: session.lease.accountId }),

@@ -20,8 +20,9 @@ export interface DirectDeps {
  * never metered as zero. The extra final chunk (`choices: []`) is part of the public API.
  */
 function upstreamBody(route: ModelRoute, body: ParsedBody): Buffer {
-  const json = body.json as { stream?: unknown; stream_options?: { include_usage?: unknown } } | undefined;
-  if (route.format !== 'openai-chat' || json?.stream !== true || json.stream_options?.include_usage === true) return body.raw;
+  if (route.format !== 'openai-chat' || body.top.stream !== true) return body.raw;
+  const json = body.json() as { stream_options?: { include_usage?: unknown } };
+  if (json.stream_options?.include_usage === true) return body.raw;
   return Buffer.from(JSON.stringify({ ...json, stream_options: { ...json.stream_options, include_usage: true } }));
 }
 
