@@ -115,10 +115,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     ...bodyBounds,
     onAnswered: (request, reply) => {
       const route = request.routeOptions.url ?? 'unknown';
-      gateway.metrics.requests.inc({ route, status: reply.statusCode });
-      gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+      gateway.metrics.per.request(route, reply.statusCode).inc();
+      gateway.metrics.per.duration(route).observe(reply.elapsedTime / 1000);
       const code = request.facts?.errorCode;
-      if (code) gateway.metrics.errors.inc({ route, code });
+      if (code) gateway.metrics.per.error(route, code).inc();
     },
   });
   registerHealthRoutes(app, gateway);

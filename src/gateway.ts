@@ -68,8 +68,8 @@ export class Gateway {
       onRecorded: (usage, served) => {
         request.facts.tokens = usage;
         this.pools.get(served.provider)?.noteTokens(served.accountId, usage.total_tokens);
-        this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
-        this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
+        this.metrics.per.tokens(served.provider, 'input').inc(usage.input_tokens);
+        this.metrics.per.tokens(served.provider, 'output').inc(usage.output_tokens);
       },
     });
   }

@@ -51,13 +51,14 @@ export class DirectDispatcher implements Dispatcher {
       throw err;
     }
     request.facts.accountId = upstream.account.id;
-    metrics.ttfb.observe({ provider: pool.provider }, (performance.now() - sentAt) / 1000);
-    metrics.inFlightStreams.inc({ provider: pool.provider });
+    metrics.per.ttfb(pool.provider).observe((performance.now() - sentAt) / 1000);
+    const inFlight = metrics.per.inFlightStreams(pool.provider);
+    inFlight.inc();
     return relayUpstreamReply(request, reply, upstream, {
       format: route.format,
       scrubber: this.deps.scrubber,
       onDone: (usage) => {
-        metrics.inFlightStreams.dec({ provider: pool.provider });
+        inFlight.dec();
         admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id });
       },
     });
