@@ -326,6 +326,8 @@ export class RedisStore implements Store {
   private accountGeneration = 0;
   private subscribed = false;
   private readonly subscriber: Client;
+  /** reads under way, by account ids: requests that find the copy missing or old share one */
+  private readonly accountReads = new Map<string, Promise<Map<string, AccountState>>>();
 
   private constructor(
     private readonly client: Client,
@@ -344,6 +346,7 @@ export class RedisStore implements Store {
       this.subscribed = false;
       this.accountStates.clear();
       this.accountGeneration += 1;
+      this.accountReads.clear(); // a read under way may predate the change
     };
     subscriber.on('error', () => {}); // the command connection reports failures to callers
     subscriber.on('close', forgetAll);
@@ -354,6 +357,7 @@ export class RedisStore implements Store {
           // what changed before the subscription took effect is not in the copy: it starts empty
           this.accountStates.clear();
           this.accountGeneration += 1;
+          this.accountReads.clear(); // a read under way may predate the change
           this.subscribed = true;
         },
         () => {},
@@ -363,6 +367,7 @@ export class RedisStore implements Store {
       if (from !== channel) return;
       this.accountStates.delete(accountId);
       this.accountGeneration += 1;
+      this.accountReads.clear(); // a read under way may predate the change
     });
     return subscriber;
   }
@@ -527,6 +532,21 @@ export class RedisStore implements Store {
     if (accountIds.length === 0) return states;
     const cached = this.cachedAccountStates(accountIds, states);
     if (cached) return states;
+    const readKey = accountIds.join('\n');
+    let read = this.accountReads.get(readKey);
+    if (!read) {
+      const started = this.readAccountStates(accountIds).finally(() => {
+        if (this.accountReads.get(readKey) === started) this.accountReads.delete(readKey);
+      });
+      read = started;
+      this.accountReads.set(readKey, read);
+    }
+    // each caller its own copies, as from the cache
+    return new Map([...(await read)].map(([id, state]) => [id, { ...state }]));
+  }
+
+  private readAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
+    const states = new Map<string, AccountState>();
     return this.run(async () => {
       const generation = this.accountGeneration;
       const batch = this.client.pipeline();
@@ -574,12 +594,14 @@ export class RedisStore implements Store {
   private async changeAccount(accountId: string, change: ChainableCommander): Promise<void> {
     this.accountStates.delete(accountId);
     this.accountGeneration += 1;
+    this.accountReads.clear(); // a read under way may predate the change
     try {
       await this.run(() => execAll(change.publish(this.accountChannel(), accountId)));
     } finally {
       // a read that raced the write may have filled the copy with the old state
       this.accountStates.delete(accountId);
       this.accountGeneration += 1;
+      this.accountReads.clear(); // a read under way may predate the change
     }
   }
 
