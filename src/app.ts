@@ -22,6 +22,9 @@ import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
 import { registerUsageRoute } from './metering/routes.js';
 
+/** connections the kernel may queue for the public listener before it is accepted */
+const ACCEPT_BACKLOG = 4096;
+
 export interface App {
   gateway: Gateway;
   bridge: Bridge;
@@ -153,7 +156,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     public: app,
     internal,
     async listen() {
-      await app.listen({ host: config.server.host, port: config.server.port });
+      // Node's default accept queue (511) overflows in a burst of thousands of streams opened at
+      // once, and the kernel then resets connections; it caps this at net.core.somaxconn
+      await app.listen({ host: config.server.host, port: config.server.port, backlog: ACCEPT_BACKLOG });
       await internal.listen({ host: config.server.internalHost, port: config.server.internalPort });
       const internalUrl = urlOf(internal);
       identity.advertiseUrl ||= advertisedUrl(config.server.internalHost, internalUrl);
