@@ -5,7 +5,7 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
-import { modelOf } from './http/body.js';
+import type { ParsedBody } from './server/types.js';
 import { SecretScrubber } from './http/scrubber.js';
 import type { ErrorClass, Store } from './store/types.js';
 import { ChatgptLogins } from './upstream/chatgpt/logins.js';
@@ -18,7 +18,7 @@ import { ProviderPool } from './upstream/pool.js';
 import { MeteredCall } from './metering/metered-call.js';
 import { UsageRecorder } from './metering/recorder.js';
 
-const bodyModel = (request: FastifyRequest): string | undefined => modelOf((request.body as { json?: unknown } | undefined)?.json);
+const bodyModel = (request: FastifyRequest): string | undefined => (request.body as ParsedBody | undefined)?.top.model;
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -87,7 +87,7 @@ export class Gateway {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
       onDrop: () => this.metrics.usageDropped.inc(),
       onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
-    });
+    }, { flushIntervalMs: config.usage.flushIntervalMs });
   }
 
   /** The first configured provider of `preference`; 404 when none is configured. */
@@ -112,8 +112,8 @@ export class Gateway {
       onRecorded: (usage, served) => {
         request.facts.tokens = usage;
         this.pools.get(served.provider)?.noteTokens(served.accountId, usage.total_tokens);
-        this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
-        this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
+        this.metrics.per.tokens(served.provider, 'input').inc(usage.input_tokens);
+        this.metrics.per.tokens(served.provider, 'output').inc(usage.output_tokens);
       },
       traceAdmission: tracing && ((admit) => tracing.around(ADMISSION_SPAN, request.span, admit)),
     });
