@@ -165,7 +165,8 @@ describe('dashboard in a browser', () => {
     // a phone, in dark mode: nothing wider than the screen but the tables, which scroll inside their box
     await page.setViewportSize({ width: 390, height: 844 });
     await page.emulateMedia({ colorScheme: 'dark' });
-    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    // the charts follow the new width on their resize observer's next turn: wait for the layout
+    await expect.poll(() => page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     expect(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(15, 18, 23)');
     await shot('me-phone-dark');
     await page.setViewportSize({ width: 1100, height: 720 });
