@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
 const USAGE = `usage: tollgate keys create --name NAME [--allowed-models m1,m2] [--expires-at ISO] [--limit TYPE:WINDOW:MAX ...]
+                           [--accounts id1,id2 | --pool NAME]
        tollgate keys list
        tollgate keys revoke ID
 options: --url URL (or TOLLGATE_URL, default http://127.0.0.1:8080), --token TOKEN (or TOLLGATE_ADMIN_TOKEN)`;
@@ -25,6 +26,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       'allowed-models': { type: 'string' },
       'expires-at': { type: 'string' },
       limit: { type: 'string', multiple: true },
+      accounts: { type: 'string' },
+      pool: { type: 'string' },
       url: { type: 'string' },
       token: { type: 'string' },
     },
@@ -57,6 +60,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
         ...(values['allowed-models'] && { allowed_models: values['allowed-models'].split(',').map((m) => m.trim()) }),
         ...(values['expires-at'] && { expires_at: values['expires-at'] }),
         ...(values.limit && { limits: values.limit.map(parseLimit) }),
+        ...(values.accounts && { accounts: values.accounts.split(',').map((id) => id.trim()) }),
+        ...(values.pool && { pool: values.pool }),
       });
       return `created key ${created.id} (${created.name})\n${created.key}\nstore it now: the key is not shown again`;
     }

@@ -6,7 +6,7 @@ import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
 import { SecretScrubber } from './proxy/scrubber.js';
-import type { Store } from './store/types.js';
+import type { KeyRecord, Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { ProviderPool } from './upstream/pool.js';
 import { UsageRecorder } from './usage/recorder.js';
@@ -46,6 +46,18 @@ export class Gateway {
       onDrop: () => this.metrics.usageDropped.inc(),
       onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
     });
+  }
+
+  hasAccount(accountId: string): boolean {
+    return [...this.pools.values()].some((pool) => pool.find(accountId));
+  }
+
+  /** The accounts a key is limited to (its `accounts`, or its `pool` of the config); undefined = any. */
+  accountsOf(key: KeyRecord): ReadonlySet<string> | undefined {
+    if (key.accounts) return new Set(key.accounts);
+    // a pool the config no longer has serves nothing rather than everything
+    if (key.pool) return new Set(this.config.pools[key.pool] ?? []);
+    return undefined;
   }
 
   /** The first configured provider of `preference`; 404 when none is configured. */

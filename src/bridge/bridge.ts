@@ -7,7 +7,7 @@ import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../proxy
 import type { ParsedBody } from '../server/types.js';
 import type { Lease, ReplicaInfo } from '../store/types.js';
 import { HandshakeRefused } from '../upstream/client.js';
-import type { ProviderPool } from '../upstream/pool.js';
+import type { ProviderPool, Scope } from '../upstream/pool.js';
 import { admitRequest, refundRequest } from '../usage/limits.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 import { decideOwnership, isStale } from './ownership.js';
@@ -33,6 +33,8 @@ export interface BridgedCall {
   body: ParsedBody;
   /** the request came over the internal port: it is served here or refused, never forwarded again */
   forwarded: boolean;
+  /** the caller's account pool and affinity key: a session's account always comes from it */
+  scope: Scope;
 }
 
 /**
@@ -88,7 +90,7 @@ export class Bridge {
 
   /** Who owns the call's session, claiming it for this replica (on a fresh account) if nobody does. */
   private decide(call: BridgedCall) {
-    return decideOwnership(this.gateway.store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.bounds);
+    return decideOwnership(this.gateway.store, call.session.key, this.identity.instanceId, async () => (await call.pool.choose(new Set(), Date.now(), undefined, call.scope)).id, this.bounds);
   }
 
   /**
@@ -105,14 +107,14 @@ export class Bridge {
   }
 
   /** Account affinity for providers without WebSocket support: the session's account, any replica. */
-  async affinityAccount(session: SessionIdentity, pool: ProviderPool): Promise<string> {
+  async affinityAccount(session: SessionIdentity, pool: ProviderPool, scope: Scope): Promise<string> {
     const { store } = this.gateway;
     const lease = await store.getLease(session.key);
     if (!lease) {
-      const claim = await store.claimLease(session.key, { instanceId: '', accountId: (await pool.choose()).id }, this.bounds.leaseMs);
+      const claim = await store.claimLease(session.key, { instanceId: '', accountId: (await pool.choose(new Set(), Date.now(), undefined, scope)).id }, this.bounds.leaseMs);
       return claim.lease.accountId;
     }
-    const bound = await this.usableLease(session.key, lease, pool, '');
+    const bound = await this.usableLease(session.key, lease, pool, '', scope);
     await store.renewLease(session.key, '', bound.epoch, this.bounds.leaseMs);
     return bound.accountId;
   }
@@ -121,8 +123,8 @@ export class Bridge {
    * The lease, moved to another account when its own is cooling down or disabled: affinity
    * matters only while the account can serve. Called where no upstream connection is lost by it.
    */
-  private async usableLease(sessionKey: string, lease: Lease, pool: ProviderPool, instanceId: string): Promise<Lease> {
-    const account = await pool.choose(new Set(), Date.now(), lease.accountId);
+  private async usableLease(sessionKey: string, lease: Lease, pool: ProviderPool, instanceId: string, scope: Scope): Promise<Lease> {
+    const account = await pool.choose(new Set(), Date.now(), lease.accountId, scope);
     if (account.id === lease.accountId) return lease;
     const moved = await this.gateway.store.takeOverLease(sessionKey, lease.epoch, { instanceId, accountId: account.id }, this.bounds.leaseMs);
     return moved ?? lease;
@@ -142,9 +144,11 @@ export class Bridge {
       this.sessions.set(call.session.key, session);
       gateway.metrics.bridgeSessions.set(this.sessions.size);
     }
+    // the key's pool changed under a live session: its account must not serve it any more
+    if (!call.pool.find(session.lease.accountId, call.scope)) session.close();
     if (!session.connected) {
       // a new upstream connection either way: it may as well go to an account that can serve
-      session.lease = await this.usableLease(call.session.key, session.lease, call.pool, this.identity.instanceId);
+      session.lease = await this.usableLease(call.session.key, session.lease, call.pool, this.identity.instanceId, call.scope);
     }
     request.facts.provider = call.pool.provider;
     request.facts.accountId = session.lease.accountId;

@@ -4,6 +4,7 @@ import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { RESPONSES_PROVIDERS, isJsonObject, modelOf } from '../proxy/routes.js';
 import type { ParsedBody } from '../server/types.js';
+import { affinityKeyOf } from '../upstream/cache-affinity.js';
 import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
 import { sessionOf } from './session-key.js';
@@ -46,7 +47,9 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       // the origin only bridges Responses create requests, but a signed context does not make a body one
       if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
       requireModelAllowed(key!, modelOf(body.json));
-      return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true });
+      // the scope is the key's as this replica reads it now, like every other check of the key
+      const scope = { affinityKey: affinityKeyOf(request.headers, body.json, key!.id), accounts: gateway.accountsOf(key!) };
+      return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true, scope });
     },
   });
 }

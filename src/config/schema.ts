@@ -85,6 +85,8 @@ const providerSchema = z
     strategy: z.enum(STRATEGIES).default('round_robin'),
     /** whether the upstream accepts the Responses API over WebSocket */
     websocket: z.boolean().default(true),
+    /** prompt-cache affinity: calls of one conversation go to one account (rendezvous hashing) */
+    affinity: z.boolean().default(true),
     accounts: z.array(accountSchema).min(1),
   })
   .strict();
@@ -106,8 +108,11 @@ const staticKeySchema = z
     expires_at: z.iso.datetime({ offset: true }).nullable().default(null),
     limits: limitsSchema.default([]),
     disabled: z.boolean().default(false),
+    accounts: z.array(z.string().min(1)).min(1).nullable().default(null),
+    pool: z.string().min(1).nullable().default(null),
   })
-  .strict();
+  .strict()
+  .refine((k) => !(k.accounts && k.pool), { message: 'a key names accounts or a pool, not both', path: ['pool'] });
 
 export const configSchema = z
   .object({
@@ -172,9 +177,25 @@ export const configSchema = z
         openaiOnly(p.anthropic, ctx, 'anthropic');
         openaiOnly(p.chatgpt, ctx, 'chatgpt');
       }),
+    /** named groups of account ids that keys may be limited to (`pool:`) */
+    pools: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).default({}),
     keys: z.array(staticKeySchema).default([]),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    const known = new Set(Object.values(c.providers).flatMap((p) => p?.accounts.map((a) => a.id) ?? []));
+    for (const [name, ids] of Object.entries(c.pools)) {
+      ids.forEach((id, i) => {
+        if (!known.has(id)) ctx.addIssue({ code: 'custom', message: `no account with id ${id}`, path: ['pools', name, i] });
+      });
+    }
+    c.keys.forEach((key, i) => {
+      if (key.pool && !c.pools[key.pool]) ctx.addIssue({ code: 'custom', message: `no pool named ${key.pool}`, path: ['keys', i, 'pool'] });
+      key.accounts?.forEach((id, j) => {
+        if (!known.has(id)) ctx.addIssue({ code: 'custom', message: `no account with id ${id}`, path: ['keys', i, 'accounts', j] });
+      });
+    });
+  })
   .refine((c) => !c.redis.url || c.internalSecret, {
     message: 'required when REDIS_URL is set (TOLLGATE_INTERNAL_SECRET)',
     path: ['internalSecret'],

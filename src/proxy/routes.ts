@@ -5,6 +5,8 @@ import type { Bridge } from '../bridge/bridge.js';
 import { TURN_STATE_HEADER, sessionOf, withoutGatewayTurnState } from '../bridge/session-key.js';
 import type { Gateway } from '../gateway.js';
 import type { ParsedBody } from '../server/types.js';
+import { affinityKeyOf } from '../upstream/cache-affinity.js';
+import type { Scope } from '../upstream/pool.js';
 import { admitRequest, refundRequest } from '../usage/limits.js';
 import type { WireFormat } from '../usage/tokens.js';
 import { clientGoneSignal, relayUpstreamReply } from './forward.js';
@@ -60,11 +62,12 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
   requireModelAllowed(key, modelOf(body.json));
   request.facts.provider = pool.provider;
 
+  const scope: Scope = { affinityKey: affinityKeyOf(request.headers, body.json, key.id), accounts: gateway.accountsOf(key) };
   const session = route.format === 'openai-responses' && isJsonObject(body.json) ? sessionOf(request.headers, key.id) : null;
   let accountId: string | undefined;
   if (session) {
-    if (pool.websocket) return bridge.serve(request, reply, { pool, session, body, forwarded: false });
-    accountId = await bridge.affinityAccount(session, pool);
+    if (pool.websocket) return bridge.serve(request, reply, { pool, session, body, forwarded: false, scope });
+    accountId = await bridge.affinityAccount(session, pool, scope);
     reply.header(TURN_STATE_HEADER, session.turnState);
   }
 
@@ -81,6 +84,7 @@ async function proxyModelCall(gateway: Gateway, bridge: Bridge, route: ModelRout
       body: upstreamBody(route, body),
       signal,
       accountId,
+      scope,
     });
   } catch (err) {
     if (admittedAt !== undefined) refundRequest(gateway.usage, key.id, admittedAt);

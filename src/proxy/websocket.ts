@@ -6,6 +6,7 @@ import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { sendError } from '../server/http.js';
 import { HandshakeRefused, MAX_WEBSOCKET_MESSAGE_BYTES, type UpstreamSocket } from '../upstream/client.js';
+import { affinityKeyOf } from '../upstream/cache-affinity.js';
 import { sendHandshakeRefusal } from './forward.js';
 import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
 import { MODEL_ROUTES, type ModelRoute } from './routes.js';
@@ -86,11 +87,14 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     }
 
     const clientSocket = request.raw.socket;
+    const key = request.principal!.key;
     let upstream: UpstreamSocket;
     try {
       upstream = await gateway.upstream.openSocket(pool, {
         path: route.upstreamPath + queryOf(request.url),
         headers: upstreamRequestHeaders(pool.provider, request.headers),
+        // one upstream socket per client socket: its handshake headers name the conversation
+        scope: { affinityKey: affinityKeyOf(request.headers, undefined, key.id), accounts: gateway.accountsOf(key) },
       });
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;

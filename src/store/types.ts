@@ -19,6 +19,9 @@ export interface KeyRecord {
   expires_at: string | null;
   limits: Limit[];
   disabled: boolean;
+  /** the upstream accounts this key may use (ids), or a named `pool` of the config; absent = any */
+  accounts?: string[] | null;
+  pool?: string | null;
   created_at: string;
   /** `config` keys come from the config file and are re-seeded at every start. */
   origin: 'config' | 'admin';

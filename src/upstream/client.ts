@@ -8,7 +8,7 @@ import type { HeaderMap } from '../proxy/headers.js';
 import type { Store } from '../store/types.js';
 import { upstreamUrl, type Account } from './accounts.js';
 import { withAccountCredential } from './credentials.js';
-import type { ProviderPool } from './pool.js';
+import type { ProviderPool, Scope } from './pool.js';
 import { AccountProbe, type ProbeEvents } from './probe.js';
 
 export interface UpstreamTarget {
@@ -18,6 +18,8 @@ export interface UpstreamTarget {
   headers: HeaderMap;
   /** bind to this account (bridge affinity) instead of choosing one */
   accountId?: string;
+  /** the caller's affinity key and account pool */
+  scope?: Scope;
 }
 
 /** Emits 'abort' to cancel a call in flight (undici takes an EventEmitter as well as an AbortSignal). */
@@ -180,7 +182,7 @@ export class UpstreamClient {
     for (;;) {
       let account: Account;
       try {
-        account = target.accountId ? this.boundAccount(pool, target.accountId, tried) : await pool.choose(tried);
+        account = target.accountId ? this.boundAccount(pool, target.accountId, tried, target.scope) : await pool.choose(tried, Date.now(), undefined, target.scope);
       } catch (noneLeft) {
         if (last) return last;
         if (lastError) throw upstreamFailure(lastError);
@@ -209,8 +211,8 @@ export class UpstreamClient {
   }
 
   /** A session bound to an account gets that account or nothing: affinity over availability. */
-  private boundAccount(pool: ProviderPool, accountId: string, tried: ReadonlySet<string>): Account {
-    const account = pool.find(accountId);
+  private boundAccount(pool: ProviderPool, accountId: string, tried: ReadonlySet<string>, scope?: Scope): Account {
+    const account = pool.find(accountId, scope);
     if (!account || tried.has(accountId)) {
       throw new GatewayError('no_accounts', `Account ${accountId} of this session is not available.`, { retryAfter: 5 });
     }
