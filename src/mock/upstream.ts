@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import { conversationOf } from '../upstream/cache-affinity.js';
 
 export interface RecordedRequest {
   method: string;
@@ -37,6 +38,10 @@ export interface ServedCall {
   transport: 'http' | 'ws';
   stream: boolean;
   usage: TokenUsageReport;
+  /** the conversation the call named (prompt_cache_key, session header, Claude Code session), if any */
+  conversation?: string;
+  /** whether its account served the conversation's previous call, i.e. the prompt cache hit */
+  cacheHit?: boolean;
 }
 export interface WsConnectionRecord {
   path: string;
@@ -176,6 +181,11 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   let wsErrorNext: { status: number; error: object } | null = null;
   let refusal: RefusalRule | null = null;
   const revoked = new Set<string>();
+  /**
+   * Per conversation, the credential (account) that served its last call. A provider caches the
+   * prompt prefix in one account, and a conversation's newest prefix only where its last turn ran.
+   */
+  const promptCaches = new Map<string, string>();
   let counter = 0; // shared by all ids so they are unique across connections
   let wsCounter = 0;
   const turnState = new WeakMap<IncomingMessage, number>(); // upgrade request -> connection number
@@ -196,6 +206,21 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   const serve = (call: ServedCall) => {
     if (record) served.push(call);
   };
+
+  /**
+   * `usageFor`, with prompt caching like a provider's: a call naming a conversation reports
+   * cached input only when the same account (credential) served that conversation's previous
+   * call. Calls naming none keep the deterministic share.
+   */
+  function usageOf(headers: IncomingMessage['headers'], json: unknown, bytes: number, generate = true): Pick<ServedCall, 'usage' | 'conversation' | 'cacheHit'> {
+    const usage = usageFor(bytes, generate);
+    const conversation = conversationOf(headers, json);
+    if (conversation === undefined) return { usage };
+    const account = credentialOf(headers) ?? '';
+    const cacheHit = promptCaches.get(conversation) === account;
+    promptCaches.set(conversation, account);
+    return { usage: cacheHit ? usage : { ...usage, cached_input_tokens: 0 }, conversation, cacheHit };
+  }
 
   /** Sends events[0], waits for a hold if any, then the rest. Returns false if the peer went away. */
   async function emit<T>(events: T[], first: (e: T) => void, rest: (es: T[]) => void, alive: () => boolean) {
@@ -256,7 +281,8 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   }
 
   async function handleResponses(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
-    const usage = usageFor(bytes);
+    const cache = usageOf(req.headers, body, bytes);
+    const { usage } = cache;
     const { events } = responseEvents(body, usage, true);
     const stream = body.stream === true;
     if (stream) {
@@ -264,13 +290,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     } else {
       sendJson(res, 200, (events.at(-1) as { response: Json }).response);
     }
-    serve({ path: req.url ?? '', transport: 'http', stream, usage });
+    serve({ path: req.url ?? '', transport: 'http', stream, ...cache });
   }
 
   // ---- OpenAI Chat Completions ----
 
   async function handleChat(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
-    const usage = usageFor(bytes);
+    const cache = usageOf(req.headers, body, bytes);
+    const { usage } = cache;
     const id = `chatcmpl-${++counter}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: str(body.model, 'gpt-5'), system_fingerprint: 'fp_mock' };
     if (body.stream !== true) {
@@ -279,7 +306,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
         choices: [{ index: 0, message: { role: 'assistant', content: TEXT, refusal: null }, finish_reason: 'stop', logprobs: null }],
         usage: chatUsage(usage),
       });
-      serve({ path: req.url ?? '', transport: 'http', stream: false, usage });
+      serve({ path: req.url ?? '', transport: 'http', stream: false, ...cache });
       return;
     }
     // Like the real API, usage is only streamed when explicitly requested.
@@ -297,13 +324,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     const lines = chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`);
     lines.push('data: [DONE]\n\n');
     if (!(await sendSse(res, lines))) return;
-    if (includeUsage) serve({ path: req.url ?? '', transport: 'http', stream: true, usage });
+    if (includeUsage) serve({ path: req.url ?? '', transport: 'http', stream: true, ...cache });
   }
 
   // ---- Anthropic Messages ----
 
   async function handleMessages(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
-    const usage = usageFor(bytes);
+    const cache = usageOf(req.headers, body, bytes);
+    const { usage } = cache;
     const id = `msg_${++counter}`;
     const model = str(body.model, 'claude-sonnet-4-5');
     const stream = body.stream === true;
@@ -327,7 +355,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       ];
       if (!(await sendSse(res, events.map(([t, d]) => sse(t, d))))) return;
     }
-    serve({ path: req.url ?? '', transport: 'http', stream, usage });
+    serve({ path: req.url ?? '', transport: 'http', stream, ...cache });
   }
 
   // ---- HTTP dispatch ----
@@ -506,12 +534,12 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
         return sendError('previous_response_not_found', `Previous response with id '${prev}' not found.`, 'previous_response_id');
       }
       const generate = params.generate !== false;
-      const usage = usageFor(Buffer.byteLength(text), generate);
-      const { id, events } = responseEvents(params, usage, generate);
+      const cache = usageOf(req.headers, params, Buffer.byteLength(text), generate);
+      const { id, events } = responseEvents(params, cache.usage, generate);
       ownIds.add(id);
       const alive = () => ws.readyState === WebSocket.OPEN;
       void emit(events, send, (rest) => rest.forEach(send), alive).then((ok) => {
-        if (ok) serve({ path: conn.path, transport: 'ws', stream: true, usage });
+        if (ok) serve({ path: conn.path, transport: 'ws', stream: true, ...cache });
       });
     });
   }
@@ -553,6 +581,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       requests.length = 0;
       served.length = 0;
       wsConnections.length = 0;
+      promptCaches.clear();
       scripted = [];
       wsCloseNext = null;
       wsBreakNext = false;
