@@ -11,6 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
+import { CONVERSATIONS, TURNS, runCacheAffinity, type CacheRun } from './cache-affinity.js';
 import { installCleanup, stopAllChildren } from './children.js';
 import { BenchEnv } from './env.js';
 import { load, preflight, probe, probePreflight, type LoadResult, type LoadSettings } from './measure.js';
@@ -107,9 +108,12 @@ async function main(): Promise<number> {
   const env = new BenchEnv();
   let loadRows: LoadRow[];
   let probeRows: ProbeRow[];
+  let cacheRuns: Outcome<CacheRun[]>;
   try {
     loadRows = await runLoadScenarios(env);
     probeRows = await runProbes(env);
+    progress(`Prompt-cache affinity: ${CONVERSATIONS} conversations x ${TURNS} turns over 3 replicas, 3 accounts`);
+    cacheRuns = await attempt('Prompt-cache affinity', () => runCacheAffinity(env));
   } finally {
     await stopAllChildren();
   }
@@ -148,7 +152,16 @@ async function main(): Promise<number> {
   console.log('');
   console.log(targetLines(loadRows, direct, probeRows));
 
-  const failures = [...loadRows, ...probeRows].filter((r) => !r.outcome.ok);
+  console.log('');
+  console.log(
+    `Prompt-cache affinity: ${CONVERSATIONS} conversations x ${TURNS} turns, each turn on the next of 3 Redis replicas with ` +
+      '3 accounts; a hit is a turn whose account served the conversation\'s previous turn (ideal: all but the first).',
+  );
+  if (cacheRuns.ok) {
+    for (const run of cacheRuns.value) console.log(`- ${run.label}: ${run.hits}/${run.ideal} cache hits (${((run.hits / run.ideal) * 100).toFixed(1)} % of ideal)`);
+  }
+
+  const failures = [...loadRows, ...probeRows, { label: 'Prompt-cache affinity', outcome: cacheRuns }].filter((r) => !r.outcome.ok);
   if (failures.length > 0) {
     console.log('');
     console.log(`${failures.length} scenario(s) failed to run:`);
