@@ -94,5 +94,6 @@ describe('prompt-cache affinity over 3 replicas and 3 accounts', () => {
     // how far below depends on how the replicas' cursors interleave (about 2/3 when they step
     // in waves of three, 1/3 when uncorrelated); never near the affinity's
     expect(roundRobinRatio).toBeLessThan(0.9);
-  });
+    // 600 calls through 3 replica processes: slow on a loaded machine, and speed is not what is tested
+  }, 300_000);
 });

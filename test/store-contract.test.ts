@@ -348,6 +348,37 @@ describe.each(stores)('%s store contract', (kind, create) => {
     });
   });
 
+  describe('account concurrency slots', () => {
+    it('at most max holders at once under concurrency, per account; a holder asking again keeps its one slot', async () => {
+      const taken = await Promise.all(Array.from({ length: 8 }, (_, i) => store.acquireAccountSlot('a', `req-${i}`, 3, 60_000)));
+      expect(taken.filter(Boolean)).toHaveLength(3);
+      const holder = `req-${taken.indexOf(true)}`;
+      expect(await store.acquireAccountSlot('a', holder, 3, 60_000)).toBe(true);
+      expect(await store.acquireAccountSlot('a', 'late', 3, 60_000)).toBe(false);
+      // another account's slots are its own
+      expect(await store.acquireAccountSlot('b', 'late', 1, 60_000)).toBe(true);
+
+      await store.releaseAccountSlot('a', holder);
+      expect(await store.acquireAccountSlot('a', 'late', 3, 60_000)).toBe(true);
+      expect(await store.acquireAccountSlot('a', 'later', 3, 60_000)).toBe(false);
+      // releasing what is not held changes nothing
+      await store.releaseAccountSlot('a', 'never-held');
+      expect(await store.acquireAccountSlot('a', 'later', 3, 60_000)).toBe(false);
+    });
+
+    it('a slot not renewed frees itself after its ttl; a renewed one stays, an expired one is not revived', async () => {
+      expect(await store.acquireAccountSlot('a', 'dead-replica', 2, 300)).toBe(true);
+      expect(await store.acquireAccountSlot('a', 'live', 2, 300)).toBe(true);
+      const takenAt = Date.now();
+      await store.renewAccountSlots('a', ['live'], 60_000);
+      expect(await store.acquireAccountSlot('a', 'new', 2, 60_000)).toBe(false);
+      await expect.poll(() => store.acquireAccountSlot('a', 'new', 2, 60_000)).toBe(true);
+      expect(Date.now() - takenAt).toBeGreaterThanOrEqual(250); // not (much) before its time: the clocks differ by ms
+      await store.renewAccountSlots('a', ['dead-replica'], 60_000);
+      expect(await store.acquireAccountSlot('a', 'another', 2, 60_000)).toBe(false);
+    });
+  });
+
   it('replicas: heartbeat registers and refreshes, list and remove', async () => {
     expect(await store.listReplicas()).toEqual([]);
     await store.heartbeat({ instanceId: 'r1', advertiseUrl: 'http://10.0.0.1:9090' }, now);

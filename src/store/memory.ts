@@ -57,6 +57,8 @@ export class MemoryStore implements Store {
   private readonly replicas = new Map<string, ReplicaInfo>();
   private readonly leases = new Map<string, HeldLease>();
   private readonly probes = new Map<string, { record: ProbeRecord; expiresAt: number }>();
+  /** accountId → holder → expiresAt */
+  private readonly slots = new Map<string, Map<string, number>>();
   /** nonce → expiresAt */
   private readonly nonces = new Map<string, number>();
   /** Shared by all sessions: epochs only ever grow, which is all fencing needs. */
@@ -161,6 +163,24 @@ export class MemoryStore implements Store {
     this.probes.set(accountId, { record: verdict, expiresAt: Date.now() + ttlMs });
   }
 
+  async acquireAccountSlot(accountId: string, holder: string, max: number, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const slots = this.liveSlots(accountId, now);
+    if (!slots.has(holder) && slots.size >= max) return false;
+    slots.set(holder, now + ttlMs);
+    return true;
+  }
+
+  async renewAccountSlots(accountId: string, holders: string[], ttlMs: number): Promise<void> {
+    const now = Date.now();
+    const slots = this.liveSlots(accountId, now);
+    for (const holder of holders) if (slots.has(holder)) slots.set(holder, now + ttlMs);
+  }
+
+  async releaseAccountSlot(accountId: string, holder: string): Promise<void> {
+    this.slots.get(accountId)?.delete(holder);
+  }
+
   async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {
     this.replicas.set(replica.instanceId, { instanceId: replica.instanceId, advertiseUrl: replica.advertiseUrl, lastSeen: now });
   }
@@ -219,6 +239,14 @@ export class MemoryStore implements Store {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
+
+  /** An account's slots (holder → expiresAt), the expired ones dropped. */
+  private liveSlots(accountId: string, now: number): Map<string, number> {
+    let slots = this.slots.get(accountId);
+    if (!slots) this.slots.set(accountId, (slots = new Map()));
+    for (const [holder, expiresAt] of slots) if (expiresAt <= now) slots.delete(holder);
+    return slots;
+  }
 
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);

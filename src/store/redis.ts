@@ -61,6 +61,7 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
  *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
+ *   tg:{slot:<accountId>}         sorted set: concurrency slot holders by expiry (ms, Redis clock)
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
  *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
@@ -183,6 +184,27 @@ const SCRIPTS = {
     if current then return current end
     redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
     return false`,
+  /*
+   * Concurrency slots of one account (KEYS[1], sorted set holder → expiry). Times come from the
+   * Redis clock, so replicas' clock skew cannot cut another's slot short.
+   *   tgAcquireSlot ARGV: holder, max, ttlMs → 1 taken (or renewed), 0 all held
+   *   tgRenewSlots  ARGV: ttlMs, holder... → extends the holders still present
+   */
+  tgAcquireSlot: `
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return 1`,
+  tgRenewSlots: `
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+    if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+    return 1`,
   tgHeldLease: `
     local current = redis.call('GET', KEYS[1])
     if not current then return 0 end
@@ -513,6 +535,21 @@ export class RedisStore implements Store {
     await this.run(() => this.client.set(this.probeKey(accountId), verdict, 'PX', ttlMs));
   }
 
+  // --- concurrency slots ------------------------------------------------------
+
+  async acquireAccountSlot(accountId: string, holder: string, max: number, ttlMs: number): Promise<boolean> {
+    return this.run(async () => (await this.script('tgAcquireSlot', [this.slotKey(accountId)], [holder, max, ttlMs])) === 1);
+  }
+
+  async renewAccountSlots(accountId: string, holders: string[], ttlMs: number): Promise<void> {
+    if (holders.length === 0) return;
+    await this.run(() => this.script('tgRenewSlots', [this.slotKey(accountId)], [ttlMs, ...holders]));
+  }
+
+  async releaseAccountSlot(accountId: string, holder: string): Promise<void> {
+    await this.run(() => this.client.zrem(this.slotKey(accountId), holder));
+  }
+
   // --- replicas ---------------------------------------------------------------
 
   async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {
@@ -658,6 +695,10 @@ export class RedisStore implements Store {
 
   private keyIdsKey(): string {
     return `${this.prefix}{keys}:ids`;
+  }
+
+  private slotKey(accountId: string): string {
+    return `${this.prefix}{slot:${accountId}}`;
   }
 
   private accountKey(accountId: string): string {

@@ -158,6 +158,16 @@ export interface Store {
   /** Records a probe's verdict for `ttlMs`, for other requests and replicas to reuse. */
   setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void>;
 
+  /**
+   * Takes one of an account's `max` concurrency slots for `holder` (unique per request) for
+   * `ttlMs`, atomically and cluster-wide; false when all are held. A holder that has one keeps
+   * it (renewed). Slots expire unless renewed, so a dead replica's slots free themselves.
+   */
+  acquireAccountSlot(accountId: string, holder: string, max: number, ttlMs: number): Promise<boolean>;
+  /** Extends the slots these holders still have for another `ttlMs`; an expired one is not revived. */
+  renewAccountSlots(accountId: string, holders: string[], ttlMs: number): Promise<void>;
+  releaseAccountSlot(accountId: string, holder: string): Promise<void>;
+
   /** Heartbeat: records this replica as alive now. */
   heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void>;
   getReplica(instanceId: string): Promise<ReplicaInfo | null>;
