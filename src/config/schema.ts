@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isReservedHeader } from '../proxy/headers.js';
 import { LIMIT_TYPES } from '../store/types.js';
+import { priceTableSchema } from '../usage/pricing.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
 /** Defaults in one place, named so the README and the code agree. */
@@ -177,6 +178,8 @@ export const configSchema = z
         openaiOnly(p.anthropic, ctx, 'anthropic');
         openaiOnly(p.chatgpt, ctx, 'chatgpt');
       }),
+    /** USD per 1 M tokens by model name or glob, over the shipped table */
+    pricing: priceTableSchema.default({}),
     /** named groups of account ids that keys may be limited to (`pool:`) */
     pools: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).default({}),
     keys: z.array(staticKeySchema).default([]),
