@@ -32,7 +32,15 @@ export class Gateway {
     this.keys = new KeyDirectory(store, config.redis.keyCacheTtlMs);
     for (const provider of PROVIDERS) {
       const providerConfig = config.providers[provider];
-      if (providerConfig) this.pools.set(provider, new ProviderPool(provider, providerConfig, store));
+      if (!providerConfig) continue;
+      const bounds = { queueTimeoutMs: config.upstream.queueTimeoutMs, slotTtlMs: config.bridge.staleAfterMs, renewMs: config.bridge.heartbeatMs };
+      this.pools.set(
+        provider,
+        new ProviderPool(provider, providerConfig, store, bounds, {
+          onQueueDepth: (name, depth) => this.metrics.queueDepth.set({ provider: name }, depth),
+          onQueueWait: (name, seconds, outcome) => this.metrics.queueWait.observe({ provider: name, outcome }, seconds),
+        }),
+      );
     }
     this.scrubber = new SecretScrubber([...this.pools.values()].flatMap((pool) => pool.accounts.map((account) => account.secret)));
     this.agent = buildAgent(config.upstream);
@@ -81,6 +89,7 @@ export class Gateway {
 
   async close(): Promise<void> {
     this.usage.stop();
+    for (const pool of this.pools.values()) pool.close();
     await this.usage.flush().catch(() => {});
     await this.agent.close();
     await this.store.close();

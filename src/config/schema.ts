@@ -28,6 +28,8 @@ export const DEFAULTS = {
   contextTtlSec: 30,
   sessionIdleMs: 300_000,
   keyCacheTtlMs: 1_000,
+  /** how long a request waits for a concurrency slot when every account is full */
+  queueTimeoutMs: 10_000,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
@@ -73,6 +75,8 @@ const accountSchema = z
       .optional(),
     /** this account's own base URL; the provider's by default */
     baseUrl: z.url().optional(),
+    /** streams in flight at once on this account, cluster-wide; absent = no cap */
+    maxConcurrent: z.number().int().positive().optional(),
   })
   .strict()
   .refine((a) => Boolean(a.apiKey) !== Boolean(a.apiKeyFile), {
@@ -146,6 +150,8 @@ export const configSchema = z
        * bridged turn in zlib round trips (measured on loopback) and saves little on event frames.
        */
       websocketCompression: z.boolean().default(false),
+      /** a request that finds every account at its maxConcurrent waits this long for a slot, then 503 */
+      queueTimeoutMs: z.number().int().min(0).default(DEFAULTS.queueTimeoutMs),
     }),
     redis: section({
       url: z.string().min(1).optional(),

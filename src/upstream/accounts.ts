@@ -14,6 +14,8 @@ export interface Account {
   project?: string;
   /** extra upstream headers from config, lowercase names */
   headers: Record<string, string>;
+  /** streams in flight at once, cluster-wide; absent = no cap */
+  maxConcurrent?: number;
 }
 
 /** What selection may look at: shared state from the store plus this replica's own counters. */
@@ -89,5 +91,6 @@ export function accountsOf(provider: ProviderName, config: ProviderConfig): Acco
     organization: a.organization,
     project: a.project,
     headers: Object.fromEntries(Object.entries(a.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value])),
+    maxConcurrent: a.maxConcurrent,
   }));
 }

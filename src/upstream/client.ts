@@ -181,15 +181,20 @@ export class UpstreamClient {
     };
     for (;;) {
       let account: Account;
+      let release: () => void;
       try {
-        account = target.accountId ? this.boundAccount(pool, target.accountId, tried, target.scope) : await pool.choose(tried, Date.now(), undefined, target.scope);
+        if (target.accountId) {
+          account = this.boundAccount(pool, target.accountId, tried, target.scope);
+          release = pool.begin(account.id);
+        } else {
+          ({ account, release } = await pool.take(tried, target.scope, signal));
+        }
       } catch (noneLeft) {
         if (last) return last;
         if (lastError) throw upstreamFailure(lastError);
         throw noneLeft;
       }
       tried.add(account.id);
-      const release = pool.begin(account.id);
       let attempt: Attempt<T>;
       try {
         attempt = await attemptOn(account);

@@ -1,7 +1,10 @@
-import type { ProviderConfig, ProviderName, Strategy } from '../config/schema.js';
+import { randomUUID } from 'node:crypto';
+import { DEFAULTS, type ProviderConfig, type ProviderName, type Strategy } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Store } from '../store/types.js';
-import { accountsOf, pickAccount, unavailability, type Account, type Candidate } from './accounts.js';
+import { accountsOf, pickAccount, rendezvousOrder, unavailability, type Account, type Candidate } from './accounts.js';
+import type { CancelSignal } from './client.js';
+import { WaitQueue } from './wait-queue.js';
 
 const RECENT_TOKENS_WINDOW_MS = 5 * 60_000;
 
@@ -13,9 +16,31 @@ export interface Scope {
   accounts?: ReadonlySet<string>;
 }
 
+/** How concurrency caps behave (see `upstream.queueTimeoutMs`, the bridge's heartbeat and stale bounds). */
+export interface QueueBounds {
+  /** how long a request waits for a slot when every account is full */
+  queueTimeoutMs: number;
+  /** a slot not renewed for this long frees itself (a dead replica's) */
+  slotTtlMs: number;
+  /** held slots are renewed, and queued requests look for slots freed elsewhere, this often */
+  renewMs: number;
+}
+
+export interface PoolEvents {
+  onQueueDepth?(provider: ProviderName, depth: number): void;
+  onQueueWait?(provider: ProviderName, seconds: number, outcome: 'served' | 'timeout' | 'gone'): void;
+}
+
+/** An account taken for one request: `release` (idempotent) ends its in-flight count and frees its slot. */
+export interface Taken {
+  account: Account;
+  release: () => void;
+}
+
 /**
- * One provider's accounts on this replica: shared state (cooldowns, disabled) comes from the
- * store on every pick; in-flight counts and recent token use are this replica's own view.
+ * One provider's accounts on this replica: shared state (cooldowns, disabled, concurrency slots)
+ * comes from the store on every pick; in-flight counts and recent token use are this replica's
+ * own view.
  */
 export class ProviderPool {
   readonly accounts: Account[];
@@ -25,12 +50,24 @@ export class ProviderPool {
   private cursor = 0;
   private readonly inFlight = new Map<string, number>();
   private readonly recent = new Map<string, { tokens: number; since: number }>();
+  /** per account, the slot holders of this replica (renewed until released) */
+  private readonly holders = new Map<string, Set<string>>();
+  private readonly queue: WaitQueue;
+  private readonly renewal: NodeJS.Timeout | undefined;
 
-  constructor(readonly provider: ProviderName, config: ProviderConfig, private readonly store: Store) {
+  constructor(
+    readonly provider: ProviderName,
+    config: ProviderConfig,
+    private readonly store: Store,
+    private readonly bounds: QueueBounds = { queueTimeoutMs: DEFAULTS.queueTimeoutMs, slotTtlMs: DEFAULTS.staleAfterMs, renewMs: DEFAULTS.heartbeatMs },
+    private readonly events: PoolEvents = {},
+  ) {
     this.accounts = accountsOf(provider, config);
     this.strategy = config.strategy;
     this.websocket = config.websocket;
     this.affinity = config.affinity;
+    this.queue = new WaitQueue(bounds.renewMs);
+    if (this.accounts.some((a) => a.maxConcurrent)) this.renewal = setInterval(() => void this.renewSlots(), bounds.renewMs).unref();
   }
 
   /**
@@ -39,6 +76,42 @@ export class ProviderPool {
    * in the gateway's terms if there is none. A key limited to accounts never gets another one.
    */
   async choose(exclude: ReadonlySet<string> = new Set(), now = Date.now(), prefer?: string, scope: Scope = {}): Promise<Account> {
+    const usable = await this.usable(exclude, now, scope);
+    return (usable.find((c) => c.account.id === prefer) ?? this.pick(usable, scope)).account;
+  }
+
+  /**
+   * Takes an account for one request: the account `choose` would pick, or the next in order
+   * when it is at its `maxConcurrent` (cluster-wide slots). When every usable account is full the
+   * request waits, first in first out, up to `queueTimeoutMs` (then 503 `no_accounts`); a client
+   * gone meanwhile (`signal`) leaves the queue.
+   */
+  async take(exclude: ReadonlySet<string>, scope: Scope = {}, signal?: CancelSignal): Promise<Taken> {
+    const attempt = async () => this.takeSlot(await this.usable(exclude, Date.now(), scope), scope);
+    if (this.queue.depth === 0) {
+      const taken = await attempt();
+      if (taken) return taken;
+    }
+    const queuedAt = performance.now();
+    this.events.onQueueDepth?.(this.provider, this.queue.depth + 1);
+    const outcome = await this.queue.waitFor(attempt, Date.now() + this.bounds.queueTimeoutMs, signal).finally(() =>
+      this.events.onQueueDepth?.(this.provider, this.queue.depth),
+    );
+    const waited = (performance.now() - queuedAt) / 1000;
+    if (outcome === 'timeout' || outcome === 'gone') {
+      this.events.onQueueWait?.(this.provider, waited, outcome);
+      throw new GatewayError('no_accounts', `Every ${this.provider} account is at its concurrency limit.`, { retryAfter: 1 });
+    }
+    this.events.onQueueWait?.(this.provider, waited, 'served');
+    return outcome;
+  }
+
+  close(): void {
+    clearInterval(this.renewal);
+  }
+
+  /** The usable accounts of the scope not in `exclude`; throws 429/503 when there are none. */
+  private async usable(exclude: ReadonlySet<string>, now: number, scope: Scope): Promise<Candidate[]> {
     const inScope = scope.accounts ? this.accounts.filter((a) => scope.accounts!.has(a.id)) : this.accounts;
     if (inScope.length === 0) throw new GatewayError('no_accounts', `No ${this.provider} account is in this key's pool.`, { retryAfter: 5 });
     const states = await this.store.getAccountStates(inScope.map((a) => a.id));
@@ -51,8 +124,7 @@ export class ProviderPool {
       if (blocked || exclude.has(account.id)) continue;
       usable.push({ account, state, inFlight: this.inFlightOf(account.id), recentTokens: this.recentTokensOf(account.id, now) });
     }
-    const picked = usable.find((c) => c.account.id === prefer) ?? pickAccount(this.strategy, usable, this.cursor++, this.affinity ? scope.affinityKey : undefined);
-    if (picked) return picked.account;
+    if (usable.length > 0) return usable;
     if (exclude.size === 0 && earliestReset !== undefined) {
       throw new GatewayError('usage_limit_reached', `Every ${this.provider} account is cooling down after upstream rate limits.`, {
         retryAfter: (earliestReset - now) / 1000,
@@ -60,6 +132,42 @@ export class ProviderPool {
       });
     }
     throw new GatewayError('no_accounts', `No ${this.provider} account is available.`, { retryAfter: 5 });
+  }
+
+  private pick(usable: Candidate[], scope: Scope): Candidate {
+    return pickAccount(this.strategy, usable, this.cursor++, this.affinity ? scope.affinityKey : undefined)!;
+  }
+
+  /** The first account in selection order with a free slot, taken; undefined when all are full. */
+  private async takeSlot(usable: Candidate[], scope: Scope): Promise<Taken | undefined> {
+    const first = this.pick(usable, scope);
+    const rest = this.affinity && scope.affinityKey !== undefined ? rendezvousOrder(scope.affinityKey, usable).slice(1) : usable.filter((c) => c !== first);
+    for (const { account } of [first, ...rest]) {
+      if (!account.maxConcurrent) return { account, release: this.begin(account.id) };
+      const holder = randomUUID();
+      if (!(await this.store.acquireAccountSlot(account.id, holder, account.maxConcurrent, this.bounds.slotTtlMs))) continue;
+      const held = this.holders.get(account.id) ?? new Set();
+      this.holders.set(account.id, held.add(holder));
+      const end = this.begin(account.id);
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        end();
+        held.delete(holder);
+        // an expired slot frees itself anyway: a failed release only delays the next request
+        void this.store.releaseAccountSlot(account.id, holder).catch(() => {}).finally(() => this.queue.wakeHead());
+      };
+      return { account, release };
+    }
+    return undefined;
+  }
+
+  /** Keeps this replica's slots alive while their requests run. */
+  private async renewSlots(): Promise<void> {
+    for (const [accountId, held] of this.holders) {
+      if (held.size > 0) await this.store.renewAccountSlots(accountId, [...held], this.bounds.slotTtlMs).catch(() => {});
+    }
   }
 
   /** Marks one request in flight on `account`; call the returned function exactly once when it ends. */
