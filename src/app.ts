@@ -2,8 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { destination, pino, type Logger } from 'pino';
-import { Bridge, type ReplicaIdentity } from './bridge/bridge.js';
+import { Bridge } from './bridge/bridge.js';
 import { registerInternalRoutes } from './bridge/internal-routes.js';
+import { BridgeLocal } from './bridge/local.js';
+import { PeerClient } from './bridge/peer-client.js';
+import { SessionRegistry, type ReplicaIdentity } from './bridge/registry.js';
+import { withSessionAffinity } from './dispatch/affinity.js';
+import type { Dispatchers } from './dispatch/choose.js';
+import { DirectDispatcher } from './dispatch/direct.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { proxyKeyAuth } from './auth/hook.js';
 import type { Config } from './config/schema.js';
@@ -14,7 +20,7 @@ import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
-import { registerUsageRoute } from './usage/routes.js';
+import { registerUsageRoute } from './metering/routes.js';
 
 export interface App {
   gateway: Gateway;
@@ -74,6 +80,21 @@ function advertisedUrl(bindHost: string, listeningUrl: string): string {
   return url.origin;
 }
 
+/** The bridge and its parts: the sessions held here, the owner's side, and the peer hop. */
+function buildBridge(gateway: Gateway, identity: ReplicaIdentity): Bridge {
+  const { store, metrics, config } = gateway;
+  const registry = new SessionRegistry({ store, metrics, log: gateway.log, bounds: config.bridge }, identity);
+  const local = new BridgeLocal(gateway, registry);
+  const peers = new PeerClient({
+    agent: gateway.agent,
+    metrics,
+    internalSecret: config.internalSecret,
+    contextTtlSec: config.bridge.contextTtlSec,
+    identity,
+  });
+  return new Bridge({ store, metrics }, registry, local, peers);
+}
+
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
   // asynchronous writes: one access line per request must not cost a blocking syscall each
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination({ sync: false }));
@@ -84,7 +105,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
   };
-  const bridge = new Bridge(gateway, identity);
+  const bridge = buildBridge(gateway, identity);
+  const direct = new DirectDispatcher(gateway);
+  const dispatchers: Dispatchers = { direct, affinity: withSessionAffinity(direct, store, config.bridge.leaseMs), bridge };
 
   const bodyBounds = { bodyLimit: config.server.bodyLimitBytes, requestBodyTimeoutMs: config.server.requestBodyTimeoutMs };
   const app = buildHttpServer({
@@ -103,9 +126,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   registerAdminRoutes(app, gateway);
   app.register(async (proxied) => {
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
-    proxied.addHook('onRequest', proxyKeyAuth(gateway));
-    registerModelRoutes(proxied, gateway, bridge);
-    registerUsageRoute(proxied, gateway);
+    proxied.addHook('onRequest', proxyKeyAuth(gateway.keys, (source, reason) => gateway.metrics.authFailures.inc({ source, reason })));
+    registerModelRoutes(proxied, gateway, dispatchers);
+    registerUsageRoute(proxied, gateway.store);
     // a scope of its own: the WebSocket plugin's per-request hooks stay off the HTTP routes
     proxied.register((scope) => registerResponsesWebSocket(scope, gateway));
   });
@@ -134,17 +157,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       await internal.listen({ host: config.server.internalHost, port: config.server.internalPort });
       const internalUrl = urlOf(internal);
       identity.advertiseUrl ||= advertisedUrl(config.server.internalHost, internalUrl);
-      bridge.start();
+      bridge.registry.start();
       return { publicUrl: urlOf(app), internalUrl };
     },
     async close() {
       gateway.draining = true;
-      await bridge.drain();
+      await bridge.registry.drain();
       // Node closes only the connections idle at close time; ones that finish a response while
       // draining would otherwise linger for the keep-alive timeout
       const sweep = setInterval(() => [app, internal].forEach((s) => s.server.closeIdleConnections()), 100);
       await Promise.all([app.close(), internal.close()]).finally(() => clearInterval(sweep));
-      await bridge.close();
+      await bridge.registry.close();
       await gateway.close();
     },
   };

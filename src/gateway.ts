@@ -5,12 +5,13 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
-import { SecretScrubber } from './proxy/scrubber.js';
+import { SecretScrubber } from './http/scrubber.js';
 import type { KeyRecord, Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
-import { ProviderPool } from './upstream/pool.js';
-import { UsageRecorder } from './usage/recorder.js';
-import type { TokenUsage } from './usage/tokens.js';
+import { affinityKeyOf } from './upstream/cache-affinity.js';
+import { ProviderPool, type Scope } from './upstream/pool.js';
+import { MeteredCall } from './metering/metered-call.js';
+import { UsageRecorder } from './metering/recorder.js';
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -60,6 +61,12 @@ export class Gateway {
     return [...this.pools.values()].some((pool) => pool.find(accountId));
   }
 
+  /** What selection of an account for this authenticated request must respect (see `Scope`). */
+  scopeOf(request: FastifyRequest, body: unknown): Scope {
+    const key = request.principal!.key;
+    return { affinityKey: affinityKeyOf(request.headers, body, key.id), accounts: this.accountsOf(key) };
+  }
+
   /** The accounts a key is limited to (its `accounts`, or its `pool` of the config); undefined = any. */
   accountsOf(key: KeyRecord): ReadonlySet<string> | undefined {
     if (key.accounts) return new Set(key.accounts);
@@ -77,14 +84,21 @@ export class Gateway {
     throw new GatewayError('not_found', `No ${preference.join(' or ')} provider is configured on this gateway.`);
   }
 
-  /** The end of every metered call: the store's counters, the pool's view, metrics, the log line. */
-  recordUsage(request: FastifyRequest, provider: ProviderName, accountId: string, usage: TokenUsage | null): void {
-    if (!usage) return;
-    request.facts.tokens = usage;
-    this.pools.get(provider)?.noteTokens(accountId, usage.total_tokens);
-    this.metrics.tokens.inc({ provider, type: 'input' }, usage.input_tokens);
-    this.metrics.tokens.inc({ provider, type: 'output' }, usage.output_tokens);
-    this.usage.record(request.principal!.key.id, usage);
+  /**
+   * The metered call of an authenticated request. Recording its usage also tells the pool
+   * (usage-weighted selection), the token metrics and the request's access-log line.
+   */
+  meteredCall(request: FastifyRequest): MeteredCall {
+    return new MeteredCall({
+      recorder: this.usage,
+      key: () => request.principal!.key,
+      onRecorded: (usage, served) => {
+        request.facts.tokens = usage;
+        this.pools.get(served.provider)?.noteTokens(served.accountId, usage.total_tokens);
+        this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
+        this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
+      },
+    });
   }
 
   async close(): Promise<void> {

@@ -1,20 +1,10 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../src/config/schema.js';
 import { settlesWithin } from './support/bounds.js';
-import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, startTestGateway, type TestGateway } from './support/gateway.js';
+import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, useTestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, metricValue, type Reply } from './support/http.js';
 
-let gw: TestGateway;
-let key: { id: string; secret: string };
-
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(() => gw.close());
-beforeEach(async () => {
-  gw.mock.reset();
-  key = await gw.createKey();
-});
+const gw = useTestGateway();
 
 interface Route {
   name: string;
@@ -37,10 +27,10 @@ describe.each(ROUTES)('$name', (route) => {
   const send = (headers: Record<string, string>, body: object | undefined = route.body) => call(gw.url, route.path, { headers, body });
 
   /** The call was let through: the right answer for the right key, and the upstream saw the account, never the proxy key. */
-  function expectAccepted(res: Reply, secret = key.secret) {
+  function expectAccepted(res: Reply, secret = gw.key.secret) {
     expect(res.status, res.text).toBe(200);
     if (!route.upstream) {
-      expect(res.json.key.id).toBe(key.id);
+      expect(res.json.key.id).toBe(gw.key.id);
       expect(gw.mock.requests).toHaveLength(0);
       return;
     }
@@ -65,32 +55,32 @@ describe.each(ROUTES)('$name', (route) => {
   const messageOf = (res: Reply) => res.json.error.message as string;
 
   it('accepts a valid Bearer key', async () => {
-    expectAccepted(await send({ authorization: `Bearer ${key.secret}` }));
+    expectAccepted(await send({ authorization: `Bearer ${gw.key.secret}` }));
   });
 
   it('accepts a valid key sent only as x-api-key', async () => {
-    expectAccepted(await send({ 'x-api-key': key.secret }));
+    expectAccepted(await send({ 'x-api-key': gw.key.secret }));
   });
 
   it('falls back to a valid x-api-key when the Bearer key is invalid', async () => {
-    expectAccepted(await send({ authorization: `Bearer ${JUNK}`, 'x-api-key': key.secret }));
+    expectAccepted(await send({ authorization: `Bearer ${JUNK}`, 'x-api-key': gw.key.secret }));
   });
 
   it('accepts a valid Bearer key next to a junk x-api-key', async () => {
-    expectAccepted(await send({ authorization: `Bearer ${key.secret}`, 'x-api-key': JUNK }));
+    expectAccepted(await send({ authorization: `Bearer ${gw.key.secret}`, 'x-api-key': JUNK }));
   });
 
   it('uses x-api-key when Authorization is not a Bearer', async () => {
-    const basic = 'Basic ' + Buffer.from(`user:${key.secret}`).toString('base64');
-    expectAccepted(await send({ authorization: basic, 'x-api-key': key.secret }));
+    const basic = 'Basic ' + Buffer.from(`user:${gw.key.secret}`).toString('base64');
+    expectAccepted(await send({ authorization: basic, 'x-api-key': gw.key.secret }));
   });
 
   it.each(['bearer', 'BEARER', 'bEaReR'])('takes the scheme %s case-insensitively and trims the key', async (scheme) => {
-    expectAccepted(await send({ authorization: `${scheme}    ${key.secret}   ` }));
+    expectAccepted(await send({ authorization: `${scheme}    ${gw.key.secret}   ` }));
   });
 
   it('refuses a Basic Authorization alone, even one carrying the key', async () => {
-    const res = await send({ authorization: 'Basic ' + Buffer.from(`user:${key.secret}`).toString('base64') });
+    const res = await send({ authorization: 'Basic ' + Buffer.from(`user:${gw.key.secret}`).toString('base64') });
     expectRefused(res, 401, 'invalid_api_key');
   });
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONTEXT_HEADER, signContext } from '../src/bridge/context.js';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { RedisStore } from '../src/store/redis.js';
 import { INTERNAL_SECRET } from './support/cluster.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
@@ -39,6 +39,7 @@ interface ContextOverrides {
   body?: Buffer;
   secret?: string;
   now?: number;
+  route?: string;
 }
 
 function context(overrides: ContextOverrides = {}): string {
@@ -49,6 +50,7 @@ function context(overrides: ContextOverrides = {}): string {
       originInstance: 'replica-elsewhere',
       targetInstance: overrides.targetInstance ?? instanceId,
       sessionKey: overrides.sessionKey ?? sessionOf(SESSION, key.id)!.key,
+      route: overrides.route,
       body: overrides.body ?? BODY,
       ttlSec: 30,
     },
@@ -72,6 +74,19 @@ function expectNothingUpstream() {
 }
 
 describe('signed re-auth context on the internal route', () => {
+  it('refuses a context naming a route that is not bridged: 400 context_malformed, nothing upstream', async () => {
+    const res = await forward(context({ route: '/v1/chat/completions' }));
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('context_malformed');
+    expectNothingUpstream();
+  });
+
+  it('serves a context naming the Codex route on that route\'s upstream path', async () => {
+    const res = await forward(context({ route: '/backend-api/codex/responses' }));
+    expect(res.status).toBe(200);
+    expect(gw.mock.wsConnections.map((c) => c.path.split('?')[0])).toEqual(['/v1/responses']);
+  });
+
   it('serves a well-signed forward, re-validating the key by id', async () => {
     const res = await forward(context());
     expect(res.status).toBe(200);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { settlesWithin } from './support/bounds.js';
 import { TEST_BRIDGE, createKeyVia, useCluster, type Replica } from './support/cluster.js';
 

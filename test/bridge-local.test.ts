@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
 

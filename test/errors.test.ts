@@ -1,22 +1,14 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ANTHROPIC_SECRET, OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
+import { ANTHROPIC_SECRET, OPENAI_SECRET, startTestGateway, useTestGateway, type TestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, closedPort, type Reply } from './support/http.js';
 
-let gw: TestGateway;
-let key: { id: string; secret: string };
-
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(() => gw.close());
+const gw = useTestGateway();
 beforeEach(async () => {
-  gw.mock.reset();
   // an upstream 429 cools the only account down; each test starts with it usable
   for (const id of ['oa-1', 'an-1']) {
     await gw.store.setAccountCooldown(id, 0);
     await gw.store.setAccountDisabled(id, false);
   }
-  key = await gw.createKey();
 });
 
 const ROUTES = [
@@ -35,7 +27,7 @@ function expectGatewayError(res: Reply, shape: 'openai' | 'anthropic', status: n
   expect(res.headers.get('x-request-id')).toMatch(/^[\w.-]{1,128}$/);
 }
 
-const authed = () => ({ 'x-api-key': key.secret });
+const authed = () => ({ 'x-api-key': gw.key.secret });
 
 describe('request body size', () => {
   let small: TestGateway;

@@ -14,7 +14,7 @@ import { runInNewContext } from 'node:vm';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTEXT_HEADER, signContext } from '../src/bridge/context.js';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import {
   CASE_TIMEOUT_MS,
   PUBLIC_PATHS,

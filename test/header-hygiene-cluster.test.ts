@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { ADMIN_TOKEN, TEST_BRIDGE, createKeyVia, useCluster } from './support/cluster.js';
 import { OPENAI_SECRET, allHeaderText } from './support/gateway.js';
 import { OPENAI_BODY } from './support/http.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
 import { configSchema } from '../src/config/schema.js';
-import { LIMIT_TYPES } from '../src/store/types.js';
+import { LIMIT_TYPES } from '../src/usage/counters.js';
 import { LIMIT_WINDOWS } from '../src/usage/windows.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { Limit } from '../src/store/types.js';
+import type { Limit } from '../src/usage/counters.js';
 import { ANTHROPIC_SECRET, OPENAI_SECRET, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, closedPort, usageOf } from './support/http.js';
 

@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONTEXT_HEADER, signContext } from '../src/bridge/context.js';
-import { sessionOf } from '../src/bridge/session-key.js';
+import { sessionOf } from '../src/http/session-key.js';
 import { MAX_JSON_DEPTH } from '../src/server/json-depth.js';
 import { INTERNAL_SECRET } from './support/cluster.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';

@@ -1,34 +1,24 @@
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
+import { describe, expect, it } from 'vitest';
+import { ANTHROPIC_SECRET, OPENAI_SECRET, allHeaderText, servedTotals, useTestGateway } from './support/gateway.js';
 
-let gw: TestGateway;
-let key: { id: string; secret: string };
-
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(() => gw.close());
-beforeEach(async () => {
-  gw.mock.reset();
-  key = await gw.createKey();
-});
+const gw = useTestGateway();
 
 type Mode = 'bearer' | 'x-api-key';
 const MODES: Mode[] = ['bearer', 'x-api-key'];
 
 function openai(mode: Mode) {
   return mode === 'bearer'
-    ? new OpenAI({ apiKey: key.secret, baseURL: `${gw.url}/v1`, maxRetries: 0 })
+    ? new OpenAI({ apiKey: gw.key.secret, baseURL: `${gw.url}/v1`, maxRetries: 0 })
     : // a client that can only send x-api-key: no Authorization at all
-      new OpenAI({ apiKey: 'unused', baseURL: `${gw.url}/v1`, maxRetries: 0, defaultHeaders: { authorization: null, 'x-api-key': key.secret } });
+      new OpenAI({ apiKey: 'unused', baseURL: `${gw.url}/v1`, maxRetries: 0, defaultHeaders: { authorization: null, 'x-api-key': gw.key.secret } });
 }
 
 function anthropic(mode: Mode) {
   return mode === 'bearer'
-    ? new Anthropic({ apiKey: null, authToken: key.secret, baseURL: gw.url, maxRetries: 0 })
-    : new Anthropic({ apiKey: null, authToken: null, baseURL: gw.url, maxRetries: 0, defaultHeaders: { 'X-Api-Key': key.secret } });
+    ? new Anthropic({ apiKey: null, authToken: gw.key.secret, baseURL: gw.url, maxRetries: 0 })
+    : new Anthropic({ apiKey: null, authToken: null, baseURL: gw.url, maxRetries: 0, defaultHeaders: { 'X-Api-Key': gw.key.secret } });
 }
 
 /** What reached the upstream carries the account's credential and never the proxy key. */
@@ -36,7 +26,7 @@ function expectUpstreamCredential(expected: { header: string; value: string }) {
   expect(gw.mock.requests.length).toBeGreaterThan(0);
   for (const request of gw.mock.requests) {
     expect(request.headers[expected.header]).toBe(expected.value);
-    expect(allHeaderText(request.headers)).not.toContain(key.secret);
+    expect(allHeaderText(request.headers)).not.toContain(gw.key.secret);
   }
 }
 
@@ -51,8 +41,8 @@ async function expectUsageMatchesServed() {
   const served = gw.mock.served;
   expect(served.length).toBeGreaterThan(0);
   const expected = servedTotals(gw.mock);
-  await expect.poll(async () => (await usageOf(key.secret)).total_tokens).toBe(expected.total_tokens);
-  const usage = await usageOf(key.secret);
+  await expect.poll(async () => (await usageOf(gw.key.secret)).total_tokens).toBe(expected.total_tokens);
+  const usage = await usageOf(gw.key.secret);
   expect(usage).toMatchObject({ ...expected, request_count: served.length });
 }
 
@@ -108,6 +98,6 @@ describe.each(MODES)('official SDKs through the gateway, key as %s', (mode) => {
     expect(result.input_tokens).toBeGreaterThan(0);
     expectUpstreamCredential({ header: 'x-api-key', value: ANTHROPIC_SECRET });
     expect(gw.mock.requests[0]!.path).toBe('/v1/messages/count_tokens');
-    expect((await usageOf(key.secret)).request_count).toBe(0);
+    expect((await usageOf(gw.key.secret)).request_count).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SecretScrubber } from '../src/proxy/scrubber.js';
+import { SecretScrubber } from '../src/http/scrubber.js';
 
 const LONG = 'sk-abc123def456ghi789WXYZ';
 const SHORT = 'tok-1234567'; // 11 characters: verbatim only

@@ -3,8 +3,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { RedisStore } from '../src/store/redis.js';
-import { usageDeltas } from '../src/store/counters.js';
-import type { KeyRecord, Limit, LimitType, Store, UsageBatch } from '../src/store/types.js';
+import type { KeyRecord, Store, UsageBatch } from '../src/store/types.js';
+import { usageDeltas, type Limit, type LimitType } from '../src/usage/counters.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../src/usage/windows.js';
 import { AOF_ALWAYS, startRedis, startSentinel, type TestRedis, type TestSentinel } from './support/redis.js';

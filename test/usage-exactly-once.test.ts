@@ -1,69 +1,13 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { createKeyVia, useCluster, type Replica } from './support/cluster.js';
+import { createKeyVia, useCluster } from './support/cluster.js';
 import { servedTotals } from './support/gateway.js';
 import { metricValue } from './support/http.js';
+import { KINDS, chaosSeed, prng, send, type Outcome } from './support/load.js';
 import { AOF_ALWAYS } from './support/redis.js';
 
 // Redis as production should run it (every write on disk before its reply), with DEBUG allowed
 const env = useCluster(2, { redis: { args: [...AOF_ALWAYS, '--enable-debug-command', 'yes'] } });
-
-/** mulberry32: a seeded PRNG, so a failing run can be replayed with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-const KINDS = ['responses', 'chat', 'messages', 'bridged'] as const;
-type Kind = (typeof KINDS)[number];
-
-interface Outcome {
-  kind: Kind;
-  stream: boolean;
-  status: number;
-  /** the provider-shaped error code of a refusal */
-  code?: string;
-}
-
-/** What a caller sends for each kind: path, body, extra headers. */
-function requestFor(kind: Kind, stream: boolean, text: string, session: Record<string, string>) {
-  switch (kind) {
-    case 'responses':
-      return { path: '/v1/responses', body: { model: 'gpt-5', input: text, stream }, headers: {} };
-    case 'bridged':
-      // a session id makes it a bridged turn: served by the session's owner over its upstream WebSocket
-      return { path: '/v1/responses', body: { model: 'gpt-5', input: text, stream, store: false }, headers: session };
-    case 'chat':
-      return {
-        path: '/v1/chat/completions',
-        body: { model: 'gpt-5', messages: [{ role: 'user', content: text }], stream, ...(stream && { stream_options: { include_usage: true } }) },
-        headers: {},
-      };
-    case 'messages':
-      return { path: '/v1/messages', body: { model: 'claude-sonnet-4-6', max_tokens: 16, messages: [{ role: 'user', content: text }], stream }, headers: {} };
-  }
-}
-
-async function send(replica: Replica, key: string, kind: Kind, stream: boolean, text: string, session: Record<string, string>): Promise<{ outcome: Outcome; turnState: string | null }> {
-  const { path, body, headers } = requestFor(kind, stream, text, session);
-  // no hang: every call is answered, completely, well within this
-  const res = await fetch(replica.url + path, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-api-key': key, ...headers },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
-  });
-  const answer = await res.text();
-  const outcome: Outcome = { kind, stream, status: res.status };
-  if (res.status !== 200) outcome.code = (JSON.parse(answer) as { error?: { code?: string; type?: string } }).error?.code;
-  return { outcome, turnState: res.headers.get('x-codex-turn-state') };
-}
 
 async function allReady(): Promise<boolean> {
   const statuses = await Promise.all(env.replicas.map(async (r) => (await fetch(`${r.url}/health/ready`)).status));
@@ -72,8 +16,7 @@ async function allReady(): Promise<boolean> {
 
 describe('usage through Redis faults (AOF, appendfsync always)', () => {
   it('counts every served token exactly once through crashes, cut connections and late replies', async () => {
-    const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
-    console.log(`usage chaos seed ${seed} (replay with CHAOS_SEED=${seed})`);
+    const seed = chaosSeed('usage chaos');
     const random = prng(seed);
     const between = (min: number, max: number): number => min + Math.floor(random() * (max - min));
     const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms)); // spaces chaos events only
@@ -90,7 +33,8 @@ describe('usage through Redis faults (AOF, appendfsync always)', () => {
         const kind = KINDS[Math.floor(turn() * KINDS.length)]!;
         const stream = turn() < 0.5;
         const session: Record<string, string> = { 'session-id': `chaos-${seed}-${w}`, ...(turnState && { 'x-codex-turn-state': turnState }) };
-        const { outcome, turnState: next } = await send(env.replicas[(w + i) % 2]!, key, kind, stream, `w${w} i${i} ${'x'.repeat(Math.floor(turn() * 200))}`, session);
+        const text = `w${w} i${i} ${'x'.repeat(Math.floor(turn() * 200))}`;
+        const { outcome, turnState: next } = await send(env.replicas[(w + i) % 2]!.url, key, { kind, stream, text, session }, 15_000);
         outcomes.push(outcome);
         if (kind === 'bridged' && next) turnState = next;
       }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { SseParser, type SseEvent } from '../src/usage/sse.js';
 import { addUsage, fromAnthropicUsage, fromChatUsage, fromResponsesUsage, ZERO_USAGE, type TokenUsage, type WireFormat } from '../src/usage/tokens.js';
-import { createUsageMeter, usageFromResponsesEvent } from '../src/usage/meter.js';
+import { createUsageMeter } from '../src/usage/meter.js';
+import { usageFromResponsesEvent } from '../src/usage/responses-events.js';
 
 const SSE = 'text/event-stream; charset=utf-8';
 

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
-import { StoreNotReached, type Admission, type AdmissionTicket, type Limit, type UsageBatch } from '../src/store/types.js';
-import { USAGE_BATCH_LIMIT, USAGE_BUFFER_LIMIT, UsageRecorder } from '../src/usage/recorder.js';
+import { StoreNotReached, type Admission, type AdmissionTicket, type UsageBatch } from '../src/store/types.js';
+import type { Limit } from '../src/usage/counters.js';
+import { USAGE_BATCH_LIMIT, USAGE_BUFFER_LIMIT, UsageRecorder } from '../src/metering/recorder.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 
 /**

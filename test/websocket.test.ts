@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { OPENAI_SECRET, allHeaderText, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
+import { OPENAI_SECRET, allHeaderText, servedTotals, startTestGateway, useTestGateway, type TestGateway } from './support/gateway.js';
 import { call, closedPort, metricValue, usageOf } from './support/http.js';
 
 const SECOND_SECRET = 'sk-upstream-openai-second-' + 'c'.repeat(24);
@@ -116,8 +116,7 @@ function rawUpgrade(gw: TestGateway, path: string, upgrade: string, secret: stri
 
 
 describe('Responses over WebSocket', () => {
-  let gw: TestGateway;
-  let key: { id: string; secret: string };
+  const gw = useTestGateway();
   const clients: WebSocket[] = [];
   const client = async (headers: Record<string, string>, path?: string, perMessageDeflate?: boolean) => {
     const opened = await openClient(gw, headers, path, perMessageDeflate);
@@ -125,22 +124,14 @@ describe('Responses over WebSocket', () => {
     return opened;
   };
 
-  beforeAll(async () => {
-    gw = await startTestGateway();
-  });
-  afterAll(() => gw.close());
-  beforeEach(async () => {
-    gw.mock.reset();
-    key = await gw.createKey();
-  });
   afterEach(() => {
     for (const ws of clients.splice(0)) ws.terminate();
   });
 
   const AUTH_MODES: Array<[string, () => Record<string, string>]> = [
-    ['Bearer', () => ({ authorization: `Bearer ${key.secret}` })],
-    ['x-api-key only', () => ({ 'x-api-key': key.secret })],
-    ['invalid Bearer + valid x-api-key', () => ({ authorization: 'Bearer sk-tg-not-a-key', 'x-api-key': key.secret })],
+    ['Bearer', () => ({ authorization: `Bearer ${gw.key.secret}` })],
+    ['x-api-key only', () => ({ 'x-api-key': gw.key.secret })],
+    ['invalid Bearer + valid x-api-key', () => ({ authorization: 'Bearer sk-tg-not-a-key', 'x-api-key': gw.key.secret })],
   ];
 
   it.each(AUTH_MODES)("Codex's warm-up then chained turn, key as %s", async (_mode, auth) => {
@@ -168,18 +159,18 @@ describe('Responses over WebSocket', () => {
     expect(upstream.headers['x-codex-turn-state']).toBe('turn-abc');
     expect(upstream.headers['x-api-key']).toBeUndefined();
     expect(Object.keys(upstream.headers).filter((name) => name.startsWith('x-tollgate-') || name.startsWith('x-forwarded-'))).toEqual([]);
-    expect(allHeaderText(upstream.headers)).not.toContain(key.secret);
+    expect(allHeaderText(upstream.headers)).not.toContain(gw.key.secret);
     expect(allHeaderText(upstream.headers)).not.toContain('sk-tg-not-a-key');
 
     // both calls counted, with the upstream's own token figures
     await until(() => gw.mock.served.length).toBe(2);
     const expected = servedTotals(gw.mock);
-    await until(async () => (await usageOf(gw, key.secret)).total_tokens).toBe(expected.total_tokens);
-    expect(await usageOf(gw, key.secret)).toMatchObject({ request_count: 2, ...expected });
+    await until(async () => (await usageOf(gw, gw.key.secret)).total_tokens).toBe(expected.total_tokens);
+    expect(await usageOf(gw, gw.key.secret)).toMatchObject({ request_count: 2, ...expected });
   });
 
   it("the client's 101 carries the upstream's handshake headers", async () => {
-    const c = await client({ authorization: `Bearer ${key.secret}`, 'x-request-id': 'codex-req-1' });
+    const c = await client({ authorization: `Bearer ${gw.key.secret}`, 'x-request-id': 'codex-req-1' });
     expect(c.upgrade.headers['x-codex-turn-state']).toMatch(/^mock-turn-\d+$/);
     expect(c.upgrade.headers['x-models-etag']).toBe('mock-etag');
     expect(c.upgrade.headers['openai-model']).toBe('gpt-5');
@@ -188,7 +179,7 @@ describe('Responses over WebSocket', () => {
   });
 
   it('serves the ChatGPT-style alias path too', async () => {
-    const c = await client({ 'x-api-key': key.secret }, '/backend-api/codex/responses?client=codex');
+    const c = await client({ 'x-api-key': gw.key.secret }, '/backend-api/codex/responses?client=codex');
     c.send({ type: 'response.create', model: 'gpt-5', input: 'hi' });
     expect((await c.events('response.completed')).at(-1).type).toBe('response.completed');
     expect(gw.mock.wsConnections[0]!.path).toBe('/v1/responses?client=codex');
@@ -210,7 +201,7 @@ describe('Responses over WebSocket', () => {
 
   it('a plain GET without upgrade is 405 (after authentication, like every proxied route)', async () => {
     for (const path of ['/v1/responses', '/backend-api/codex/responses']) {
-      for (const headers of [{ authorization: `Bearer ${key.secret}` }, { 'x-api-key': key.secret }] as Array<Record<string, string>>) {
+      for (const headers of [{ authorization: `Bearer ${gw.key.secret}` }, { 'x-api-key': gw.key.secret }] as Array<Record<string, string>>) {
         const res = await call(gw.url, path, { headers });
         expect(res.status).toBe(405);
         expect(res.json).toMatchObject({ error: { code: 'method_not_allowed', type: 'invalid_request_error' } });
@@ -228,7 +219,7 @@ describe('Responses over WebSocket', () => {
       ['/v1/responses', 'h2c', 400],
     ];
     for (const [path, upgrade, status] of cases) {
-      expect(await rawUpgrade(gw, path, upgrade, key.secret), `${upgrade} ${path}`).toEqual({ status, closed: true });
+      expect(await rawUpgrade(gw, path, upgrade, gw.key.secret), `${upgrade} ${path}`).toEqual({ status, closed: true });
     }
     expect(gw.mock.wsConnections).toHaveLength(0);
   });
@@ -279,7 +270,7 @@ describe('Responses over WebSocket', () => {
   });
 
   it('frames that are not response.create pass as they are, in order', async () => {
-    const c = await client({ authorization: `Bearer ${key.secret}` });
+    const c = await client({ authorization: `Bearer ${gw.key.secret}` });
     c.ws.send('not json');
     c.send({ type: 'response.cancel' });
     c.send({ type: 'response.create', model: 'gpt-5', input: 'hi' });
@@ -289,7 +280,7 @@ describe('Responses over WebSocket', () => {
   });
 
   it('binary frames stay binary and text frames stay text', async () => {
-    const c = await client({ authorization: `Bearer ${key.secret}` });
+    const c = await client({ authorization: `Bearer ${gw.key.secret}` });
     const bytes = Buffer.from([0, 1, 2, 0xfe, 0xff]);
     c.ws.send(bytes, { binary: true });
     const echoed = await c.next();
@@ -303,7 +294,7 @@ describe('Responses over WebSocket', () => {
   });
 
   it("the upstream's close code and reason reach the client", async () => {
-    const c = await client({ authorization: `Bearer ${key.secret}` });
+    const c = await client({ authorization: `Bearer ${gw.key.secret}` });
     gw.mock.closeWsNext(4001, 'bye');
     c.send({ type: 'response.create', model: 'gpt-5', input: 'hi' });
     expect(await c.closed).toEqual({ code: 4001, reason: 'bye' });
@@ -311,7 +302,7 @@ describe('Responses over WebSocket', () => {
   });
 
   it("the client's close code reaches the upstream", async () => {
-    const c = await client({ authorization: `Bearer ${key.secret}` });
+    const c = await client({ authorization: `Bearer ${gw.key.secret}` });
     c.ws.close(4002, 'done');
     await until(() => gw.mock.wsConnections[0]?.closed).toBe(true);
     expect(gw.mock.wsConnections[0]!.closeCode).toBe(4002);
@@ -320,7 +311,7 @@ describe('Responses over WebSocket', () => {
   it('a client that disconnects abruptly mid-response closes the upstream socket and frees the slot', async () => {
     const release = gw.mock.holdStreams();
     try {
-      const c = await client({ authorization: `Bearer ${key.secret}` });
+      const c = await client({ authorization: `Bearer ${gw.key.secret}` });
       c.send({ type: 'response.create', model: 'gpt-5', input: 'hi' });
       expect((await c.events('response.created')).at(-1).type).toBe('response.created');
       expect(gw.app.gateway.pools.get('openai')!.inFlightOf('oa-1')).toBe(1);
@@ -342,7 +333,7 @@ describe('Responses over WebSocket', () => {
     socket.write(
       'GET /v1/responses HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n` +
-        `Authorization: Bearer ${key.secret}\r\n\r\n`,
+        `Authorization: Bearer ${gw.key.secret}\r\n\r\n`,
     );
     socket.destroy();
     await until(() => gw.mock.wsConnections.length).toBe(1);
@@ -365,7 +356,7 @@ describe('Responses over WebSocket', () => {
 
   it('a client that does not read pauses the upstream instead of buffering without bound', async () => {
     // random bytes and no deflate on this hop: compression would only cost time here
-    const c = await client({ authorization: `Bearer ${key.secret}` }, undefined, false);
+    const c = await client({ authorization: `Bearer ${gw.key.secret}` }, undefined, false);
     const frame = randomBytes(1024 * 1024);
     const count = 32;
     const relayed = () => metricValue(gw, 'tollgate_websocket_frames_total', { direction: 'upstream_to_client' });

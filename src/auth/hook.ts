@@ -1,13 +1,11 @@
 import type { FastifyRequest } from 'fastify';
-import type { Gateway } from '../gateway.js';
-import { authenticate } from './authenticate.js';
+import { authenticate, type AuthSource } from './authenticate.js';
+import type { KeyDirectory, KeyProblem } from './keys.js';
 
 /** onRequest hook of every route a proxy key opens; sets `request.principal`. */
-export function proxyKeyAuth(gateway: Gateway) {
+export function proxyKeyAuth(keys: KeyDirectory, onFailure: (source: AuthSource | 'none', problem: KeyProblem) => void) {
   return async (request: FastifyRequest): Promise<void> => {
-    request.principal = await authenticate(request.headers, gateway.keys, (source, reason) =>
-      gateway.metrics.authFailures.inc({ source, reason }),
-    );
+    request.principal = await authenticate(request.headers, keys, onFailure);
     request.facts.keyId = request.principal.key.id;
   };
 }

@@ -16,6 +16,12 @@ export interface ReauthContext {
   originInstance: string;
   targetInstance: string;
   sessionKey: string;
+  /**
+   * The public route the caller used (`/v1/responses`, `/backend-api/codex/responses`): it picks
+   * the provider and upstream path on the owner. Absent in contexts of replicas that predate it,
+   * which forwarded `/v1/responses` only.
+   */
+  route?: string;
   /** seconds since epoch */
   issuedAt: number;
   expiresAt: number;
@@ -44,6 +50,7 @@ export function signContext(
     originInstance: fields.originInstance,
     targetInstance: fields.targetInstance,
     sessionKey: fields.sessionKey,
+    ...(fields.route !== undefined && { route: fields.route }),
     issuedAt,
     expiresAt: issuedAt + fields.ttlSec,
     nonce: randomBytes(16).toString('base64url'),
@@ -79,6 +86,7 @@ export function verifyContextHeader(header: string | undefined, secret: string, 
   for (const field of ['keyId', 'originInstance', 'targetInstance', 'sessionKey', 'nonce', 'bodySha256'] as const) {
     if (typeof context[field] !== 'string' || !context[field]) throw malformed(`${field} missing`);
   }
+  if (context.route !== undefined && (typeof context.route !== 'string' || !context.route.startsWith('/'))) throw malformed('route invalid');
   if (context.authSource !== 'bearer' && context.authSource !== 'x-api-key') throw malformed('authSource invalid');
   if (!Number.isFinite(context.issuedAt) || !Number.isFinite(context.expiresAt)) throw malformed('times missing');
   if (context.targetInstance !== instanceId) {

@@ -2,12 +2,13 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { RESPONSES_PROVIDERS, isJsonObject, modelOf } from '../proxy/routes.js';
+import { isJsonObject, modelOf } from '../http/body.js';
+import { sessionOf } from '../http/session-key.js';
 import type { ParsedBody } from '../server/types.js';
-import { affinityKeyOf } from '../upstream/cache-affinity.js';
-import { INTERNAL_BRIDGE_PATH, type Bridge } from './bridge.js';
+import { responsesRoute } from '../upstream/routes.js';
+import type { Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
-import { sessionOf } from './session-key.js';
+import { INTERNAL_BRIDGE_PATH } from './peer-client.js';
 
 /**
  * The owner side of a forward, on the internal port only. The caller's credential never came
@@ -47,9 +48,13 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       // the origin only bridges Responses create requests, but a signed context does not make a body one
       if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
       requireModelAllowed(key!, modelOf(body.json));
+      // the caller's route picks the provider here as it did on the origin
+      const route = responsesRoute(context.route ?? '/v1/responses');
+      if (!route) throw new GatewayError('context_malformed', `Internal context names a route that is not bridged: ${context.route}.`);
+      const pool = gateway.poolFor(route.providers);
+      request.facts.provider = pool.provider;
       // the scope is the key's as this replica reads it now, like every other check of the key
-      const scope = { affinityKey: affinityKeyOf(request.headers, body.json, key!.id), accounts: gateway.accountsOf(key!) };
-      return bridge.serve(request, reply, { pool: gateway.poolFor(RESPONSES_PROVIDERS), session, body, forwarded: true, scope });
+      return bridge.serveForwarded({ request, reply, route, pool, body, session, metered: gateway.meteredCall(request), scope: gateway.scopeOf(request, body.json) });
     },
   });
 }

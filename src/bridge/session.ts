@@ -2,15 +2,13 @@ import { PassThrough } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import type WebSocket from 'ws';
 import { GatewayError, renderError } from '../errors.js';
-import type { HeaderMap } from '../proxy/headers.js';
-import type { SecretScrubber } from '../proxy/scrubber.js';
+import type { HeaderMap } from '../http/headers.js';
+import type { SecretScrubber } from '../http/scrubber.js';
 import type { Lease } from '../store/types.js';
 import type { UpstreamClient, UpstreamSocket } from '../upstream/client.js';
 import type { ProviderPool } from '../upstream/pool.js';
-import { usageFromResponsesEvent } from '../usage/meter.js';
+import { endsTurn, usageFromResponsesEvent } from '../usage/responses-events.js';
 import type { TokenUsage } from '../usage/tokens.js';
-
-const TERMINAL_EVENTS = new Set(['response.completed', 'response.failed', 'response.incomplete', 'error']);
 
 export interface BridgeTurn {
   /** the HTTP request body (a Responses create request) */
@@ -40,7 +38,9 @@ export class BridgeSession {
     readonly key: string,
     public lease: Lease,
     private readonly client: UpstreamClient,
-    private readonly pool: ProviderPool,
+    readonly pool: ProviderPool,
+    /** the canonical upstream path of the session's route */
+    private readonly upstreamPath: string,
     /** handshake headers of the first request (session-id, OpenAI-Beta, …), already cleaned */
     private readonly handshakeHeaders: HeaderMap,
     leaseMs: number,
@@ -80,7 +80,7 @@ export class BridgeSession {
     if (this.upstream && this.upstream.socket.readyState === this.upstream.socket.OPEN) return this.upstream.socket;
     this.close();
     const opened = await this.client.openSocket(this.pool, {
-      path: '/v1/responses',
+      path: this.upstreamPath,
       headers: this.handshakeHeaders,
       accountId: this.lease.accountId,
     });
@@ -119,7 +119,7 @@ export class BridgeSession {
           const usage = usageFromResponsesEvent(event);
           if (usage) turn.onUsage(usage);
         }
-        const terminal = TERMINAL_EVENTS.has(type);
+        const terminal = endsTurn(type);
         if (type === 'error' && !sse) {
           // an upstream refusal (e.g. previous_response_not_found) passes through as an HTTP error
           sendJson(turn, event.status ?? 400, { error: event.error });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { isReservedHeader } from '../proxy/headers.js';
-import { LIMIT_TYPES } from '../store/types.js';
+import { isReservedHeader } from './reserved-headers.js';
+import { LIMIT_TYPES } from '../usage/counters.js';
 import { priceTableSchema } from '../usage/pricing.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 

@@ -7,15 +7,13 @@ import { GatewayError, renderError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { KeyRecord } from '../store/types.js';
 import type { UpstreamSocket } from '../upstream/client.js';
-import { admitRequest, refundRequest } from '../usage/limits.js';
-import { usageFromResponsesEvent } from '../usage/meter.js';
-import type { TokenUsage } from '../usage/tokens.js';
+import type { Admitted } from '../metering/metered-call.js';
+import { HAS_USAGE, usageFromResponsesEvent } from '../usage/responses-events.js';
+import { ZERO_USAGE, addUsage, type TokenUsage } from '../usage/tokens.js';
 
 /** A receiving side holding more than this pauses its sender; below the low mark it resumes. */
 const HIGH_WATER_BYTES = 1024 * 1024;
 const LOW_WATER_BYTES = 256 * 1024;
-
-const HAS_USAGE = /"usage"\s*:\s*\{/;
 
 export interface Frame {
   data: Buffer;
@@ -113,7 +111,9 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
   const { upstream: opened, pool } = session;
   const upstream = opened.socket;
   const startedAt = Date.now();
-  const tokens: TokenUsage = { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 };
+  const metered = gateway.meteredCall(request);
+  const served = { provider: pool.provider, accountId: opened.account.id };
+  let tokens: TokenUsage = ZERO_USAGE;
   let requests = 0;
   let finished = false;
   metrics.wsSessions.inc();
@@ -137,8 +137,8 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     }
     const usage = usageFromResponsesEvent(event);
     if (!usage) return;
-    for (const name of Object.keys(tokens) as (keyof TokenUsage)[]) tokens[name] += usage[name];
-    gateway.recordUsage(request, pool.provider, opened.account.id, usage);
+    tokens = addUsage(tokens, usage);
+    metered.record(usage, served);
   };
   const fromUpstream = (data: Buffer, isBinary: boolean) => {
     metrics.wsFrames.inc({ direction: 'upstream_to_client' });
@@ -163,12 +163,12 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     return record;
   };
 
-  /** Counts the frame as a request; the admission time, or the refusal sent to the client. */
-  const admit = async (frame: Record<string, unknown>): Promise<number | null> => {
+  /** Counts the frame as a request; its admission, or null once the refusal went to the client. */
+  const admit = async (frame: Record<string, unknown>): Promise<Admitted | null> => {
     try {
       const key = await currentKey();
       for (const model of modelsOf(frame)) requireModelAllowed(key, model);
-      return await admitRequest(gateway.usage, key, Date.now());
+      return await metered.admit();
     } catch (err) {
       const refusal = asRefusal(err);
       toClient(errorEvent(refusal), false);
@@ -180,17 +180,16 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
   const forward = async ({ data: received, isBinary }: Frame) => {
     const data = withoutBom(received);
     const create = responseCreate(data);
-    let admittedAt: number | undefined;
+    let admitted: Admitted | null = null;
     if (create) {
-      const admitted = await admit(create);
+      admitted = await admit(create);
       if (admitted === null) return;
-      admittedAt = admitted;
     }
     if (upstream.readyState !== WebSocket.OPEN) {
-      if (admittedAt !== undefined) refundRequest(gateway.usage, request.principal!.key.id, admittedAt);
+      admitted?.refund();
       return;
     }
-    if (admittedAt !== undefined) requests += 1;
+    if (admitted) requests += 1;
     metrics.wsFrames.inc({ direction: 'client_to_upstream' });
     upstream.send(data, { binary: isBinary }, () => throttleClient());
   };

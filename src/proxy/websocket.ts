@@ -3,18 +3,14 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RawData } from 'ws';
 import { GatewayError } from '../errors.js';
+import { sendHandshakeRefusal } from '../http/handshake-refusal.js';
+import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from '../http/headers.js';
+import type { SecretScrubber } from '../http/scrubber.js';
 import type { Gateway } from '../gateway.js';
 import { sendError } from '../server/http.js';
 import { HandshakeRefused, MAX_WEBSOCKET_MESSAGE_BYTES, type UpstreamSocket } from '../upstream/client.js';
-import { affinityKeyOf } from '../upstream/cache-affinity.js';
-import { sendHandshakeRefusal } from './forward.js';
-import { firstValue, queryOf, upstreamRequestHeaders, upstreamResponseHeaders } from './headers.js';
-import { MODEL_ROUTES, type ModelRoute } from './routes.js';
-import type { SecretScrubber } from './scrubber.js';
+import { RESPONSES_ROUTES, type ModelRoute } from '../upstream/routes.js';
 import { asBuffer, closeWith, relay, type PendingSession } from './websocket-relay.js';
-
-/** The Responses routes, with the same provider preference as their POST twins. */
-const WEBSOCKET_ROUTES = MODEL_ROUTES.filter((route) => route.format === 'openai-responses');
 
 const WEBSOCKET_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
@@ -87,14 +83,13 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     }
 
     const clientSocket = request.raw.socket;
-    const key = request.principal!.key;
     let upstream: UpstreamSocket;
     try {
       upstream = await gateway.upstream.openSocket(pool, {
         path: route.upstreamPath + queryOf(request.url),
         headers: upstreamRequestHeaders(pool.provider, request.headers),
         // one upstream socket per client socket: its handshake headers name the conversation
-        scope: { affinityKey: affinityKeyOf(request.headers, undefined, key.id), accounts: gateway.accountsOf(key) },
+        scope: gateway.scopeOf(request, undefined),
       });
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;
@@ -136,7 +131,8 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
     pending.set(request.raw, session);
   }
 
-  for (const route of WEBSOCKET_ROUTES) {
+  // the Responses routes, with the same provider preference as their POST twins
+  for (const route of RESPONSES_ROUTES) {
     const withoutUpgrade = (request: FastifyRequest, reply: FastifyReply) =>
       sendError(
         reply,

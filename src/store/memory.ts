@@ -1,6 +1,6 @@
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { addCounters, counterFor, emptyCounters, limitDenies } from './counters.js';
+import { addCounters, counterFor, emptyCounters, limitDenies, type Limit, type UsageCounters } from '../usage/counters.js';
 import {
   ADMISSION_MEMORY,
   type AccountState,
@@ -8,13 +8,11 @@ import {
   type AdmissionTicket,
   type KeyRecord,
   type Lease,
-  type Limit,
   type ProbeRecord,
   type ProbeVerdict,
   type ReplicaInfo,
   type Store,
   type UsageBatch,
-  type UsageCounters,
   type UsageSnapshot,
 } from './types.js';
 

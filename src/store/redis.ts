@@ -1,20 +1,18 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { emptyCounters } from './counters.js';
+import { emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
 import type {
   AccountState,
   Admission,
   AdmissionTicket,
   KeyRecord,
   Lease,
-  Limit,
   ProbeRecord,
   ProbeVerdict,
   ReplicaInfo,
   Store,
   UsageBatch,
-  UsageCounters,
   UsageSnapshot,
 } from './types.js';
 import { ADMISSION_MEMORY, StoreNotReached } from './types.js';

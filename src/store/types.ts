@@ -1,14 +1,5 @@
-import type { TokenUsage } from '../usage/tokens.js';
+import type { Limit, UsageCounters } from '../usage/counters.js';
 import type { LimitWindow } from '../usage/windows.js';
-
-export const LIMIT_TYPES = ['requests', 'input_tokens', 'output_tokens', 'total_tokens'] as const;
-export type LimitType = (typeof LIMIT_TYPES)[number];
-
-export interface Limit {
-  limit_type: LimitType;
-  limit_window: LimitWindow;
-  max_value: number;
-}
 
 /** A proxy API key as stored: the secret itself is never kept, only its SHA-256. */
 export interface KeyRecord {
@@ -25,11 +16,6 @@ export interface KeyRecord {
   created_at: string;
   /** `config` keys come from the config file and are re-seeded at every start. */
   origin: 'config' | 'admin';
-}
-
-/** Counters of one key in one window bucket (or all time). */
-export interface UsageCounters extends TokenUsage {
-  requests: number;
 }
 
 /**

@@ -1,10 +1,10 @@
-import type { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, request, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
 import type { Config, ProviderName } from '../config/schema.js';
 import { GatewayError, upstreamFailure } from '../errors.js';
-import type { HeaderMap } from '../proxy/headers.js';
+import type { CancelSignal } from '../http/client-gone.js';
+import type { HeaderMap } from '../http/headers.js';
 import type { Store } from '../store/types.js';
 import { upstreamUrl, type Account } from './accounts.js';
 import { withAccountCredential } from './credentials.js';
@@ -21,9 +21,6 @@ export interface UpstreamTarget {
   /** the caller's affinity key and account pool */
   scope?: Scope;
 }
-
-/** Emits 'abort' to cancel a call in flight (undici takes an EventEmitter as well as an AbortSignal). */
-export type CancelSignal = EventEmitter & { readonly aborted: boolean };
 
 export interface UpstreamRequest extends UpstreamTarget {
   method: 'GET' | 'POST';

@@ -1,4 +1,4 @@
-import type { HeaderMap } from '../proxy/headers.js';
+import type { HeaderMap } from '../http/headers.js';
 import type { Account } from './accounts.js';
 
 /**

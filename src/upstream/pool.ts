@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { DEFAULTS, type ProviderConfig, type ProviderName, type Strategy } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
+import type { CancelSignal } from '../http/client-gone.js';
 import type { Store } from '../store/types.js';
 import { accountsOf, pickAccount, rendezvousOrder, unavailability, type Account, type Candidate } from './accounts.js';
-import type { CancelSignal } from './client.js';
 import { WaitQueue } from './wait-queue.js';
 
 const RECENT_TOKENS_WINDOW_MS = 5 * 60_000;

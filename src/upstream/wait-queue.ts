@@ -1,4 +1,4 @@
-import type { CancelSignal } from './client.js';
+import type { CancelSignal } from '../http/client-gone.js';
 
 /** Why a queued request stopped waiting without its turn coming. */
 export type QueueExit = 'timeout' | 'gone';

@@ -4,6 +4,7 @@
 // JSON-parsed); JSON bodies are buffered up to a cap and their usage read at the end.
 // Expects decoded (not gzip'd) bytes.
 import { SseParser, type SseEvent } from './sse.js';
+import { HAS_USAGE, usageFromResponsesEvent } from './responses-events.js';
 import { fromAnthropicUsage, fromChatUsage, fromResponsesUsage, type TokenUsage, type WireFormat } from './tokens.js';
 
 export interface UsageMeter {
@@ -14,10 +15,6 @@ export interface UsageMeter {
 
 const MAX_JSON_BODY = 8 * 1024 * 1024;
 
-// Cheap pre-filter for the hot path: only events containing a usage *object*
-// are worth JSON.parse. `"usage":null` (chat chunks, response.created) is skipped.
-const HAS_USAGE = /"usage"\s*:\s*\{/;
-
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -27,14 +24,6 @@ function parseJson(s: string): unknown {
   } catch {
     return undefined;
   }
-}
-
-const RESPONSES_FINAL = new Set(['response.completed', 'response.done', 'response.incomplete', 'response.failed']);
-
-/** Usage from one Responses API event (SSE data or a WebSocket frame), if it is a terminal event that carries it. */
-export function usageFromResponsesEvent(event: unknown): TokenUsage | null {
-  if (!isObj(event) || typeof event.type !== 'string' || !RESPONSES_FINAL.has(event.type)) return null;
-  return isObj(event.response) ? fromResponsesUsage(event.response.usage) : null;
 }
 
 export function createUsageMeter(format: WireFormat, contentType: string | undefined): UsageMeter {

@@ -1,9 +1,11 @@
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { pino, type Logger } from 'pino';
 import { buildApp, type App } from '../../src/app.js';
 import { generateKey } from '../../src/auth/keys.js';
 import { buildConfig } from '../../src/config/load.js';
 import { startMockUpstream, type MockUpstream } from '../../src/mock/upstream.js';
-import type { KeyRecord, Limit, Store } from '../../src/store/types.js';
+import type { KeyRecord, Store } from '../../src/store/types.js';
+import type { Limit } from '../../src/usage/counters.js';
 
 export const OPENAI_SECRET = 'sk-upstream-openai-' + 'a'.repeat(24);
 export const ANTHROPIC_SECRET = 'sk-ant-upstream-' + 'b'.repeat(24);
@@ -90,4 +92,28 @@ export function servedTotals(mock: MockUpstream) {
     }),
     { input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 },
   );
+}
+
+/** A file's gateway (see `useTestGateway`): filled in by the hooks, with the current test's key. */
+export type TestGatewayEnv = TestGateway & {
+  /** a fresh proxy key, made before each test */
+  key: { id: string; secret: string };
+};
+
+/**
+ * A file's (or describe block's) gateway: started before its tests and closed after them; before
+ * each test the mock's records are cleared and a fresh key is made. The returned object is live:
+ * its fields are filled in by the hooks, like `useCluster`'s.
+ */
+export function useTestGateway(options: TestGatewayOptions = {}): TestGatewayEnv {
+  const env = {} as TestGatewayEnv;
+  beforeAll(async () => {
+    Object.assign(env, await startTestGateway(options));
+  });
+  afterAll(() => env.close?.());
+  beforeEach(async () => {
+    env.mock.reset();
+    env.key = await env.createKey();
+  });
+  return env;
 }

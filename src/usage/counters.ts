@@ -1,5 +1,20 @@
-import type { TokenUsage } from '../usage/tokens.js';
-import type { Limit, LimitType, UsageCounters } from './types.js';
+import type { TokenUsage } from './tokens.js';
+import type { LimitWindow } from './windows.js';
+
+/** The limits model: what a key's limits count, and the counters they are checked against. */
+export const LIMIT_TYPES = ['requests', 'input_tokens', 'output_tokens', 'total_tokens'] as const;
+export type LimitType = (typeof LIMIT_TYPES)[number];
+
+export interface Limit {
+  limit_type: LimitType;
+  limit_window: LimitWindow;
+  max_value: number;
+}
+
+/** Counters of one key in one window bucket (or all time). */
+export interface UsageCounters extends TokenUsage {
+  requests: number;
+}
 
 export function emptyCounters(): UsageCounters {
   return { requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 };

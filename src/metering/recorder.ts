@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { usageDeltas } from '../store/counters.js';
+import { usageDeltas, type Limit } from '../usage/counters.js';
 import { GatewayError } from '../errors.js';
-import { StoreNotReached, type Admission, type Limit, type Store, type UsageBatch, type UsageEntry } from '../store/types.js';
-import type { TokenUsage } from './tokens.js';
+import { StoreNotReached, type Admission, type Store, type UsageBatch, type UsageEntry } from '../store/types.js';
+import type { TokenUsage } from '../usage/tokens.js';
 
 export const USAGE_BUFFER_LIMIT = 10_000;
 /** Records of one key sent in one store call at most. */

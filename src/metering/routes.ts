@@ -1,14 +1,14 @@
 import type { FastifyInstance } from 'fastify';
-import { counterFor } from '../store/counters.js';
-import type { Gateway } from '../gateway.js';
-import { windowBounds } from './windows.js';
+import { counterFor } from '../usage/counters.js';
+import type { Store } from '../store/types.js';
+import { windowBounds } from '../usage/windows.js';
 
 /** `GET /v1/usage`: the calling key's totals and, for each of its limits, where it stands. */
-export function registerUsageRoute(app: FastifyInstance, gateway: Gateway): void {
+export function registerUsageRoute(app: FastifyInstance, store: Store): void {
   app.get('/v1/usage', async (request) => {
     const key = request.principal!.key;
     const now = Date.now();
-    const usage = await gateway.store.getUsage(key.id, now);
+    const usage = await store.getUsage(key.id, now);
     return {
       key: { id: key.id, name: key.name, expires_at: key.expires_at, allowed_models: key.allowed_models },
       request_count: usage.allTime.requests,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { HeaderMap } from '../proxy/headers.js';
+import type { HeaderMap } from './headers.js';
 
 export const TURN_STATE_HEADER = 'x-codex-turn-state';
 const SESSION_HEADERS = ['session-id', 'session_id', 'thread-id'] as const;

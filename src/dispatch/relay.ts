@@ -1,11 +1,9 @@
-import { EventEmitter } from 'node:events';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { WireFormat } from '../usage/tokens.js';
+import { firstValue, upstreamResponseHeaders } from '../http/headers.js';
+import type { SecretScrubber } from '../http/scrubber.js';
+import type { UpstreamReply } from '../upstream/client.js';
 import { createUsageMeter } from '../usage/meter.js';
-import type { TokenUsage } from '../usage/tokens.js';
-import type { CancelSignal, HandshakeRefused, UpstreamReply } from '../upstream/client.js';
-import { firstValue, upstreamResponseHeaders } from './headers.js';
-import type { SecretScrubber } from './scrubber.js';
+import type { TokenUsage, WireFormat } from '../usage/tokens.js';
 
 /** Error bodies are buffered (bounded) so secrets can be scrubbed before they pass on. */
 const ERROR_BODY_LIMIT = 1024 * 1024;
@@ -17,25 +15,6 @@ export interface RelayOptions {
   scrubber: SecretScrubber;
   /** called once when the upstream body has ended or was cut off, with what the upstream reported */
   onDone: (usage: TokenUsage | null) => void;
-}
-
-/** Set and emitted ('abort') when the client went away before its response finished. */
-class ClientGone extends EventEmitter {
-  aborted = false;
-}
-
-/**
- * A signal that cancels the upstream call when the client goes away first. A plain emitter:
- * undici accepts one, and it is much cheaper per request than an AbortController.
- */
-export function clientGoneSignal(reply: FastifyReply): CancelSignal {
-  const signal = new ClientGone();
-  reply.raw.once('close', () => {
-    if (reply.raw.writableFinished) return;
-    signal.aborted = true;
-    signal.emit('abort');
-  });
-  return signal;
 }
 
 /**
@@ -76,11 +55,6 @@ export async function relayUpstreamReply(
   upstream.body.once('close', finish);
   upstream.body.once('error', (err) => request.log.warn({ reqId: request.id, err }, 'upstream body failed mid-stream'));
   return reply.send(upstream.body);
-}
-
-/** An upstream's refusal of a WebSocket handshake, passed on like any upstream error. */
-export function sendHandshakeRefusal(reply: FastifyReply, refusal: HandshakeRefused, scrubber: SecretScrubber): FastifyReply {
-  return reply.code(refusal.statusCode).headers(scrubber.headers(upstreamResponseHeaders(refusal.headers))).send(scrubber.text(refusal.body));
 }
 
 async function readBounded(upstream: UpstreamReply): Promise<string> {

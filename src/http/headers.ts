@@ -1,23 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { HOP_BY_HOP } from '../config/reserved-headers.js';
 import type { ProviderName } from '../config/schema.js';
 
 export type HeaderMap = Record<string, string | string[]>;
-
-/** Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones undici or Node manage themselves. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'expect',
-  'host',
-  'content-length',
-  'proxy-authenticate',
-  'proxy-authorization',
-]);
 
 /**
  * What a client may send upstream, per provider: everything else is dropped. Credentials
@@ -77,20 +62,6 @@ const ALLOWED: Record<ProviderName, ReadonlySet<string>> = {
   chatgpt: new Set(OPENAI_FAMILY),
   anthropic: new Set(ANTHROPIC),
 };
-
-/**
- * Names an operator may not set in an account's `headers`: the credential, what undici or `ws`
- * compute, and the gateway's own.
- */
-export function isReservedHeader(name: string): boolean {
-  const lower = name.toLowerCase();
-  return (
-    HOP_BY_HOP.has(lower) ||
-    ['authorization', 'x-api-key', 'cookie', 'content-encoding', 'accept-encoding'].includes(lower) ||
-    lower.startsWith('sec-websocket-') ||
-    lower.startsWith('x-tollgate-')
-  );
-}
 
 function namedInConnection(headers: IncomingHttpHeaders | HeaderMap): Set<string> {
   const value = headers.connection;

@@ -1,0 +1,75 @@
+import { request as undiciRequest, type Dispatcher as UndiciDispatcher } from 'undici';
+import type { ModelCall } from '../dispatch/call.js';
+import { GatewayError } from '../errors.js';
+import { clientGoneSignal } from '../http/client-gone.js';
+import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../http/headers.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { ReplicaInfo } from '../store/types.js';
+import { CONTEXT_HEADER, signContext } from './context.js';
+
+export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
+
+export interface PeerClientDeps {
+  agent: UndiciDispatcher;
+  metrics: Metrics;
+  internalSecret: string | undefined;
+  contextTtlSec: number;
+  identity: { readonly instanceId: string };
+}
+
+/** The owner could not be reached at all (nothing was answered): ownership may be decided again. */
+export class OwnerUnreachable extends Error {
+  constructor(readonly owner: ReplicaInfo, options: { cause: unknown }) {
+    super(`owner ${owner.instanceId} is not reachable`, options);
+  }
+}
+
+/**
+ * The peer hop ("forward"): a bridged call sent to the replica that owns its session, with a
+ * signed re-auth context in place of the caller's credential, and the owner's answer relayed.
+ */
+export class PeerClient {
+  constructor(private readonly deps: PeerClientDeps) {}
+
+  /** Throws `OwnerUnreachable` when no answer came back; any answer (503 included) is relayed. */
+  async forward(call: ModelCall, owner: ReplicaInfo): Promise<{ statusCode: number }> {
+    const { request, reply } = call;
+    const { metrics, internalSecret: secret } = this.deps;
+    if (!secret) throw new GatewayError('owner_unavailable', 'Owner forwarding needs TOLLGATE_INTERNAL_SECRET.');
+    const principal = request.principal!;
+    const context = signContext(
+      {
+        keyId: principal.key.id,
+        authSource: principal.source,
+        originInstance: this.deps.identity.instanceId,
+        targetInstance: owner.instanceId,
+        sessionKey: call.session!.key,
+        route: call.route.url,
+        body: call.body.raw,
+        ttlSec: this.deps.contextTtlSec,
+      },
+      secret,
+    );
+    const started = performance.now();
+    const signal = clientGoneSignal(reply);
+    let res;
+    try {
+      res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + queryOf(request.url), {
+        dispatcher: this.deps.agent,
+        method: 'POST',
+        // the owner needs the session headers and the allow-listed ones; credentials never travel
+        headers: { ...upstreamRequestHeaders(call.pool.provider, request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },
+        body: call.body.raw,
+        signal,
+      });
+    } catch (err) {
+      metrics.bridgeForwards.inc({ outcome: 'unreachable' });
+      throw new OwnerUnreachable(owner, { cause: err });
+    }
+    metrics.bridgeForwardLatency.observe((performance.now() - started) / 1000);
+    metrics.bridgeForwards.inc({ outcome: res.statusCode < 400 ? 'ok' : `status_${res.statusCode}` });
+    request.facts.provider = call.pool.provider;
+    await reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
+    return { statusCode: res.statusCode };
+  }
+}

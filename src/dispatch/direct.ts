@@ -1,0 +1,65 @@
+import { clientGoneSignal } from '../http/client-gone.js';
+import { queryOf, upstreamRequestHeaders } from '../http/headers.js';
+import type { SecretScrubber } from '../http/scrubber.js';
+import { withoutGatewayTurnState } from '../http/session-key.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { ParsedBody } from '../server/types.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import type { ModelRoute } from '../upstream/routes.js';
+import type { Dispatcher, ModelCall } from './call.js';
+import { relayUpstreamReply } from './relay.js';
+
+export interface DirectDeps {
+  upstream: UpstreamClient;
+  scrubber: SecretScrubber;
+  metrics: Metrics;
+}
+
+/**
+ * Streamed Chat Completions report usage only when asked; ask for it so a streamed call is
+ * never metered as zero. The extra final chunk (`choices: []`) is part of the public API.
+ */
+function upstreamBody(route: ModelRoute, body: ParsedBody): Buffer {
+  const json = body.json as { stream?: unknown; stream_options?: { include_usage?: unknown } } | undefined;
+  if (route.format !== 'openai-chat' || json?.stream !== true || json.stream_options?.include_usage === true) return body.raw;
+  return Buffer.from(JSON.stringify({ ...json, stream_options: { ...json.stream_options, include_usage: true } }));
+}
+
+/** Straight to the provider: limits, the failover client, and the relay of its reply. */
+export class DirectDispatcher implements Dispatcher {
+  constructor(private readonly deps: DirectDeps) {}
+
+  async dispatch(call: ModelCall): Promise<unknown> {
+    const { request, reply, route, pool } = call;
+    const { metrics } = this.deps;
+    const admitted = call.metered ? await call.metered.admit() : undefined;
+    const signal = clientGoneSignal(reply);
+    const sentAt = performance.now();
+    let upstream;
+    try {
+      upstream = await this.deps.upstream.send(pool, {
+        method: 'POST',
+        path: route.upstreamPath + queryOf(request.url),
+        headers: { ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)), 'accept-encoding': 'identity' },
+        body: upstreamBody(route, call.body),
+        signal,
+        accountId: call.accountId,
+        scope: call.scope,
+      });
+    } catch (err) {
+      admitted?.refund();
+      throw err;
+    }
+    request.facts.accountId = upstream.account.id;
+    metrics.ttfb.observe({ provider: pool.provider }, (performance.now() - sentAt) / 1000);
+    metrics.inFlightStreams.inc({ provider: pool.provider });
+    return relayUpstreamReply(request, reply, upstream, {
+      format: route.format,
+      scrubber: this.deps.scrubber,
+      onDone: (usage) => {
+        metrics.inFlightStreams.dec({ provider: pool.provider });
+        admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id });
+      },
+    });
+  }
+}

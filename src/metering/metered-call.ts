@@ -1,0 +1,62 @@
+import type { ProviderName } from '../config/schema.js';
+import { GatewayError } from '../errors.js';
+import type { KeyRecord } from '../store/types.js';
+import type { TokenUsage } from '../usage/tokens.js';
+import type { UsageRecorder } from './recorder.js';
+
+/** Which account of which provider served what is being recorded. */
+export interface Served {
+  provider: ProviderName;
+  accountId: string;
+}
+
+/** One counted request: taken back if it never reached an upstream, or its usage recorded. */
+export interface Admitted {
+  /** the request never reached an upstream: it does not count (written once, like usage) */
+  refund(): void;
+  record(usage: TokenUsage | null, served: Served): void;
+}
+
+export interface MeteredCallDeps {
+  recorder: UsageRecorder;
+  /** the caller's key as it is now (a WebSocket re-reads it per frame) */
+  key(): KeyRecord;
+  /** what else recording usage means to the creator: pool view, metrics, the access log */
+  onRecorded(usage: TokenUsage, served: Served): void;
+}
+
+/**
+ * The one admit → refund | record lifecycle of a metered model call, made once per request
+ * after auth and used alike by HTTP, bridged, forwarded and WebSocket calls.
+ */
+export class MeteredCall {
+  constructor(private readonly deps: MeteredCallDeps) {}
+
+  /**
+   * Checks the key's limits and counts the request, atomically in the store; throws the 429 a
+   * client sees when a limit is reached.
+   */
+  async admit(now = Date.now()): Promise<Admitted> {
+    const key = this.deps.key();
+    const admission = await this.deps.recorder.admit(key.id, key.limits, now);
+    if (!admission.admitted) {
+      const { limit, current, resetAt } = admission.denial;
+      throw new GatewayError(
+        'rate_limit_exceeded',
+        `This key reached its ${limit.limit_window} ${limit.limit_type} limit (${current} of ${limit.max_value}); it resets at ${new Date(resetAt).toISOString()}.`,
+        { retryAfter: (resetAt - now) / 1000, resetsAt: resetAt },
+      );
+    }
+    return {
+      refund: () => this.deps.recorder.refund(key.id, now),
+      record: (usage, served) => this.record(usage, served),
+    };
+  }
+
+  /** Usage the upstream reported, counted against the caller's key. */
+  record(usage: TokenUsage | null, served: Served): void {
+    if (!usage) return;
+    this.deps.onRecorded(usage, served);
+    this.deps.recorder.record(this.deps.key().id, usage);
+  }
+}
