@@ -99,6 +99,8 @@ export interface MockUpstream {
   revokeCredential(secret: string): void;
   /** bytes the mock has queued on its open WebSockets that the peer has not read yet */
   unsentWsBytes(): number;
+  /** per credential, the most HTTP requests it had open at once (since the last reset) */
+  peakInFlight: Map<string, number>;
   reset(): void;
   close(): Promise<void>;
 }
@@ -186,6 +188,9 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
    * prompt prefix in one account, and a conversation's newest prefix only where its last turn ran.
    */
   const promptCaches = new Map<string, string>();
+  /** per credential, HTTP requests open now, and the most at once */
+  const inFlight = new Map<string, number>();
+  const peakInFlight = new Map<string, number>();
   let counter = 0; // shared by all ids so they are unique across connections
   let wsCounter = 0;
   const turnState = new WeakMap<IncomingMessage, number>(); // upgrade request -> connection number
@@ -373,7 +378,12 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   function onRequest(req: IncomingMessage, res: ServerResponse) {
     const rec: RecordedRequest = { method: req.method ?? 'GET', path: req.url ?? '', headers: req.headers, body: '', json: undefined };
     if (record) requests.push(rec); // pushed now so the list is in arrival order
+    const credential = credentialOf(req.headers) ?? '';
+    const open = (inFlight.get(credential) ?? 0) + 1;
+    inFlight.set(credential, open);
+    peakInFlight.set(credential, Math.max(open, peakInFlight.get(credential) ?? 0));
     res.once('close', () => {
+      inFlight.set(credential, inFlight.get(credential)! - 1);
       if (!res.writableFinished) events.emit('abandoned', rec);
     });
     const chunks: Buffer[] = [];
@@ -566,6 +576,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     wsConnections,
     enqueue: (...r) => void scripted.push(...r),
     holdStreams,
+    peakInFlight,
     closeWsNext: (code, reason) => void (wsCloseNext = { code, reason }),
     breakWsNext: () => void (wsBreakNext = true),
     rejectWsUpgrades: (status, reply) => {
@@ -582,6 +593,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       served.length = 0;
       wsConnections.length = 0;
       promptCaches.clear();
+      peakInFlight.clear();
       scripted = [];
       wsCloseNext = null;
       wsBreakNext = false;
