@@ -10,6 +10,7 @@ import type { KeyRecord, Store } from './store/types.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { affinityKeyOf } from './upstream/cache-affinity.js';
 import { ProviderPool, type Scope } from './upstream/pool.js';
+import { CostMeter } from './metering/cost.js';
 import { MeteredCall } from './metering/metered-call.js';
 import { UsageRecorder } from './metering/recorder.js';
 
@@ -26,11 +27,16 @@ export class Gateway {
   readonly usage: UsageRecorder;
   /** every account's secret, whichever account served: one upstream may echo another's key */
   readonly scrubber: SecretScrubber;
+  readonly cost: CostMeter;
   draining = false;
 
   constructor(readonly config: Config, readonly store: Store, readonly log: Logger) {
     this.metrics = buildMetrics();
     this.keys = new KeyDirectory(store, config.redis.keyCacheTtlMs);
+    this.cost = new CostMeter(config.pricing, {
+      onUnpriced: (model, tokens) => this.metrics.unpricedTokens.inc({ model }, tokens),
+      onFirstUnpriced: (model) => log.warn({ model }, 'no price for this model: its calls count as costing 0 (set pricing: in the config)'),
+    });
     for (const provider of PROVIDERS) {
       const providerConfig = config.providers[provider];
       if (!providerConfig) continue;
@@ -98,6 +104,7 @@ export class Gateway {
         this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
         this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
       },
+      costOf: (usage, served) => this.cost.of(usage, served.model),
     });
   }
 

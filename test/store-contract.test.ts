@@ -161,6 +161,21 @@ describe.each(stores)('%s store contract', (kind, create) => {
       expect((await store.getUsage('k', now)).windows.daily.requests).toBe(1);
     });
 
+    it('a cost_usd limit (cents allowed) denies once the cost recorded with the usage reached it; a re-sent batch adds no cost', async () => {
+      const limits = [{ limit_type: 'cost_usd' as const, limit_window: 'daily' as const, max_value: 0.5 }];
+      const costly = (seq: number, usd: number): UsageBatch => ({ writer: 'w-cost', seq, entries: [{ at: now, deltas: usageDeltas(tokens(10, 10), usd) }] });
+      expect(await store.recordUsage('k', costly(1, 0.3))).toBe(true);
+      expect(await store.recordUsage('k', costly(1, 0.3))).toBe(false);
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
+      expect((await store.getUsage('k', now)).windows.daily.cost_microusd).toBe(300_000);
+      expect(await store.recordUsage('k', costly(2, 0.2))).toBe(true);
+      expect(await admit(store, 'k', limits, now)).toEqual({
+        admitted: false,
+        denial: { limit: limits[0], current: 0.5, resetAt: windowBounds('daily', now).end },
+      });
+      expect((await store.getUsage('k', now)).allTime).toMatchObject({ requests: 1, cost_microusd: 500_000 });
+    });
+
     it('returns the first limit that denies and counts every window at once', async () => {
       const limits = [limit('total_tokens', 'monthly', 1000), limit('requests', 'weekly', 1), limit('requests', '5h', 1)];
       expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
@@ -231,7 +246,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
     });
 
     it('recordUsage adds up in every window and all time; getUsage starts at zero', async () => {
-      const zero = { requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 };
+      const zero = { requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0, cost_microusd: 0 };
       const empty = await store.getUsage('k', now);
       expect(empty.allTime).toEqual(zero);
       for (const window of LIMIT_WINDOWS) expect(empty.windows[window]).toEqual(zero);
@@ -241,7 +256,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
       await recordUsage(store, 'k', tokens(5, 7, 1), now);
       await recordUsage(store, 'other', tokens(1, 1), now);
 
-      const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132 };
+      const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132, cost_microusd: 0 };
       const usage = await store.getUsage('k', now);
       expect(usage.allTime).toEqual(expected);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
@@ -256,7 +271,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
       // an older batch arriving after a newer one
       expect(await store.recordUsage('k', batch('w1', 6, [now, tokens(1000, 0)]))).toBe(false);
 
-      const expected = { requests: 0, input_tokens: 130, output_tokens: 3, cached_input_tokens: 3, total_tokens: 133 };
+      const expected = { requests: 0, input_tokens: 130, output_tokens: 3, cached_input_tokens: 3, total_tokens: 133, cost_microusd: 0 };
       const usage = await store.getUsage('k', now);
       expect(usage.allTime).toEqual(expected);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
@@ -285,7 +300,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
       const next = windowBounds(window, now).end;
 
       const usage = await store.getUsage('k', next);
-      expect(usage.windows[window]).toEqual({ requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 });
+      expect(usage.windows[window]).toEqual({ requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0, cost_microusd: 0 });
       expect(usage.allTime.total_tokens).toBe(15);
       for (const other of LIMIT_WINDOWS) {
         const sameBucket = windowBounds(other, now).end > next;

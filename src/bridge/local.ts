@@ -1,5 +1,6 @@
 import type { ModelCall } from '../dispatch/call.js';
 import { GatewayError } from '../errors.js';
+import { modelOf } from '../http/body.js';
 import { sendHandshakeRefusal } from '../http/handshake-refusal.js';
 import { upstreamRequestHeaders } from '../http/headers.js';
 import type { SecretScrubber } from '../http/scrubber.js';
@@ -53,7 +54,7 @@ export class BridgeLocal {
         body: call.body.json as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session!.turnState },
-        onUsage: (usage) => admitted.record(usage, { provider: pool.provider, accountId: session.lease.accountId }),
+        onUsage: (usage) => admitted.record(usage, { provider: pool.provider, accountId: session.lease.accountId, model: modelOf(call.body.json) }),
         onSent: () => (reachedUpstream = true),
       });
     } catch (err) {

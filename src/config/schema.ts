@@ -45,11 +45,14 @@ const section = <Shape extends z.ZodRawShape>(shape: Shape) => z.object(shape).s
 
 const hostPortSchema = z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict();
 
-const limitSchema = z.object({
-  limit_type: z.enum(LIMIT_TYPES),
-  limit_window: z.enum(LIMIT_WINDOWS),
-  max_value: z.number().int().positive(),
-});
+const limitSchema = z
+  .object({
+    limit_type: z.enum(LIMIT_TYPES),
+    limit_window: z.enum(LIMIT_WINDOWS),
+    max_value: z.number().positive(),
+  })
+  // USD budgets may have cents; counts are whole
+  .refine((l) => l.limit_type === 'cost_usd' || Number.isInteger(l.max_value), { message: 'must be a whole number', path: ['max_value'] });
 export const limitsSchema = z.array(limitSchema);
 
 const accountSchema = z

@@ -1,3 +1,4 @@
+import { modelOf } from '../http/body.js';
 import { clientGoneSignal } from '../http/client-gone.js';
 import { queryOf, upstreamRequestHeaders } from '../http/headers.js';
 import type { SecretScrubber } from '../http/scrubber.js';
@@ -58,7 +59,7 @@ export class DirectDispatcher implements Dispatcher {
       scrubber: this.deps.scrubber,
       onDone: (usage) => {
         metrics.inFlightStreams.dec({ provider: pool.provider });
-        admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id });
+        admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id, model: modelOf(call.body.json) });
       },
     });
   }

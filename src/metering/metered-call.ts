@@ -8,6 +8,8 @@ import type { UsageRecorder } from './recorder.js';
 export interface Served {
   provider: ProviderName;
   accountId: string;
+  /** the model the call named (or the upstream reported): what prices it */
+  model?: string;
 }
 
 /** One counted request: taken back if it never reached an upstream, or its usage recorded. */
@@ -23,6 +25,8 @@ export interface MeteredCallDeps {
   key(): KeyRecord;
   /** what else recording usage means to the creator: pool view, metrics, the access log */
   onRecorded(usage: TokenUsage, served: Served): void;
+  /** the call's cost in USD, from the price of its model (0 when it has none) */
+  costOf(usage: TokenUsage, served: Served): number;
 }
 
 /**
@@ -57,6 +61,6 @@ export class MeteredCall {
   record(usage: TokenUsage | null, served: Served): void {
     if (!usage) return;
     this.deps.onRecorded(usage, served);
-    this.deps.recorder.record(this.deps.key().id, usage);
+    this.deps.recorder.record(this.deps.key().id, usage, this.deps.costOf(usage, served));
   }
 }

@@ -64,9 +64,9 @@ export class UsageRecorder {
     }
   }
 
-  /** The usage of a completed request. */
-  record(keyId: string, usage: TokenUsage, at = Date.now()): void {
-    this.enqueue(keyId, { at, deltas: usageDeltas(usage) });
+  /** The usage of a completed request and its cost in USD: one entry, so both count exactly once. */
+  record(keyId: string, usage: TokenUsage, costUsd = 0, at = Date.now()): void {
+    this.enqueue(keyId, { at, deltas: usageDeltas(usage, costUsd) });
   }
 
   /** Takes back a request admitted at `admittedAt` that never reached an upstream. */

@@ -138,7 +138,9 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     const usage = usageFromResponsesEvent(event);
     if (!usage) return;
     tokens = addUsage(tokens, usage);
-    metered.record(usage, served);
+    // a frame's model is the one the upstream reports in the event (response.completed carries it)
+    const model = (event as { response?: { model?: unknown } }).response?.model;
+    metered.record(usage, { ...served, model: typeof model === 'string' ? model : undefined });
   };
   const fromUpstream = (data: Buffer, isBinary: boolean) => {
     metrics.wsFrames.inc({ direction: 'upstream_to_client' });

@@ -1,7 +1,7 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
+import { MICROUSD_PER_USD, emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
 import type {
   AccountState,
   Admission,
@@ -426,7 +426,9 @@ export class RedisStore implements Store {
       const args: (string | number)[] = buckets.windows.map((b) => b.expireAt);
       args.push(ticket.number, ADMISSION_MEMORY, WRITER_MARK_TTL_MS);
       for (const limit of limits) {
-        args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, limit.limit_type, limit.max_value);
+        // a cost limit is checked against the integer micro-USD counter
+        const [field, max] = limit.limit_type === 'cost_usd' ? ['cost_microusd', Math.round(limit.max_value * MICROUSD_PER_USD)] : [limit.limit_type, limit.max_value];
+        args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, field, max);
       }
       const keys = [...buckets.windows.map((b) => b.key), buckets.allTime, ...this.admissionKeys(keyId, ticket.writer)];
       const [index, current] = (await this.script('tgAdmit', keys, args)) as [number, string?];
@@ -435,7 +437,11 @@ export class RedisStore implements Store {
       const limit = limits[index];
       return {
         admitted: false,
-        denial: { limit, current: Number(current), resetAt: windowBounds(limit.limit_window, now).end },
+        denial: {
+          limit,
+          current: limit.limit_type === 'cost_usd' ? Number(current) / MICROUSD_PER_USD : Number(current),
+          resetAt: windowBounds(limit.limit_window, now).end,
+        },
       };
     });
   }
