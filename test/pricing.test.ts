@@ -26,6 +26,12 @@ describe('model prices', () => {
     expect(new Pricing({ 'gpt-4.1*': { input: 2, output: 8 } }, {}).priceOf('gpt-4x1')).toBeUndefined();
   });
 
+  it("the config's entries come before the shipped ones, even a shipped name more specific", () => {
+    const pricing = new Pricing({ 'gpt-5*': { input: 7, output: 7 } });
+    expect(pricing.priceOf('gpt-5-mini')?.input).toBe(7);
+    expect(pricing.priceOf('claude-sonnet-4-5')).toEqual(DEFAULT_PRICES['claude-sonnet-4*']);
+  });
+
   it("the config's entries override the shipped ones, and add to them", () => {
     const pricing = new Pricing({ 'gpt-5': { input: 1, output: 2 }, 'mock-*': { input: 0.5, output: 0.5 } });
     expect(pricing.priceOf('gpt-5')).toEqual({ input: 1, output: 2 });

@@ -21,16 +21,13 @@ export const DEFAULT_PRICES: PriceTable = priceTableSchema.parse(defaults.models
 
 const globRegExp = (glob: string) => new RegExp(`^${glob.split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
 
-/**
- * Prices by model name, the config's entries over the shipped ones. An exact name wins; else
- * the longest matching glob (the most specific), so `gpt-5-mini*` beats `gpt-5*` in any order.
- */
-export class Pricing {
+/** One price table: an exact name wins, else the longest matching glob (the most specific). */
+class PriceLookup {
   private readonly exact = new Map<string, ModelPrice>();
   private readonly globs: { pattern: RegExp; length: number; price: ModelPrice }[] = [];
 
-  constructor(overrides: PriceTable = {}, shipped: PriceTable = DEFAULT_PRICES) {
-    for (const [name, price] of Object.entries({ ...shipped, ...overrides })) {
+  constructor(table: PriceTable) {
+    for (const [name, price] of Object.entries(table)) {
       if (name.includes('*')) this.globs.push({ pattern: globRegExp(name), length: name.length, price });
       else this.exact.set(name, price);
     }
@@ -39,6 +36,27 @@ export class Pricing {
 
   priceOf(model: string): ModelPrice | undefined {
     return this.exact.get(model) ?? this.globs.find((glob) => glob.pattern.test(model))?.price;
+  }
+}
+
+/**
+ * Prices by model name: the config's table first, then the shipped one, each by exact name or
+ * else the longest matching glob — so a config `gpt-5*` covers `gpt-5-mini` too, and in one table
+ * `gpt-5-mini*` beats `gpt-5*` in any order.
+ */
+export class Pricing {
+  private readonly tables: PriceLookup[];
+
+  constructor(overrides: PriceTable = {}, shipped: PriceTable = DEFAULT_PRICES) {
+    this.tables = [new PriceLookup(overrides), new PriceLookup(shipped)];
+  }
+
+  priceOf(model: string): ModelPrice | undefined {
+    for (const table of this.tables) {
+      const price = table.priceOf(model);
+      if (price) return price;
+    }
+    return undefined;
   }
 }
 
