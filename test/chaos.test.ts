@@ -100,6 +100,7 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
         await issue({ kind, stream: draw() < 0.5, text: `p${w} i${i} ${'x'.repeat(Math.floor(draw() * 200))}` });
       }
     });
+    let killHitConversation = false;
     const conversations: Conversation[] = Array.from({ length: CONVERSATIONS }, (_, w) => ({ sessionId: `chaos-${seed}-${w}`, lost: 0, allowedLosses: 0 }));
     const conversationWorkers = conversations.map(async (c, w) => {
       const draw = prng(seed + 100 + w);
@@ -129,7 +130,11 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
       live.splice(live.indexOf(replica), 1);
       const sent = [...inFlight].filter(([, call]) => call.bridged || (wait === 'all' && call.target === replica));
       await Promise.allSettled(sent.map(([pending]) => pending));
-      for (const c of conversations) if ((await leaseOf(c))?.instanceId === replica.instanceId) c.allowedLosses++;
+      for (const c of conversations) {
+        if ((await leaseOf(c))?.instanceId !== replica.instanceId) continue;
+        c.allowedLosses++;
+        killHitConversation = true;
+      }
     };
     const admin = new Redis(env.redis.url, { maxRetriesPerRequest: null, lazyConnect: true });
     admin.on('error', () => {}); // it reconnects after the restart
@@ -171,12 +176,19 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
       await pause(between(100, 600));
       const stop = (['restart', 'terminate', 'kill'] as const)[Math.floor(random() * 3)]!;
       mark(`redis ${stop}`);
+      const redisStoppedAt = Date.now();
       if (stop === 'restart') await env.redis.restart();
       else {
         await env.redis[stop]();
         await env.redis.start();
       }
       await expect.poll(allReady, { timeout: 15_000 }).toBe(true);
+      // a lease's expiry is absolute: Redis down for longer than a lease (a slow restart on a
+      // loaded machine) lets every lease lapse, and a session may then move with its chain
+      if (Date.now() - redisStoppedAt >= BRIDGE.leaseMs) {
+        mark('redis was down longer than a lease');
+        for (const c of conversations) c.allowedLosses++;
+      }
       await progress(20);
 
       // 4. pause Redis past the 1 s command deadline: replies arrive after the callers gave up
@@ -202,7 +214,7 @@ describe('chaos: replicas and Redis fail in turn under mixed load (AOF, appendfs
     console.log(`${outcomes.length} calls, ${env.mock.served.length} served upstream; refused: ${JSON.stringify(Object.fromEntries(byCode))}`);
     expect(problems).toEqual([]);
     expect(refused.some((o) => o.code === 'store_unavailable')).toBe(true); // the Redis faults did hit traffic
-    expect(conversations.some((c) => c.allowedLosses > 0)).toBe(true); // the kill hit a conversation
+    expect(killHitConversation).toBe(true); // the kill hit a conversation
     // takeover bound: the dead owner's sessions are refused only until it is stale, then taken
     // over (a call sent after the bound is answered by the new owner, however slowly)
     for (const sentAt of ownerRefusals) expect(sentAt - killedAt).toBeGreaterThanOrEqual(0);
