@@ -11,6 +11,7 @@ import { UpstreamClient, buildAgent } from './upstream/client.js';
 import { affinityKeyOf } from './upstream/cache-affinity.js';
 import { ProviderPool, type Scope } from './upstream/pool.js';
 import { CostMeter } from './metering/cost.js';
+import { LimitAlerts } from './metering/limit-alerts.js';
 import { MeteredCall } from './metering/metered-call.js';
 import { UsageRecorder } from './metering/recorder.js';
 
@@ -56,11 +57,22 @@ export class Gateway {
       onCooldown: (provider, account) => this.metrics.cooldowns.inc({ provider, account }),
       onProbe: (provider, account, outcome) => this.metrics.accountProbes.inc({ provider, account, outcome }),
     });
+    const alerts = config.webhook && new LimitAlerts(store, config.webhook, (err) => log.warn({ err }, 'limit webhook failed after retries'));
     this.usage = new UsageRecorder(store, {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
       onDrop: () => this.metrics.usageDropped.inc(),
       onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
+      onWritten: alerts ? (keyId) => void this.announceCrossings(alerts, keyId) : undefined,
     });
+  }
+
+  private async announceCrossings(alerts: LimitAlerts, keyId: string): Promise<void> {
+    try {
+      const key = await this.keys.byId(keyId);
+      if (key) await alerts.check(key);
+    } catch (err) {
+      this.log.warn({ err, keyId }, 'limit crossings not checked');
+    }
   }
 
   hasAccount(accountId: string): boolean {

@@ -187,6 +187,8 @@ export const configSchema = z
         openaiOnly(p.anthropic, ctx, 'anthropic');
         openaiOnly(p.chatgpt, ctx, 'chatgpt');
       }),
+    /** POSTed to when a key's usage crosses 80 % and 100 % of a limit, signed with `secret` */
+    webhook: z.object({ url: z.url(), secret: z.string().min(16, 'must be at least 16 characters') }).strict().optional(),
     /** USD per 1 M tokens by model name or glob, over the shipped table */
     pricing: priceTableSchema.default({}),
     /** named groups of account ids that keys may be limited to (`pool:`) */

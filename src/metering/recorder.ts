@@ -14,6 +14,8 @@ export interface UsageRecorderEvents {
   onDrop?(): void;
   /** the backlog changed: records not yet acknowledged by the store */
   onBacklog?(backlog: number): void;
+  /** a batch of the key's usage reached the store: its counters moved */
+  onWritten?(keyId: string): void;
 }
 
 /**
@@ -128,6 +130,7 @@ export class UsageRecorder {
       this.inFlight.delete(keyId);
       this.inFlightCount -= batch.entries.length;
       this.events.onBacklog?.(this.backlog);
+      this.events.onWritten?.(keyId);
     }
     this.writers.delete(keyId);
   }
