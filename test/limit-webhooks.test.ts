@@ -9,6 +9,7 @@ import { OPENAI_BODY, call, usageOf } from './support/http.js';
 const SECRET = 'webhook-secret-for-tests-0123456789';
 
 interface Delivery {
+  path: string | undefined;
   signature: string | undefined;
   body: string;
   json: { threshold: number; key: { id: string }; limit: { limit_type: string }; current_value: number };
@@ -19,20 +20,21 @@ const deliveries: Delivery[] = [];
 /** the receiver answers 500 this many more times before it accepts */
 let failures = 0;
 let gw: TestGateway;
+let base: string;
 
 beforeAll(async () => {
   receiver = createServer((req, res) => {
     let body = '';
     req.on('data', (chunk) => (body += chunk));
     req.on('end', () => {
-      deliveries.push({ signature: req.headers[SIGNATURE_HEADER] as string | undefined, body, json: JSON.parse(body) });
+      deliveries.push({ path: req.url, signature: req.headers[SIGNATURE_HEADER] as string | undefined, body, json: JSON.parse(body) });
       res.statusCode = failures-- > 0 ? 500 : 204;
       res.end();
     });
   });
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
-  gw = await startTestGateway({ config: () => ({ webhook: { url, secret: SECRET } }) });
+  base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  gw = await startTestGateway({ config: () => ({ webhook: { url: `${base}/hook`, secret: SECRET } }) });
 });
 afterAll(async () => {
   await gw.close();
@@ -60,10 +62,14 @@ describe('limit webhooks', () => {
 
     // more usage in the same window announces nothing new
     expect((await call(gw.url, '/v1/responses', { method: 'POST', headers: { 'x-api-key': key.secret }, body: OPENAI_BODY })).status).toBe(429);
+    expect(new Set(mine.map((d) => d.path))).toEqual(new Set(['/hook']));
+    // a key with a webhook of its own: its crossings go there instead
     const other = await gw.createKey({ limits: [{ limit_type: 'requests', limit_window: 'daily', max_value: 1 }] });
+    await gw.store.putKey({ ...(await gw.store.getKeyById(other.id))!, webhook_url: `${base}/team-hook` });
     expect((await call(gw.url, '/v1/responses', { method: 'POST', headers: { 'x-api-key': other.secret }, body: OPENAI_BODY })).status).toBe(200);
     // a later crossing of another key arrives after ours: nothing of ours came in between
     await expect.poll(() => deliveries.filter((d) => d.json.key.id === other.id).length, { timeout: 20_000 }).toBe(2);
+    expect(new Set(deliveries.filter((d) => d.json.key.id === other.id).map((d) => d.path))).toEqual(new Set(['/team-hook']));
     expect(deliveries.filter((d) => d.json.key.id === key.id)).toHaveLength(3);
   });
 });

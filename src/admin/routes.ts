@@ -14,6 +14,7 @@ const keyFields = {
   limits: limitsSchema.optional(),
   accounts: z.array(z.string().min(1)).min(1).nullable().optional(),
   pool: z.string().min(1).nullable().optional(),
+  webhook_url: z.url().nullable().optional(),
 };
 const createKeySchema = z.object({ name: z.string().min(1).max(200), ...keyFields }).strict();
 const patchKeySchema = z.object({ disabled: z.boolean().optional(), ...keyFields }).strict();
@@ -48,8 +49,8 @@ export function adminTokenId(token: string): string {
 
 /** A key as the audit log shows it: the fields an admin sets, never the secret or its hash. */
 function auditedKey(record: KeyRecord) {
-  const { name, disabled, allowed_models, expires_at, limits, accounts = null, pool = null } = record;
-  return { name, disabled, allowed_models, expires_at, limits, accounts, pool };
+  const { name, disabled, allowed_models, expires_at, limits, accounts = null, pool = null, webhook_url = null } = record;
+  return { name, disabled, allowed_models, expires_at, limits, accounts, pool, webhook_url };
 }
 
 /** The fields that differ between two audited records, as { before, after }. */
@@ -104,6 +105,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
         disabled: false,
         accounts: body.accounts ?? null,
         pool: body.pool ?? null,
+        webhook_url: body.webhook_url ?? null,
         created_at: new Date().toISOString(),
         origin: 'admin',
       };
@@ -128,6 +130,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
         ...(changes.limits !== undefined && { limits: changes.limits }),
         ...(changes.accounts !== undefined && { accounts: changes.accounts }),
         ...(changes.pool !== undefined && { pool: changes.pool }),
+        ...(changes.webhook_url !== undefined && { webhook_url: changes.webhook_url }),
       };
       checkScope(gateway, updated);
       await store.putKey(updated);

@@ -118,6 +118,7 @@ const staticKeySchema = z
     disabled: z.boolean().default(false),
     accounts: z.array(z.string().min(1)).min(1).nullable().default(null),
     pool: z.string().min(1).nullable().default(null),
+    webhook_url: z.url().nullable().default(null),
   })
   .strict()
   .refine((k) => !(k.accounts && k.pool), { message: 'a key names accounts or a pool, not both', path: ['pool'] });
@@ -188,7 +189,7 @@ export const configSchema = z
         openaiOnly(p.chatgpt, ctx, 'chatgpt');
       }),
     /** POSTed to when a key's usage crosses 80 % and 100 % of a limit, signed with `secret` */
-    webhook: z.object({ url: z.url(), secret: z.string().min(16, 'must be at least 16 characters') }).strict().optional(),
+    webhook: z.object({ url: z.url().optional(), secret: z.string().min(16, 'must be at least 16 characters') }).strict().optional(),
     /** USD per 1 M tokens by model name or glob, over the shipped table */
     pricing: priceTableSchema.default({}),
     /** named groups of account ids that keys may be limited to (`pool:`) */

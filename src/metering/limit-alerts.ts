@@ -12,7 +12,8 @@ const FIRST_RETRY_MS = 500;
 export const SIGNATURE_HEADER = 'x-tollgate-signature';
 
 export interface WebhookTarget {
-  url: string;
+  /** where crossings go unless the key names its own `webhook_url` */
+  url?: string;
   /** HMAC-SHA256 key of the body's signature */
   secret: string;
 }
@@ -31,7 +32,8 @@ export class LimitAlerts {
 
   /** Looks at the key's counters (after its usage moved) and announces each new crossing. */
   async check(key: KeyRecord, now = Date.now()): Promise<void> {
-    if (key.limits.length === 0) return;
+    const url = key.webhook_url ?? this.target.url;
+    if (!url || key.limits.length === 0) return;
     const usage = await this.store.getUsage(key.id, now);
     for (const limit of key.limits) {
       const current = counterFor(usage.windows[limit.limit_window], limit.limit_type);
@@ -50,18 +52,18 @@ export class LimitAlerts {
           reset_at: new Date(window.end).toISOString(),
           at: new Date(now).toISOString(),
         });
-        void this.deliver(body).catch(this.onFailed);
+        void this.deliver(url, body).catch(this.onFailed);
       }
     }
   }
 
-  private async deliver(body: string): Promise<void> {
+  private async deliver(url: string, body: string): Promise<void> {
     const signature = `sha256=${createHmac('sha256', this.target.secret).update(body).digest('hex')}`;
     let lastError: unknown;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       if (attempt > 0) await pause(FIRST_RETRY_MS * 2 ** (attempt - 1));
       try {
-        const res = await request(this.target.url, { method: 'POST', headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature }, body });
+        const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature }, body });
         await res.body.dump();
         if (res.statusCode < 300) return;
         lastError = new Error(`webhook answered ${res.statusCode}`);

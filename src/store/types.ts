@@ -13,6 +13,8 @@ export interface KeyRecord {
   /** the upstream accounts this key may use (ids), or a named `pool` of the config; absent = any */
   accounts?: string[] | null;
   pool?: string | null;
+  /** where this key's limit crossings are POSTed, instead of the config's `webhook.url` */
+  webhook_url?: string | null;
   created_at: string;
   /** `config` keys come from the config file and are re-seeded at every start. */
   origin: 'config' | 'admin';
