@@ -10,6 +10,9 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# the dashboard bundle (dist/ui) is built from web/ by scripts/build-ui.ts
+COPY web ./web
+COPY scripts/build-ui.ts ./scripts/
 RUN npm run build
 
 FROM ${NODE_IMAGE} AS runtime

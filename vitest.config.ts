@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // the dashboard bundle, built from web/ (a fresh clone has none)
+    globalSetup: ['test/support/build-ui.ts'],
     // replica processes and a real redis-server start per file: give them room, never retry.
     // These only stop a hang: on a loaded 2-core machine a cluster test takes several times longer.
     testTimeout: 60_000,

@@ -13,6 +13,8 @@ import { DirectDispatcher } from './dispatch/direct.js';
 import { registerAdminRoutes } from './admin/routes.js';
 import { proxyKeyAuth } from './auth/hook.js';
 import type { Config } from './config/schema.js';
+import { registerDashboard } from './dashboard/routes.js';
+import { DashboardSessions } from './dashboard/session.js';
 import { GatewayError } from './errors.js';
 import { Gateway } from './gateway.js';
 import { registerModelRoutes } from './proxy/routes.js';
@@ -20,7 +22,10 @@ import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
+import { prepareLogins } from './upstream/chatgpt/import.js';
 import { registerUsageRoute } from './metering/routes.js';
+import { traceRequests } from './telemetry/spans.js';
+import { tracingFor } from './telemetry/tracing.js';
 
 export interface App {
   gateway: Gateway;
@@ -91,6 +96,7 @@ function buildBridge(gateway: Gateway, identity: ReplicaIdentity): Bridge {
     internalSecret: config.internalSecret,
     contextTtlSec: config.bridge.contextTtlSec,
     identity,
+    tracing: gateway.tracing,
   });
   return new Bridge({ store, metrics }, registry, local, peers);
 }
@@ -100,11 +106,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination({ sync: false }));
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
-  const gateway = new Gateway(config, store, logger);
   const identity: ReplicaIdentity = {
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
   };
+  const tracing = tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId });
+  const gateway = new Gateway(config, store, logger, tracing);
+  await prepareLogins(config, store, gateway.vault).catch(async (err) => {
+    await gateway.close();
+    throw err;
+  });
   const bridge = buildBridge(gateway, identity);
   const direct = new DirectDispatcher(gateway);
   const dispatchers: Dispatchers = { direct, affinity: withSessionAffinity(direct, store, config.bridge.leaseMs), bridge };
@@ -119,12 +130,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
       const code = request.facts?.errorCode;
       if (code) gateway.metrics.errors.inc({ route, code });
+      gateway.recordFailure(request, reply.statusCode);
     },
   });
   registerHealthRoutes(app, gateway);
   if (config.server.publicMetrics) registerMetricsRoute(app, gateway);
-  registerAdminRoutes(app, gateway);
+  const { dashboard, adminToken } = config;
+  const sessions = dashboard.enabled && adminToken ? new DashboardSessions(adminToken, dashboard.sessionTtlMs) : undefined;
+  registerAdminRoutes(app, gateway, sessions);
+  if (dashboard.enabled) registerDashboard(app, gateway, sessions);
   app.register(async (proxied) => {
+    // model traffic is traced (refusals included); health probes and admin calls are not
+    if (tracing) proxied.addHook('onRequest', traceRequests(tracing));
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
     proxied.addHook('onRequest', proxyKeyAuth(gateway.keys, (source, reason) => gateway.metrics.authFailures.inc({ source, reason })));
     registerModelRoutes(proxied, gateway, dispatchers);

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
@@ -6,6 +7,8 @@ const USAGE = `usage: tollgate keys create --name NAME [--allowed-models m1,m2] 
                            [--accounts id1,id2 | --pool NAME]
        tollgate keys list
        tollgate keys revoke ID
+       tollgate accounts import --id ID [--label LABEL] AUTH_JSON   (a Codex CLI auth.json, e.g. ~/.codex/auth.json)
+       tollgate accounts list
 options: --url URL (or TOLLGATE_URL, default http://127.0.0.1:8080), --token TOKEN (or TOLLGATE_ADMIN_TOKEN)`;
 
 export class CliError extends Error {}
@@ -28,12 +31,14 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       limit: { type: 'string', multiple: true },
       accounts: { type: 'string' },
       pool: { type: 'string' },
+      id: { type: 'string' },
+      label: { type: 'string' },
       url: { type: 'string' },
       token: { type: 'string' },
     },
   });
   const [group, command, arg] = positionals;
-  if (group !== 'keys' || !command) throw new CliError(USAGE);
+  if ((group !== 'keys' && group !== 'accounts') || !command) throw new CliError(USAGE);
   const base = (values.url ?? env.TOLLGATE_URL ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
   const token = values.token ?? env.TOLLGATE_ADMIN_TOKEN;
   if (!token) throw new CliError('set TOLLGATE_ADMIN_TOKEN (or pass --token) to use the admin API');
@@ -51,6 +56,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
     }
     return text ? JSON.parse(text) : null;
   };
+
+  if (group === 'accounts') return accountsCommand(command, arg, values, call);
 
   switch (command) {
     case 'create': {
@@ -76,6 +83,35 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       if (!arg) throw new CliError('keys revoke: the key id is required');
       await call('DELETE', `/admin/keys/${encodeURIComponent(arg)}`);
       return `revoked key ${arg}`;
+    }
+    default:
+      throw new CliError(USAGE);
+  }
+}
+
+type Call = (method: string, path: string, body?: unknown) => Promise<any>;
+
+const percent = (window: { used_percent: number } | null | undefined) => (window ? `${window.used_percent}%` : '-');
+
+async function accountsCommand(command: string, file: string | undefined, values: { id?: string; label?: string }, call: Call): Promise<string> {
+  switch (command) {
+    case 'import': {
+      if (!values.id || !file) throw new CliError('accounts import: --id ID and the auth.json path are required');
+      let authFile: unknown;
+      try {
+        authFile = JSON.parse(readFileSync(file, 'utf8'));
+      } catch (err) {
+        throw new CliError(`accounts import: ${file}: ${(err as NodeJS.ErrnoException).code ?? 'not JSON'}`);
+      }
+      const account = await call('POST', '/admin/accounts', { ...(authFile as object), id: values.id, ...(values.label && { label: values.label }) });
+      return `imported ${account.id} (${account.plan_type ?? 'unknown plan'}${account.email ? `, ${account.email}` : ''}), token expires ${account.token_expires_at}`;
+    }
+    case 'list': {
+      const { data } = await call('GET', '/admin/accounts');
+      const rows = (data as Array<Record<string, any>>).map((a) =>
+        [a.id, a.provider, a.state + (a.reauth_reason ? ` (${a.reauth_reason})` : ''), a.plan_type ?? '-', a.token_expires_at ?? '-', percent(a.quota?.primary), percent(a.quota?.secondary), a.in_flight].join('\t'),
+      );
+      return ['id\tprovider\tstate\tplan\ttoken_expires_at\tprimary\tsecondary\tin_flight', ...rows].join('\n');
     }
     default:
       throw new CliError(USAGE);

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 async function demo(): Promise<void> {
   const mock = await startMockUpstream({ port: 0, record: false });
   const demoKey = KEY_PREFIX + 'demo-' + randomBytes(12).toString('base64url');
+  const adminToken = 'demo-admin-' + randomBytes(12).toString('base64url');
   const config = buildConfig({
     server: {
       host: '127.0.0.1',
@@ -21,6 +22,8 @@ async function demo(): Promise<void> {
       anthropic: { baseUrl: mock.url, accounts: [{ id: 'mock-anthropic', apiKey: 'sk-mock-upstream-anthropic' }] },
     },
     keys: [{ id: 'demo', name: 'demo', sha256: hashSecret(demoKey) }],
+    adminToken,
+    dashboard: { enabled: true },
   });
   const app = await buildApp(config, { logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }) });
   const { publicUrl } = await app.listen();
@@ -30,6 +33,7 @@ async function demo(): Promise<void> {
     `Try: curl -s ${publicUrl}/v1/responses -H "Authorization: Bearer ${demoKey}" -H 'content-type: application/json' -d '{"model":"gpt-5","input":"hi"}'`,
   );
   console.log(`Usage: curl -s ${publicUrl}/v1/usage -H "x-api-key: ${demoKey}"`);
+  console.log(`Dashboard: ${publicUrl}/dashboard (admin token: ${adminToken}); your key's page: ${publicUrl}/dashboard/me`);
   const stop = async () => {
     await app.close();
     await mock.close();

@@ -3,10 +3,11 @@ import { pickAccount, rendezvousOrder, type Candidate } from '../src/upstream/ac
 import { affinityKeyOf, conversationOf } from '../src/upstream/cache-affinity.js';
 
 const candidate = (id: string): Candidate => ({
-  account: { id, provider: 'openai', baseUrl: 'http://127.0.0.1:1', secret: `sk-${id}`, headers: {} },
+  account: { id, provider: 'openai', baseUrl: 'http://127.0.0.1:1', secret: `sk-${id}`, oauth: false, headers: {} },
   state: {},
   inFlight: 0,
   recentTokens: 0,
+  headroom: 1,
 });
 const ACCOUNTS = ['oa-1', 'oa-2', 'oa-3', 'oa-4'].map(candidate);
 const KEYS = Array.from({ length: 2_000 }, (_, i) => `key-1\0prompt_cache_key:conversation-${i}`);

@@ -38,7 +38,7 @@ describe('config', () => {
     expect(configError({ providers: {} })).toBe('config: providers: at least one provider is required');
     expect(configError({ providers: { openai: { baseUrl: 'not a url', accounts: [{ id: 'a', apiKey: 'k' }] } } })).toMatch(/^config: providers\.openai\.baseUrl: /);
     expect(configError({ providers: { openai: { baseUrl: 'https://x', accounts: [{ id: 'a' }] } } })).toBe(
-      'config: providers.openai.accounts[0].apiKey: exactly one of apiKey or apiKeyFile is required',
+      'config: providers.openai.accounts[0].apiKey: exactly one of apiKey, apiKeyFile or authFile is required',
     );
     expect(configError({ ...minimal(), server: { port: 'eighty' } })).toMatch(/^config: server\.port: /);
     expect(configError({ ...minimal(), keys: [{ id: 'k', name: 'n', sha256: 'abc' }] })).toBe('config: keys[0].sha256: must be 64 lowercase hex characters');

@@ -10,7 +10,7 @@ import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
-import { configSchema } from '../src/config/schema.js';
+import { configSchema, STRATEGIES } from '../src/config/schema.js';
 import { LIMIT_TYPES } from '../src/usage/counters.js';
 import { LIMIT_WINDOWS } from '../src/usage/windows.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
@@ -58,6 +58,84 @@ function configSkeleton(): Tree {
     body.push(line.slice(4).replace(/\{\{.*?\}\}/g, 'X'));
   }
   return parseYaml(body.join('\n')) as Tree;
+}
+
+/** The config sections values.yaml renders as such (the rest: providers, keys, and what comes from env). */
+const configSections = ['server', 'upstream', 'redis', 'bridge', 'telemetry', 'usage', 'dashboard'];
+const valuesSchema = JSON.parse(read(join(chartDir, 'values.schema.json'))) as Tree;
+
+/**
+ * What configmap.yaml renders from `v`, as an object: enabled providers, apiKeyEnv -> apiKey: "${VAR}"
+ * (the variable set in `env`), authSecret -> the path the Deployment mounts it at, empty options left out.
+ */
+function renderedConfig(v: Tree, env: Record<string, string>): Tree {
+  const providers: Tree = {};
+  for (const [name, p] of Object.entries(v.config.providers as Tree)) {
+    if (p.enabled === false) continue;
+    const { enabled: _enabled, ...rest } = p;
+    providers[name] = {
+      ...rest,
+      accounts: (p.accounts as Tree[]).map(({ apiKeyEnv, authSecret, authSecretKey: _key, ...account }, i) => {
+        if (authSecret) return { ...account, authFile: `/etc/tollgate-chatgpt/${i}/auth.json` };
+        if (!apiKeyEnv) return account;
+        env[apiKeyEnv] = 'sk-test';
+        return { ...account, apiKey: `\${${apiKeyEnv}}` };
+      }),
+    };
+  }
+  const redis = Object.fromEntries(
+    Object.entries(v.config.redis as Tree).filter(([, x]) => x !== '' && !(Array.isArray(x) && x.length === 0)),
+  );
+  return {
+    ...Object.fromEntries(configSections.map((s) => [s, v.config[s]])),
+    server: { host: '0.0.0.0', internalHost: '0.0.0.0', ...v.config.server },
+    redis,
+    providers,
+    pools: v.config.pools,
+    pricing: v.config.pricing,
+    ...(v.config.webhook.enabled && { webhook: webhookOf(v, env) }),
+    keys: v.config.keys,
+  };
+}
+
+/** The `webhook:` section: its url if any, the secret from TOLLGATE_WEBHOOK_SECRET (set in `env`). */
+function webhookOf(v: Tree, env: Record<string, string>): Tree {
+  env.TOLLGATE_WEBHOOK_SECRET = v.secrets.webhookSecret;
+  return { ...(v.config.webhook.url && { url: v.config.webhook.url }), secret: '${TOLLGATE_WEBHOOK_SECRET}' };
+}
+
+/** Values setting every feature the chart offers on top of the defaults: tracing, history, dashboard, ChatGPT logins, routing (affinity, caps, pools, pricing, webhooks). */
+const encryptionKey = Buffer.alloc(32, 7).toString('base64');
+function featureValues(): Tree {
+  const v = structuredClone(values);
+  v.config.server = { ...v.config.server, requestBodyTimeoutMs: 20_000, publicMetrics: true };
+  v.config.upstream = { ...v.config.upstream, probeIntervalMs: 7_000, probeTimeoutMs: 4_000 };
+  v.config.telemetry = { tracing: true };
+  v.config.usage = { historyRetentionDays: 30 };
+  v.config.dashboard = { enabled: true, sessionTtlMs: 3_600_000 };
+  v.config.providers.openai.accounts[0] = {
+    ...v.config.providers.openai.accounts[0], organization: 'org-1', project: 'proj_1', headers: { 'x-team': 'core' },
+  };
+  v.config.providers.chatgpt = {
+    ...v.config.providers.chatgpt,
+    enabled: true,
+    oauth: { ...v.config.providers.chatgpt.oauth, issuer: 'https://auth.example.com', clientId: 'app_x', refreshMarginMs: 60_000 },
+    accounts: [
+      { id: 'cg-1', authSecret: 'codex-auth-cg-1' },
+      { id: 'cg-2', authSecret: 'codex-auth-cg-2', authSecretKey: 'codex.json', accountId: 'acc-2' },
+      { id: 'cg-3', authFile: '/mnt/codex/auth.json' },
+    ],
+  };
+  v.config.providers.openai = { ...v.config.providers.openai, affinity: false };
+  v.config.providers.openai.accounts[0].maxConcurrent = 4;
+  v.config.upstream.queueTimeoutMs = 5_000;
+  v.config.pools = { core: ['oa-1'] };
+  v.config.pricing = { 'my-model*': { input: 1, cached_input: 0.1, output: 4 } };
+  v.config.webhook = { enabled: true, url: 'https://alerts.example.com/tollgate' };
+  v.config.keys = [{ id: 'k', name: 'k', sha256: 'a'.repeat(64), pool: 'core', webhook_url: 'https://team.example.com/hook', limits: [{ limit_type: 'cost_usd', limit_window: 'monthly', max_value: 2.5 }] }];
+  v.tracing = { otlpEndpoint: 'http://otel-collector.observability:4318', protocol: 'http/json' };
+  v.secrets = { ...v.secrets, encryptionKey, encryptionKeyPrevious: 'ab'.repeat(32), otlpHeaders: 'authorization=Bearer t', webhookSecret: 'w'.repeat(32) };
+  return v;
 }
 
 describe('helm chart', () => {
@@ -132,54 +210,31 @@ describe('helm chart', () => {
     const config = configSkeleton();
     const topLevel = schemaKeys([]);
     expect(Object.keys(config).filter((k) => !topLevel.includes(k))).toEqual([]);
-    for (const section of ['server', 'upstream', 'bridge', 'redis']) {
+    for (const section of configSections) {
       const keys = Object.keys(config[section] ?? {});
       expect(keys.filter((k) => !schemaKeys([section]).includes(k)), `unknown keys in ${section}`).toEqual([]);
-      // every bound the example file sets can be tuned from values
+      // every bound the example file sets, and every one the values schema offers, is rendered
       const exampleKeys = Object.keys(example[section] ?? {});
       expect(exampleKeys.filter((k) => !keys.includes(k)), `${section} keys of the example not rendered`).toEqual([]);
+      const offered = Object.keys(valuesSchema.properties.config.properties[section].properties);
+      expect(offered.filter((k) => !keys.includes(k)), `${section} keys of the values schema not rendered`).toEqual([]);
     }
     const providers = Object.values(config.providers as Tree);
-    expect(providers).toHaveLength(1); // the range body
+    expect(providers).toHaveLength(1); // the range body, shared by the providers
     const provider = providers[0] as Tree;
-    const exampleProviderKeys = new Set(Object.values(example.providers as Tree).flatMap((p) => Object.keys(p)));
-    expect(Object.keys(provider).filter((k) => !exampleProviderKeys.has(k))).toEqual([]);
-    expect(Object.keys(provider).filter((k) => !schemaKeys(['providers', 'openai']).includes(k))).toEqual([]);
+    // chatgpt's schema is the widest (oauth); the values schema keeps oauth to chatgpt
+    expect(Object.keys(provider).filter((k) => !schemaKeys(['providers', 'chatgpt']).includes(k))).toEqual([]);
+    expect(Object.keys(provider.oauth as Tree)).toEqual(schemaKeys(['providers', 'chatgpt', 'oauth']));
     const accountKeys = Object.keys(provider.accounts[0] as Tree);
-    expect(accountKeys).toEqual(expect.arrayContaining(['id', 'apiKey', 'apiKeyFile']));
+    expect(accountKeys).toEqual(expect.arrayContaining(['id', 'apiKey', 'apiKeyFile', 'authFile', 'organization', 'project', 'headers']));
     expect(accountKeys.filter((k) => !schemaKeys(['providers', 'openai', 'accounts', '[]']).includes(k))).toEqual([]);
     // credentials are ${VAR} references resolved from the pod's env, never values
     expect(template('configmap.yaml')).toContain('apiKey: {{ printf "${%s}" .apiKeyEnv | quote }}');
   });
 
   it('has config defaults in values.yaml that the gateway accepts', () => {
-    // mirrors configmap.yaml: enabled providers, apiKeyEnv -> apiKey: "${VAR}", empty options left out
     const env: Record<string, string> = { REDIS_URL: 'redis://redis:6379', TOLLGATE_INTERNAL_SECRET: 'x'.repeat(32) };
-    const providers: Tree = {};
-    for (const [name, p] of Object.entries(values.config.providers as Tree)) {
-      if (p.enabled === false) continue;
-      const { enabled: _enabled, ...rest } = p;
-      providers[name] = {
-        ...rest,
-        accounts: (p.accounts as Tree[]).map(({ apiKeyEnv, ...account }) => {
-          if (!apiKeyEnv) return account;
-          env[apiKeyEnv] = 'sk-test';
-          return { ...account, apiKey: `\${${apiKeyEnv}}` };
-        }),
-      };
-    }
-    const redis = Object.fromEntries(
-      Object.entries(values.config.redis as Tree).filter(([, v]) => v !== '' && !(Array.isArray(v) && v.length === 0)),
-    );
-    const raw = {
-      server: { host: '0.0.0.0', internalHost: '0.0.0.0', ...values.config.server },
-      upstream: values.config.upstream,
-      redis,
-      bridge: values.config.bridge,
-      providers,
-      keys: values.config.keys,
-    };
-    const config = buildConfig(raw, env);
+    const config = buildConfig(renderedConfig(values, env), env);
     expect(config.server).toMatchObject({ port: 8080, internalPort: 8081, shutdownGraceMs: 30_000 });
     expect(config.providers.openai?.accounts[0]?.apiKey).toBe('sk-test');
     // each referenced credential has a slot in the chart's Secret
@@ -241,6 +296,59 @@ describe('helm chart', () => {
     );
   });
 
+  it('renders every feature of the values into a config the gateway accepts', () => {
+    const env: Record<string, string> = {
+      REDIS_URL: 'redis://redis:6379', TOLLGATE_INTERNAL_SECRET: 'x'.repeat(32), TOLLGATE_ENCRYPTION_KEY: encryptionKey,
+    };
+    const config = buildConfig(renderedConfig(featureValues(), env), env);
+    expect(config.server).toMatchObject({ requestBodyTimeoutMs: 20_000, publicMetrics: true });
+    expect(config.upstream).toMatchObject({ probeIntervalMs: 7_000, probeTimeoutMs: 4_000 });
+    expect(config.telemetry.tracing).toBe(true);
+    expect(config.usage.historyRetentionDays).toBe(30);
+    expect(config.dashboard).toEqual({ enabled: true, sessionTtlMs: 3_600_000 });
+    expect(config.providers.openai?.accounts[0]).toMatchObject({ organization: 'org-1', project: 'proj_1', headers: { 'x-team': 'core' } });
+    const chatgpt = config.providers.chatgpt!;
+    expect(chatgpt.strategy).toBe('quota_headroom');
+    expect(chatgpt.oauth).toMatchObject({ issuer: 'https://auth.example.com', clientId: 'app_x', refreshMarginMs: 60_000, refreshLockMs: 30_000 });
+    expect(chatgpt.accounts.map((a) => a.authFile)).toEqual(['/etc/tollgate-chatgpt/0/auth.json', '/etc/tollgate-chatgpt/1/auth.json', '/mnt/codex/auth.json']);
+    expect(config.encryption.key).toBe(encryptionKey);
+    // the path configmap.yaml renders for an authSecret is the one the Deployment mounts the Secret's key at
+    const helpers = template('_helpers.tpl');
+    expect(helpers).toContain('printf "/etc/tollgate-chatgpt/%d/auth.json" (int .)');
+    expect(template('configmap.yaml')).toContain('authFile: {{ .authFile | default (include "tollgate.authFilePath" $i) | quote }}');
+    const deployment = template('deployment.yaml');
+    expect(deployment).toMatch(/range \(include "tollgate\.authAccounts" \. \| fromYamlArray\) \}\}\n\s+- name: \{\{ printf "chatgpt-auth-%d" \(\.index \| int\) \}\}\n\s+mountPath: \{\{ include "tollgate\.authFilePath" \(\.index \| int\) \| dir \}\}\n\s+readOnly: true/);
+    expect(deployment).toMatch(/- name: \{\{ printf "chatgpt-auth-%d" \(\.index \| int\) \}\}\n\s+secret:\n\s+secretName: \{\{ \.secret \}\}\n\s+defaultMode: 0440\n\s+items:\n\s+- key: \{\{ \.key \}\}\n\s+path: auth\.json/);
+    expect(helpers).toContain('"key" ($account.authSecretKey | default "auth.json")');
+    // without a key in the chart's Secret, an auth.json login fails the render, not the pod
+    expect(helpers).toMatch(/if and \$logins \(not \$\.Values\.secrets\.existingSecret\) \(not \$\.Values\.secrets\.encryptionKey\) \}\}\n\{\{- fail /);
+  });
+
+  it('takes the encryption key and the OTLP headers only from a Secret, the OTLP endpoint from values', () => {
+    const deployment = template('deployment.yaml');
+    for (const name of ['TOLLGATE_ENCRYPTION_KEY', 'TOLLGATE_ENCRYPTION_KEY_PREVIOUS', 'OTEL_EXPORTER_OTLP_HEADERS']) {
+      const entries = [...deployment.matchAll(new RegExp(`- name: ${name}\\n(\\s+\\S+)\\n\\s+secretKeyRef:\\n\\s+name: (.*)\\n\\s+key: (\\S+)`, 'g'))];
+      expect(entries, name).toHaveLength(1);
+      expect(entries[0]![1]!.trim()).toBe('valueFrom:');
+      expect(entries[0]![2]).toBe('{{ $secretName }}'); // the chart's Secret or secrets.existingSecret
+      expect(entries[0]![3]).toBe(name);
+      expect(deployment.split(`- name: ${name}\n`)).toHaveLength(2); // no second, plain entry
+    }
+    // the values holding them are read by the Secret alone
+    for (const name of templateNames.filter((n) => n !== 'secret.yaml' && n !== '_helpers.tpl')) {
+      expect(template(name), name).not.toMatch(/\.Values\.secrets\.(encryptionKey|encryptionKeyPrevious|otlpHeaders)\b/);
+    }
+    expect(template('configmap.yaml')).not.toMatch(/encryption|previousKey/i);
+    const secret = template('secret.yaml');
+    expect(secret).toMatch(/with \.Values\.secrets\.encryptionKey \}\}\n\s+TOLLGATE_ENCRYPTION_KEY: \{\{ \. \| b64enc \| quote \}\}/);
+    expect(secret).toMatch(/with \.Values\.secrets\.encryptionKeyPrevious \}\}\n\s+TOLLGATE_ENCRYPTION_KEY_PREVIOUS: \{\{ \. \| b64enc \| quote \}\}/);
+    expect(secret).toMatch(/with \.Values\.secrets\.otlpHeaders \}\}\n\s+OTEL_EXPORTER_OTLP_HEADERS: \{\{ \. \| b64enc \| quote \}\}/);
+    // endpoint and protocol are not secret: plain env from tracing.*, only when set
+    expect(deployment).toMatch(/with \.Values\.tracing\.otlpEndpoint \}\}\n\s+- name: OTEL_EXPORTER_OTLP_ENDPOINT\n\s+value: \{\{ \. \| quote \}\}/);
+    expect(deployment).toMatch(/with \.Values\.tracing\.protocol \}\}\n\s+- name: OTEL_EXPORTER_OTLP_PROTOCOL\n\s+value: \{\{ \. \| quote \}\}/);
+    expect(values.tracing).toEqual({ otlpEndpoint: '', protocol: '' });
+  });
+
   it('gates the optional resources on their values', () => {
     const gates: Record<string, string> = {
       'hpa.yaml': '.Values.autoscaling.enabled',
@@ -281,7 +389,7 @@ describe('helm chart', () => {
 });
 
 describe('values.schema.json', () => {
-  const schema = JSON.parse(read(join(chartDir, 'values.schema.json'))) as Tree;
+  const schema = valuesSchema;
   const validate = new Ajv({ allErrors: true }).compile(schema);
   const withChange = (change: (v: Tree) => void): Tree => {
     const copy = structuredClone(values);
@@ -322,9 +430,62 @@ describe('values.schema.json', () => {
     expect(limit.limit_window.enum).toEqual([...LIMIT_WINDOWS]);
   });
 
+  it('accepts values that set every feature, and refuses what the gateway would', () => {
+    expect(validate(featureValues()), JSON.stringify(validate.errors)).toBe(true);
+    const refused = (change: (v: Tree) => void, path: string) => {
+      const v = featureValues();
+      change(v);
+      expect(validate(v)).toBe(false);
+      expect(validate.errors!.map((e) => e.instancePath)).toContain(path);
+    };
+    refused((v) => (v.config.providers.openai.accounts[0].authFile = '/a.json'), '/config/providers/openai/accounts/0');
+    refused((v) => (v.config.providers.anthropic.accounts[0].organization = 'org-1'), '/config/providers/anthropic/accounts/0');
+    refused((v) => (v.config.providers.chatgpt.accounts[0].apiKeyEnv = 'X'), '/config/providers/chatgpt/accounts/0');
+    refused((v) => (v.config.providers.chatgpt.accounts[2].authSecretKey = 'a.json'), '/config/providers/chatgpt/accounts/2');
+    refused((v) => (v.config.providers.chatgpt.oauth.refreshLockMs = '30s'), '/config/providers/chatgpt/oauth/refreshLockMs');
+    refused((v) => (v.config.dashboard.sessionTtl = 1), '/config/dashboard');
+    refused((v) => (v.tracing.protocol = 'grpc'), '/tracing/protocol');
+    refused((v) => (v.secrets.encryptionKey = 'too-short'), '/secrets/encryptionKey');
+  });
+
+  it('offers every config section and field of the gateway schema, or says where the chart sets it', () => {
+    // set by the chart from env (pod, Secret), not from config.*
+    const fromEnv: Record<string, string[]> = {
+      '': ['adminToken', 'internalSecret', 'encryption'],
+      server: ['host', 'internalHost', 'instanceId', 'advertiseUrl'],
+      redis: ['url'],
+    };
+    const offered = (node: Tree) => Object.keys(node.properties as Tree);
+    const config = schema.properties.config as Tree;
+    expect([...offered(config), ...fromEnv['']!].sort()).toEqual(schemaKeys([]).sort());
+    for (const section of configSections) {
+      expect([...offered(config.properties[section]), ...(fromEnv[section] ?? [])].sort(), section).toEqual(schemaKeys([section]).sort());
+    }
+    const providers = config.properties.providers as Tree;
+    expect(offered(providers).sort()).toEqual(schemaKeys(['providers']).sort());
+    for (const name of offered(providers)) {
+      const provider = providers.properties[name] as Tree;
+      // `enabled` is the chart's; the credential is named by apiKeyEnv / mounted from authSecret
+      expect(offered(provider).filter((k) => k !== 'enabled').sort(), name).toEqual(schemaKeys(['providers', name]).sort());
+      const accountKeys = offered(provider.properties.accounts.items).filter((k) => !['apiKeyEnv', 'authSecret', 'authSecretKey'].includes(k));
+      // the gateway refuses organization/project outside OpenAI, authFile outside ChatGPT
+      const refusedHere = [...(name === 'openai' ? [] : ['organization', 'project']), ...(name === 'chatgpt' ? [] : ['authFile'])];
+      const gatewayKeys = schemaKeys(['providers', name, 'accounts', '[]']).filter((k) => k !== 'apiKey' && !refusedHere.includes(k));
+      expect(accountKeys.sort(), `${name} accounts`).toEqual(gatewayKeys.sort());
+    }
+    expect(offered(providers.properties.chatgpt.properties.oauth).sort()).toEqual(schemaKeys(['providers', 'chatgpt', 'oauth']).sort());
+    expect(config.properties.keys.items.properties && Object.keys(config.properties.keys.items.properties).sort()).toEqual(schemaKeys(['keys', '[]']).sort());
+  });
+
+  it('offers the gateway\'s strategies', () => {
+    for (const name of ['openai', 'anthropic', 'chatgpt']) {
+      expect(schema.properties.config.properties.providers.properties[name].properties.strategy.enum).toEqual([...STRATEGIES]);
+    }
+  });
+
   it('describes config.* with the gateway schema names only', () => {
     const config = schema.properties.config.properties as Tree;
-    for (const section of ['server', 'upstream', 'redis', 'bridge']) {
+    for (const section of configSections) {
       expect(config[section].additionalProperties, section).toBe(false);
       const keys = Object.keys(config[section].properties);
       expect(keys.filter((k) => !schemaKeys([section]).includes(k)), section).toEqual([]);

@@ -42,6 +42,8 @@ describe('access log', () => {
     expect(line).toMatchObject({ method: 'POST', url: '/v1/responses', status: 200, keyId: id, provider: 'openai', accountId: 'oa-1' });
     expect(line.tokens).toMatchObject({ total_tokens: gw.mock.served[0]!.usage.total_tokens });
     expect(typeof line.durationMs).toBe('number');
+    // tracing is off (no OTLP endpoint): no trace ids, no span work
+    expect(line).not.toHaveProperty('trace_id');
     expect(accessLines().map((l) => l.status).slice(-2)).toEqual([401, 401]);
 
     expect(text()).not.toContain(secret);

@@ -331,6 +331,65 @@ describe.each(stores)('%s store contract', (kind, create) => {
     expect((await store.getAccountStates(['a'])).get('a')).toEqual({ cooldownUntil: 0, disabled: false });
   });
 
+  describe('usage history', () => {
+    const HOUR = 3_600_000;
+    const hourOf = (at: number) => Math.floor(at / HOUR) * HOUR;
+    const zeroErrors = { rate_limited: 0, client_error: 0, server_error: 0 };
+
+    it('tagged entries count per hour, model and account (cost too) in the same exactly-once write', async () => {
+      const at = hourOf(now) + 10;
+      const written: UsageBatch = {
+        writer: 'w1',
+        seq: 1,
+        entries: [
+          { at, deltas: usageDeltas(tokens(100, 20, 40), 0.0125), history: { model: 'gpt-5', account: 'oa-1' } },
+          { at, deltas: usageDeltas(tokens(1, 2)), history: { model: 'gpt-5', account: 'oa-1' } },
+          { at, deltas: usageDeltas(tokens(5, 5)), history: { model: 'claude "x", y', account: 'an-1' } },
+          { at, deltas: {}, history: { model: 'gpt-5', account: '', error: 'rate_limited' } },
+          { at, deltas: usageDeltas(tokens(1000, 0)) }, // untagged: limits and totals only
+        ],
+      };
+      expect(await store.recordUsage('k', written)).toBe(true);
+      expect(await store.recordUsage('k', written)).toBe(false); // replayed: history unchanged too
+      const rows = await store.getUsageHistory('k', hourOf(now), hourOf(now) + HOUR);
+      const byId = Object.fromEntries(rows.map((row) => [`${row.model}/${row.account}`, row]));
+      expect(Object.keys(byId).sort()).toEqual(['claude "x", y/an-1', 'gpt-5/', 'gpt-5/oa-1']);
+      expect(byId['gpt-5/oa-1']).toEqual({
+        hour: hourOf(now),
+        model: 'gpt-5',
+        account: 'oa-1',
+        counters: { requests: 2, input_tokens: 101, output_tokens: 22, cached_input_tokens: 40, total_tokens: 123, cost_microusd: 12_500 },
+        errors: zeroErrors,
+      });
+      expect(byId['claude "x", y/an-1'].counters.total_tokens).toBe(10);
+      expect(byId['gpt-5/'].counters.requests).toBe(1);
+      expect(byId['gpt-5/'].errors).toEqual({ ...zeroErrors, rate_limited: 1 });
+      expect((await store.getUsage('k', now)).allTime.input_tokens).toBe(1106);
+    });
+
+    it('reads the hours starting in [from, to), oldest first, per key', async () => {
+      const tag = { model: 'm', account: 'a' };
+      const hours = [hourOf(now) - 2 * HOUR, hourOf(now) - HOUR, hourOf(now)];
+      const entries = hours.map((hour, i) => ({ at: hour + 1, deltas: { input_tokens: i + 1 }, history: tag }));
+      await store.recordUsage('k', { writer: 'w1', seq: 1, entries });
+      await store.recordUsage('other', { writer: 'w1', seq: 1, entries });
+      const rows = await store.getUsageHistory('k', hours[0] + 1, hours[2] + HOUR);
+      expect(rows.map((row) => [row.hour, row.counters.input_tokens])).toEqual([
+        [hours[1], 2],
+        [hours[2], 3],
+      ]);
+      expect(await store.getUsageHistory('nobody', hours[0], hours[2] + HOUR)).toEqual([]);
+    });
+
+    it('an hour past the retention (90 days by default) is not kept', async () => {
+      const old = hourOf(now) - 91 * 24 * HOUR;
+      const tag = { model: 'm', account: 'a' };
+      await store.recordUsage('k', { writer: 'w1', seq: 1, entries: [{ at: old, deltas: { input_tokens: 1 }, history: tag }, { at: now, deltas: { input_tokens: 2 }, history: tag }] });
+      expect(await store.getUsageHistory('k', old, old + HOUR)).toEqual([]);
+      expect((await store.getUsageHistory('k', hourOf(now), hourOf(now) + HOUR))[0].counters.input_tokens).toBe(2);
+    });
+  });
+
   describe('account probes', () => {
     it('one claim wins until its record expires; later claims see the record untouched', async () => {
       const claims = await Promise.all(Array.from({ length: 8 }, () => store.claimAccountProbe('a', 60_000)));
@@ -391,6 +450,68 @@ describe.each(stores)('%s store contract', (kind, create) => {
       expect(Date.now() - takenAt).toBeGreaterThanOrEqual(250); // not (much) before its time: the clocks differ by ms
       await store.renewAccountSlots('a', ['dead-replica'], 60_000);
       expect(await store.acquireAccountSlot('a', 'another', 2, 60_000)).toBe(false);
+    });
+  });
+
+  it('account quota: the last report per account, beside cooldown and disabled', async () => {
+    const quota = { primary: { usedPercent: 42.5, windowMinutes: 300, resetsAt: now + 60_000 }, secondary: { usedPercent: 7, windowMinutes: null, resetsAt: null }, observedAt: now };
+    await store.setAccountQuota('a', quota);
+    await store.setAccountCooldown('a', now + 1);
+    await store.setAccountQuota('a', { ...quota, primary: { ...quota.primary, usedPercent: 50 } });
+    expect((await store.getAccountStates(['a'])).get('a')).toEqual({ cooldownUntil: now + 1, quota: { ...quota, primary: { ...quota.primary, usedPercent: 50 } } });
+  });
+
+  describe('ChatGPT logins', () => {
+    const login = (id: string, lastRefresh: number, sealed = `sealed-${lastRefresh}`) => ({
+      id,
+      label: null,
+      sealed,
+      chatgptAccountId: `acct-${id}`,
+      planType: 'plus',
+      email: null,
+      expiresAt: lastRefresh + 10 * 86_400_000,
+      lastRefresh,
+      origin: 'admin' as const,
+    });
+    const update = (lastRefresh: number) => ({ sealed: `sealed-${lastRefresh}`, chatgptAccountId: 'acct-a', planType: 'pro', email: 'a@example.com', expiresAt: lastRefresh + 1, lastRefresh });
+
+    it('an import is stored as the next generation unless the stored login is newer', async () => {
+      expect(await store.getCredential('a')).toBeNull();
+      expect(await store.importCredential(login('a', now))).toEqual({ ...login('a', now), generation: 1 });
+      // the file it came from (or an older one) never replaces it
+      expect(await store.importCredential(login('a', now, 'other'))).toBeNull();
+      expect(await store.importCredential(login('a', now - 1))).toBeNull();
+      expect(await store.importCredential(login('a', now + 1))).toMatchObject({ generation: 2, sealed: `sealed-${now + 1}` });
+      await store.importCredential(login('b', now));
+      expect((await store.listCredentials()).map((c) => [c.id, c.generation]).sort()).toEqual([['a', 2], ['b', 1]]);
+    });
+
+    it('one refresher per account at a time, fenced by the generation it started from', async () => {
+      await store.importCredential(login('a', now));
+      // a stale view of the login cannot take the lock
+      expect(await store.claimCredentialRefresh('a', 0, 60_000)).toBe(false);
+      const claims = await Promise.all(Array.from({ length: 6 }, () => store.claimCredentialRefresh('a', 1, 60_000)));
+      expect(claims.filter(Boolean)).toHaveLength(1);
+      expect(await store.claimCredentialRefresh('b', 1, 60_000)).toBe(false); // no login: nothing to refresh
+
+      expect(await store.commitCredentialRefresh('a', 1, update(now + 5))).toMatchObject({ generation: 2, planType: 'pro', sealed: `sealed-${now + 5}`, label: null, origin: 'admin' });
+      expect(await store.getCredential('a')).toMatchObject({ generation: 2, lastRefresh: now + 5 });
+      // the lock went with the commit; a late refresher of generation 1 is fenced out
+      expect(await store.commitCredentialRefresh('a', 1, update(now + 6))).toBeNull();
+      expect(await store.markCredentialReauth('a', 1, 'refresh_token_reused')).toBe(false);
+      expect(await store.claimCredentialRefresh('a', 2, 60_000)).toBe(true);
+    });
+
+    it('a permanent failure marks the account until a newer import; a backoff keeps the lock', async () => {
+      await store.importCredential(login('a', now));
+      expect(await store.claimCredentialRefresh('a', 1, 60_000)).toBe(true);
+      await store.backOffCredentialRefresh('a', 1, 150);
+      await expect.poll(() => store.claimCredentialRefresh('a', 1, 60_000)).toBe(true);
+      expect(await store.markCredentialReauth('a', 1, 'refresh_token_reused')).toBe(true);
+      expect((await store.getAccountStates(['a'])).get('a')).toEqual({ reauthRequired: 'refresh_token_reused' });
+      // a marked login is replaced by any import, even of the same file
+      expect(await store.importCredential(login('a', now))).toMatchObject({ generation: 2 });
+      expect((await store.getAccountStates(['a'])).get('a')?.reauthRequired).toBeUndefined();
     });
   });
 

@@ -5,8 +5,13 @@ import { generateKey } from '../auth/keys.js';
 import { limitsSchema } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
+import type { AccountState, QuotaWindow, StoredCredential } from '../store/types.js';
 import type { KeyRecord } from '../store/types.js';
 import { unavailability } from '../upstream/accounts.js';
+import { parseHistoryQuery, sendHistory, usageHistory } from '../metering/history.js';
+import { authFileSchema, loginFromAuthFile } from '../upstream/chatgpt/auth-file.js';
+import { storeLogin } from '../upstream/chatgpt/import.js';
+import { MalformedToken } from '../upstream/chatgpt/jwt.js';
 
 const keyFields = {
   allowed_models: z.array(z.string().min(1)).nullable().optional(),
@@ -18,6 +23,30 @@ const keyFields = {
 };
 const createKeySchema = z.object({ name: z.string().min(1).max(200), ...keyFields }).strict();
 const patchKeySchema = z.object({ disabled: z.boolean().optional(), ...keyFields }).strict();
+/** A Codex auth.json plus the account's id (and optional label); other auth.json fields are ignored. */
+const importAccountSchema = authFileSchema.extend({
+  id: z.string().regex(/^[\w.-]{1,64}$/, 'must be 1-64 letters, digits, _, . or -'),
+  label: z.string().min(1).max(200).optional(),
+  provider: z.literal('chatgpt').optional(),
+});
+
+const iso = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString() : null);
+const quotaWindow = (window: QuotaWindow | undefined) =>
+  window ? { used_percent: window.usedPercent, window_minutes: window.windowMinutes, resets_at: iso(window.resetsAt) } : null;
+
+/** What the admin API shows of a ChatGPT login: facts and state, never a token. */
+function loginView(login: StoredCredential | undefined, state: AccountState) {
+  return {
+    label: login?.label ?? null,
+    chatgpt_account_id: login?.chatgptAccountId ?? null,
+    plan_type: login?.planType ?? null,
+    email: login?.email ?? null,
+    token_expires_at: iso(login?.expiresAt),
+    last_refresh: iso(login?.lastRefresh),
+    reauth_reason: state.reauthRequired ?? null,
+    quota: { primary: quotaWindow(state.quota?.primary), secondary: quotaWindow(state.quota?.secondary), observed_at: iso(state.quota?.observedAt) },
+  };
+}
 
 /** A key's account scope must name what exists: an unknown id or pool would silently serve nothing. */
 function checkScope(gateway: Gateway, scope: { accounts?: string[] | null; pool?: string | null }): void {
@@ -65,8 +94,25 @@ export function sameSecret(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
+/**
+ * Logins that admit a request besides the token (the dashboard's): `admits` is false without
+ * one and throws for a refused change. An interface here, so admin/ need not import the dashboard.
+ */
+export interface AdminLogins {
+  admits(request: FastifyRequest): boolean;
+}
+
+/** onRequest hook of admin routes: the admin token as Bearer, or a dashboard login (with CSRF token on changes). */
+export function adminAuth(token: string, sessions?: AdminLogins) {
+  return async (request: FastifyRequest): Promise<void> => {
+    const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
+    if (sameSecret(presented, token) || sessions?.admits(request)) return;
+    throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
+  };
+}
+
 /** `/admin/*`: key and account administration behind the admin token; off when no token is set. */
-export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): void {
+export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sessions?: AdminLogins): void {
   const token = gateway.config.adminToken;
   if (!token) return;
   const { store } = gateway;
@@ -80,10 +126,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
     audit.info({ reqId: request.id, route: `${request.method} ${request.routeOptions.url}`, ...change }, 'admin change');
 
   app.register(async (admin) => {
-    admin.addHook('onRequest', async (request) => {
-      const presented = /^\s*bearer\s+(.+)$/i.exec(request.headers.authorization ?? '')?.[1]?.trim() ?? '';
-      if (!sameSecret(presented, token)) throw new GatewayError('invalid_admin_token', 'Admin API: send "Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>".');
-    });
+    admin.addHook('onRequest', adminAuth(token, sessions));
 
     const loadKey = async (id: string) => {
       const record = await store.getKeyById(id);
@@ -147,24 +190,59 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway): voi
       return reply.code(204).send();
     });
 
+    admin.get('/admin/usage', async (request, reply) => {
+      const query = parseHistoryQuery(request);
+      const keyIds = (await store.listKeys()).map((key) => key.id);
+      return sendHistory(request, reply, query, await usageHistory(store, keyIds, query));
+    });
+
     admin.get('/admin/accounts', async () => {
       const now = Date.now();
       const data = [];
+      const logins = gateway.pools.has('chatgpt') ? new Map((await store.listCredentials()).map((c) => [c.id, c])) : new Map();
       for (const pool of gateway.pools.values()) {
+        await pool.syncImported(true, now);
         const states = await store.getAccountStates(pool.accounts.map((a) => a.id));
         for (const account of pool.accounts) {
-          const blocked = unavailability(states.get(account.id) ?? {}, now);
+          const state = states.get(account.id) ?? {};
+          const blocked = unavailability(state, now);
           data.push({
             id: account.id,
             provider: pool.provider,
             state: blocked?.reason ?? 'active',
-            cooldown_until: blocked?.reason === 'cooldown' ? new Date(blocked.until).toISOString() : null,
+            cooldown_until: blocked?.reason === 'cooldown' || blocked?.reason === 'quota_exhausted' ? iso(blocked.until) : null,
             in_flight: pool.inFlightOf(account.id),
             recent_tokens: pool.recentTokensOf(account.id, now),
+            ...(account.oauth && loginView(logins.get(account.id), state)),
           });
         }
       }
       return { data };
+    });
+
+    admin.post('/admin/accounts', async (request, reply) => {
+      const body = parseBody(importAccountSchema, request);
+      const pool = gateway.pools.get('chatgpt');
+      if (!pool) throw new GatewayError('invalid_request', 'No chatgpt provider is configured on this gateway: add providers.chatgpt first.');
+      if (!gateway.vault) throw new GatewayError('encryption_key_missing', 'Importing a ChatGPT login needs TOLLGATE_ENCRYPTION_KEY on every replica.');
+      const configured = pool.find(body.id);
+      if (configured && !configured.oauth) throw new GatewayError('invalid_request', `Account ${body.id} is configured with a static credential.`, { param: 'id' });
+      if ([...gateway.pools.values()].some((p) => p !== pool && p.find(body.id))) throw new GatewayError('invalid_request', `Account id ${body.id} is taken by another provider.`, { param: 'id' });
+      let login;
+      try {
+        login = loginFromAuthFile(body);
+      } catch (err) {
+        if (err instanceof MalformedToken) throw new GatewayError('invalid_request', err.message, { param: 'tokens' });
+        throw err;
+      }
+      const stored = await storeLogin(store, gateway.vault, { id: body.id, label: body.label ?? null, origin: configured ? 'config' : 'admin' }, login);
+      if (!stored) {
+        throw new GatewayError('invalid_request', `Account ${body.id} has a newer login in the store (refreshed since this auth.json): log in with Codex again and import the new file.`, { param: 'last_refresh' });
+      }
+      await pool.syncImported(true);
+      const state = (await store.getAccountStates([body.id])).get(body.id) ?? {};
+      audited(request, { accountId: body.id, provider: 'chatgpt', before: null, after: { label: stored.label, plan_type: stored.planType, generation: stored.generation } });
+      return reply.code(201).send({ id: body.id, provider: 'chatgpt', state: unavailability(state, Date.now())?.reason ?? 'active', ...loginView(stored, state) });
     });
 
     for (const action of ['enable', 'disable'] as const) {

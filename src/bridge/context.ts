@@ -1,6 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AuthSource } from '../auth/authenticate.js';
 import { GatewayError } from '../errors.js';
+import type { TraceCarrier } from '../telemetry/tracing.js';
 
 export const CONTEXT_HEADER = 'x-tollgate-context';
 const VERSION = 1;
@@ -27,6 +28,12 @@ export interface ReauthContext {
   expiresAt: number;
   nonce: string;
   bodySha256: string;
+  /**
+   * The W3C trace context of the origin's forward span, when tracing is on there: signed with the
+   * rest, so the owner continues the caller's trace and nobody else can graft spans onto it.
+   */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 export function bodyDigest(body: Buffer): string {
@@ -38,7 +45,11 @@ function hmac(secret: string, payload: string): Buffer {
 }
 
 export function signContext(
-  fields: Omit<ReauthContext, 'v' | 'issuedAt' | 'expiresAt' | 'nonce' | 'bodySha256'> & { body: Buffer; ttlSec: number },
+  fields: Omit<ReauthContext, 'v' | 'issuedAt' | 'expiresAt' | 'nonce' | 'bodySha256' | 'traceparent' | 'tracestate'> & {
+    body: Buffer;
+    ttlSec: number;
+    trace?: TraceCarrier;
+  },
   secret: string,
   now = Date.now(),
 ): string {
@@ -55,6 +66,8 @@ export function signContext(
     expiresAt: issuedAt + fields.ttlSec,
     nonce: randomBytes(16).toString('base64url'),
     bodySha256: bodyDigest(fields.body),
+    traceparent: fields.trace?.traceparent,
+    tracestate: fields.trace?.tracestate,
   };
   const payload = Buffer.from(JSON.stringify(context)).toString('base64url');
   return `${payload}.${hmac(secret, payload).toString('base64url')}`;
@@ -88,6 +101,9 @@ export function verifyContextHeader(header: string | undefined, secret: string, 
   }
   if (context.route !== undefined && (typeof context.route !== 'string' || !context.route.startsWith('/'))) throw malformed('route invalid');
   if (context.authSource !== 'bearer' && context.authSource !== 'x-api-key') throw malformed('authSource invalid');
+  for (const field of ['traceparent', 'tracestate'] as const) {
+    if (context[field] !== undefined && typeof context[field] !== 'string') throw malformed(`${field} is not a string`);
+  }
   if (!Number.isFinite(context.issuedAt) || !Number.isFinite(context.expiresAt)) throw malformed('times missing');
   if (context.targetInstance !== instanceId) {
     throw new GatewayError('context_wrong_target', `Internal context is for ${context.targetInstance}, not this replica.`);

@@ -5,6 +5,8 @@ import type { Gateway } from '../gateway.js';
 import { isJsonObject, modelOf } from '../http/body.js';
 import { sessionOf } from '../http/session-key.js';
 import type { ParsedBody } from '../server/types.js';
+import { TOLLGATE_ORIGIN_INSTANCE_ID } from '../telemetry/attributes.js';
+import { startRequestSpan } from '../telemetry/spans.js';
 import { responsesRoute } from '../upstream/routes.js';
 import type { Bridge } from './bridge.js';
 import { CONTEXT_HEADER, verifyContextBody, verifyContextHeader, type ReauthContext } from './context.js';
@@ -24,7 +26,10 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       const secret = gateway.config.internalSecret;
       if (!secret) throw new GatewayError('context_bad_signature', 'Owner forwarding is off: no internal secret is configured.');
       const header = request.headers[CONTEXT_HEADER];
-      contexts.set(request, verifyContextHeader(Array.isArray(header) ? header[0] : header, secret, bridge.identity.instanceId));
+      const context = verifyContextHeader(Array.isArray(header) ? header[0] : header, secret, bridge.identity.instanceId);
+      contexts.set(request, context);
+      // only a verified context names the parent: an unsigned traceparent header is not trusted here
+      if (gateway.tracing) startRequestSpan(gateway.tracing, request, context).setAttribute(TOLLGATE_ORIGIN_INSTANCE_ID, context.originInstance);
     },
     handler: async (request, reply) => {
       const context = contexts.get(request)!;
@@ -47,7 +52,8 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       }
       // the origin only bridges Responses create requests, but a signed context does not make a body one
       if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
-      requireModelAllowed(key!, modelOf(body.json));
+      request.facts.model = modelOf(body.json);
+      requireModelAllowed(key!, request.facts.model);
       // the caller's route picks the provider here as it did on the origin
       const route = responsesRoute(context.route ?? '/v1/responses');
       if (!route) throw new GatewayError('context_malformed', `Internal context names a route that is not bridged: ${context.route}.`);

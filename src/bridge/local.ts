@@ -1,6 +1,5 @@
 import type { ModelCall } from '../dispatch/call.js';
 import { GatewayError } from '../errors.js';
-import { modelOf } from '../http/body.js';
 import { sendHandshakeRefusal } from '../http/handshake-refusal.js';
 import { upstreamRequestHeaders } from '../http/headers.js';
 import type { SecretScrubber } from '../http/scrubber.js';
@@ -9,6 +8,9 @@ import type { Store } from '../store/types.js';
 import { usableLease } from '../upstream/affinity.js';
 import { HandshakeRefused, type UpstreamClient } from '../upstream/client.js';
 import type { Lease } from '../store/types.js';
+import { BRIDGE_TURN_SPAN, TOLLGATE_ACCOUNT_ID, usageAttributes } from '../telemetry/attributes.js';
+import { noteFirstByte, startModelCallSpan } from '../telemetry/spans.js';
+import { endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import type { SessionRegistry } from './registry.js';
 import { BridgeSession } from './session.js';
 
@@ -16,6 +18,7 @@ export interface LocalDeps {
   store: Store;
   upstream: UpstreamClient;
   scrubber: SecretScrubber;
+  tracing?: Tracing;
 }
 
 /** The owner's side of a bridged call: the turn runs on this replica's session of its upstream WebSocket. */
@@ -48,21 +51,35 @@ export class BridgeLocal {
     request.facts.provider = pool.provider;
     request.facts.accountId = session.lease.accountId;
     const admitted = await call.metered!.admit();
+    const { tracing } = this.deps;
+    // the turn: the wait for the session's previous turn, a handshake if needed, and the exchange
+    const span = tracing && startModelCallSpan(tracing, request.span, pool.provider, request.facts.model, 'chat', BRIDGE_TURN_SPAN);
+    span?.setAttribute(TOLLGATE_ACCOUNT_ID, session.lease.accountId);
     let reachedUpstream = false;
+    let sentAt = 0;
     try {
       await session.run({
         body: call.body.json as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session!.turnState },
-        onUsage: (usage) => admitted.record(usage, { provider: pool.provider, accountId: session.lease.accountId, model: modelOf(call.body.json) }),
-        onSent: () => (reachedUpstream = true),
+        onUsage: (usage) => {
+          admitted.record(usage, { provider: pool.provider, accountId: session.lease.accountId });
+          span?.setAttributes(usageAttributes(usage));
+        },
+        onSent: () => {
+          reachedUpstream = true;
+          sentAt = performance.now();
+        },
+        onFirstEvent: span && (() => noteFirstByte(span, sentAt)),
       });
     } catch (err) {
+      if (span) endFailed(span, errorTypeOf(err));
       if (!reachedUpstream) admitted.refund();
       // the session's account refused the WebSocket (429, 401, 5xx…): the caller gets its answer
       if (err instanceof HandshakeRefused) return sendHandshakeRefusal(reply, err, this.deps.scrubber);
       throw err;
     }
+    span?.end();
     return reply;
   }
 }

@@ -1,3 +1,4 @@
+import { ATTR_HTTP_RESPONSE_STATUS_CODE } from '@opentelemetry/semantic-conventions';
 import { request as undiciRequest, type Dispatcher as UndiciDispatcher } from 'undici';
 import type { ModelCall } from '../dispatch/call.js';
 import { GatewayError } from '../errors.js';
@@ -5,6 +6,8 @@ import { clientGoneSignal } from '../http/client-gone.js';
 import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../http/headers.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReplicaInfo } from '../store/types.js';
+import { OWNER_FORWARD_SPAN, TOLLGATE_OWNER_INSTANCE_ID } from '../telemetry/attributes.js';
+import { SpanKind, carrierOf, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 
 export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
@@ -15,6 +18,7 @@ export interface PeerClientDeps {
   internalSecret: string | undefined;
   contextTtlSec: number;
   identity: { readonly instanceId: string };
+  tracing?: Tracing;
 }
 
 /** The owner could not be reached at all (nothing was answered): ownership may be decided again. */
@@ -37,6 +41,8 @@ export class PeerClient {
     const { metrics, internalSecret: secret } = this.deps;
     if (!secret) throw new GatewayError('owner_unavailable', 'Owner forwarding needs TOLLGATE_INTERNAL_SECRET.');
     const principal = request.principal!;
+    // the hop's span; its trace context travels inside the signed context, covered by the HMAC
+    const span = this.deps.tracing?.startSpan(OWNER_FORWARD_SPAN, request.span, SpanKind.CLIENT, { [TOLLGATE_OWNER_INSTANCE_ID]: owner.instanceId });
     const context = signContext(
       {
         keyId: principal.key.id,
@@ -47,6 +53,7 @@ export class PeerClient {
         route: call.route.url,
         body: call.body.raw,
         ttlSec: this.deps.contextTtlSec,
+        trace: span && carrierOf(span),
       },
       secret,
     );
@@ -63,13 +70,20 @@ export class PeerClient {
         signal,
       });
     } catch (err) {
+      if (span) endFailed(span, errorTypeOf(err));
       metrics.bridgeForwards.inc({ outcome: 'unreachable' });
       throw new OwnerUnreachable(owner, { cause: err });
     }
     metrics.bridgeForwardLatency.observe((performance.now() - started) / 1000);
     metrics.bridgeForwards.inc({ outcome: res.statusCode < 400 ? 'ok' : `status_${res.statusCode}` });
     request.facts.provider = call.pool.provider;
-    await reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
+    span?.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, res.statusCode);
+    try {
+      await reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
+    } finally {
+      // the hop lasts until the owner's answer has been relayed
+      span?.end();
+    }
     return { statusCode: res.statusCode };
   }
 }

@@ -19,6 +19,8 @@ export interface BridgeTurn {
   onUsage(usage: TokenUsage): void;
   /** the turn's request went out on the upstream socket */
   onSent(): void;
+  /** the upstream's first event of the turn arrived */
+  onFirstEvent?(): void;
 }
 
 /**
@@ -98,6 +100,7 @@ export class BridgeSession {
     const frame = responseCreateFrame(request);
     const socket = await this.socket();
     let sse: PassThrough | undefined;
+    let answered = false;
 
     await new Promise<void>((resolve) => {
       const finish = () => {
@@ -107,6 +110,10 @@ export class BridgeSession {
       };
       const onMessage = (data: WebSocket.RawData, isBinary: boolean) => {
         if (isBinary) return;
+        if (!answered) {
+          answered = true;
+          turn.onFirstEvent?.();
+        }
         const text = this.scrubber.failureFrame(data as Buffer).toString();
         let event: { type?: string; status?: number; error?: unknown; response?: unknown };
         try {

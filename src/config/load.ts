@@ -49,6 +49,13 @@ function applyEnvOverrides(raw: Record<string, any>, env: Env): Record<string, a
   if (env.REDIS_URL) out.redis = { ...(raw.redis ?? {}), url: env.REDIS_URL };
   if (env.TOLLGATE_ADMIN_TOKEN) out.adminToken = env.TOLLGATE_ADMIN_TOKEN;
   if (env.TOLLGATE_INTERNAL_SECRET) out.internalSecret = env.TOLLGATE_INTERNAL_SECRET;
+  if (env.TOLLGATE_ENCRYPTION_KEY || env.TOLLGATE_ENCRYPTION_KEY_PREVIOUS) {
+    out.encryption = {
+      ...(raw.encryption ?? {}),
+      ...(env.TOLLGATE_ENCRYPTION_KEY && { key: env.TOLLGATE_ENCRYPTION_KEY }),
+      ...(env.TOLLGATE_ENCRYPTION_KEY_PREVIOUS && { previousKey: env.TOLLGATE_ENCRYPTION_KEY_PREVIOUS }),
+    };
+  }
   return out;
 }
 

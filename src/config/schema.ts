@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { isReservedHeader } from './reserved-headers.js';
 import { LIMIT_TYPES } from '../usage/counters.js';
 import { priceTableSchema } from '../usage/pricing.js';
+import { BadEncryptionKey, parseEncryptionKey } from './encryption-key.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
 /** Defaults in one place, named so the README and the code agree. */
@@ -30,11 +31,23 @@ export const DEFAULTS = {
   keyCacheTtlMs: 1_000,
   /** how long a request waits for a concurrency slot when every account is full */
   queueTimeoutMs: 10_000,
+  /** ChatGPT logins: OpenAI's auth server and the public client id Codex CLI logs in with */
+  oauthIssuer: 'https://auth.openai.com',
+  oauthClientId: 'app_EMoamEEZ73f0CkXaXp7hrann',
+  /** refresh an access token this long before its expiry */
+  refreshMarginMs: 5 * 60_000,
+  /** and at the latest this long after the last refresh, as Codex CLI does */
+  refreshEveryMs: 8 * 24 * 3_600_000,
+  /** one replica refreshes an account at a time: its lock lasts this long (longer than the token call) */
+  refreshLockMs: 30_000,
+  refreshTimeoutMs: 10_000,
+  historyRetentionDays: 90,
+  dashboardSessionTtlMs: 8 * 3_600_000,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
-export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first'] as const;
+export const STRATEGIES = ['round_robin', 'least_in_flight', 'usage_weighted', 'fill_first', 'quota_headroom'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
 /** A positive whole number with its default (ports, timeouts, sizes). */
@@ -61,6 +74,8 @@ const accountSchema = z
     apiKey: z.string().min(1).optional(),
     /** a mounted secret file holding the credential */
     apiKeyFile: z.string().min(1).optional(),
+    /** ChatGPT accounts: a Codex CLI auth.json, imported into the store at start (then refreshed there) */
+    authFile: z.string().min(1).optional(),
     /** ChatGPT accounts: the `ChatGPT-Account-Id` header */
     accountId: z.string().min(1).optional(),
     /** OpenAI accounts: sent as `OpenAI-Organization` / `OpenAI-Project` */
@@ -82,8 +97,8 @@ const accountSchema = z
     maxConcurrent: z.number().int().positive().optional(),
   })
   .strict()
-  .refine((a) => Boolean(a.apiKey) !== Boolean(a.apiKeyFile), {
-    message: 'exactly one of apiKey or apiKeyFile is required',
+  .refine((a) => [a.apiKey, a.apiKeyFile, a.authFile].filter(Boolean).length === 1, {
+    message: 'exactly one of apiKey, apiKeyFile or authFile is required',
     path: ['apiKey'],
   });
 
@@ -98,6 +113,32 @@ const providerSchema = z
     accounts: z.array(accountSchema).min(1),
   })
   .strict();
+
+const chatgptProviderSchema = providerSchema
+  .extend({
+    /** ChatGPT accounts report their quota: routed by it unless told otherwise */
+    strategy: z.enum(STRATEGIES).default('quota_headroom'),
+    /** where and how logins are refreshed: `{issuer}/oauth/token` */
+    oauth: section({
+      issuer: z.url().default(DEFAULTS.oauthIssuer),
+      clientId: z.string().min(1).default(DEFAULTS.oauthClientId),
+      refreshMarginMs: positiveInt(DEFAULTS.refreshMarginMs),
+      refreshEveryMs: positiveInt(DEFAULTS.refreshEveryMs),
+      refreshLockMs: positiveInt(DEFAULTS.refreshLockMs),
+      refreshTimeoutMs: positiveInt(DEFAULTS.refreshTimeoutMs),
+    }).refine((o) => o.refreshTimeoutMs < o.refreshLockMs, { message: 'refreshTimeoutMs must be below refreshLockMs', path: ['refreshTimeoutMs'] }),
+  })
+  .strict();
+
+/** 32 bytes as hex or base64; checked at start so a typo is not found at the first import. */
+const encryptionKey = z.string().superRefine((text, ctx) => {
+  try {
+    parseEncryptionKey(text, 'key');
+  } catch (err) {
+    if (!(err instanceof BadEncryptionKey)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message.replace(/^key: /, '') });
+  }
+});
 
 /** `organization` and `project` are OpenAI API concepts: elsewhere they would be silently ignored. */
 const openaiOnly = (provider: z.infer<typeof providerSchema> | undefined, ctx: z.RefinementCtx, name: string) =>
@@ -174,19 +215,38 @@ export const configSchema = z
       contextTtlSec: positiveInt(DEFAULTS.contextTtlSec),
       sessionIdleMs: positiveInt(DEFAULTS.sessionIdleMs),
     }),
+    telemetry: section({
+      /** export OpenTelemetry traces even without OTEL_EXPORTER_OTLP_ENDPOINT (to the OTLP default, localhost:4318) */
+      tracing: z.boolean().default(false),
+    }),
+    usage: section({
+      /** hourly usage history is kept this long after each hour, then the store drops it */
+      historyRetentionDays: positiveInt(DEFAULTS.historyRetentionDays),
+    }),
+    dashboard: section({
+      /** serve the web dashboard at /dashboard (needs adminToken for the admin pages) */
+      enabled: z.boolean().default(false),
+      /** how long a dashboard login lasts */
+      sessionTtlMs: positiveInt(DEFAULTS.dashboardSessionTtlMs),
+    }),
     adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
     internalSecret: z.string().min(16, 'must be at least 16 characters').optional(),
     providers: z
       .object({
         openai: providerSchema.optional(),
         anthropic: providerSchema.optional(),
-        chatgpt: providerSchema.optional(),
+        chatgpt: chatgptProviderSchema.optional(),
       })
       .strict()
       .refine((p) => Object.values(p).some(Boolean), { message: 'at least one provider is required' })
       .superRefine((p, ctx) => {
         openaiOnly(p.anthropic, ctx, 'anthropic');
         openaiOnly(p.chatgpt, ctx, 'chatgpt');
+        for (const name of ['openai', 'anthropic'] as const) {
+          p[name]?.accounts.forEach((account, i) => {
+            if (account.authFile) ctx.addIssue({ code: 'custom', message: 'only ChatGPT accounts log in with a Codex auth.json', path: [name, 'accounts', i, 'authFile'] });
+          });
+        }
       }),
     /** POSTed to when a key's usage crosses 80 % and 100 % of a limit, signed with `secret` */
     webhook: z.object({ url: z.url().optional(), secret: z.string().min(16, 'must be at least 16 characters') }).strict().optional(),
@@ -194,6 +254,11 @@ export const configSchema = z
     pricing: priceTableSchema.default({}),
     /** named groups of account ids that keys may be limited to (`pool:`) */
     pools: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).default({}),
+    /** seals ChatGPT logins in the store (AES-256-GCM); `previousKey` still opens them while rotating */
+    encryption: section({
+      key: encryptionKey.optional(),
+      previousKey: encryptionKey.optional(),
+    }),
     keys: z.array(staticKeySchema).default([]),
   })
   .strict()
@@ -214,9 +279,14 @@ export const configSchema = z
   .refine((c) => !c.redis.url || c.internalSecret, {
     message: 'required when REDIS_URL is set (TOLLGATE_INTERNAL_SECRET)',
     path: ['internalSecret'],
+  })
+  .refine((c) => c.encryption.key || !c.providers.chatgpt?.accounts.some((a) => a.authFile), {
+    message: 'required when a ChatGPT account logs in with an authFile (TOLLGATE_ENCRYPTION_KEY: 32 bytes, e.g. openssl rand -base64 32)',
+    path: ['encryption', 'key'],
   });
 
 export type Config = z.infer<typeof configSchema>;
-export type ProviderConfig = z.infer<typeof providerSchema>;
+export type ProviderConfig = z.infer<typeof providerSchema> & Partial<Pick<z.infer<typeof chatgptProviderSchema>, 'oauth'>>;
+export type OAuthConfig = z.infer<typeof chatgptProviderSchema>['oauth'];
 export type AccountConfig = z.infer<typeof accountSchema>;
 export type StaticKeyConfig = z.infer<typeof staticKeySchema>;

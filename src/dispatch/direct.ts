@@ -1,10 +1,13 @@
-import { modelOf } from '../http/body.js';
+import { ATTR_HTTP_RESPONSE_STATUS_CODE } from '@opentelemetry/semantic-conventions';
 import { clientGoneSignal } from '../http/client-gone.js';
 import { queryOf, upstreamRequestHeaders } from '../http/headers.js';
 import type { SecretScrubber } from '../http/scrubber.js';
 import { withoutGatewayTurnState } from '../http/session-key.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ParsedBody } from '../server/types.js';
+import { TOLLGATE_ACCOUNT_ID, usageAttributes } from '../telemetry/attributes.js';
+import { noteFirstByte, startModelCallSpan } from '../telemetry/spans.js';
+import { carrierOf, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { ModelRoute } from '../upstream/routes.js';
 import type { Dispatcher, ModelCall } from './call.js';
@@ -14,6 +17,7 @@ export interface DirectDeps {
   upstream: UpstreamClient;
   scrubber: SecretScrubber;
   metrics: Metrics;
+  tracing?: Tracing;
 }
 
 /**
@@ -32,16 +36,22 @@ export class DirectDispatcher implements Dispatcher {
 
   async dispatch(call: ModelCall): Promise<unknown> {
     const { request, reply, route, pool } = call;
-    const { metrics } = this.deps;
+    const { metrics, tracing } = this.deps;
     const admitted = call.metered ? await call.metered.admit() : undefined;
     const signal = clientGoneSignal(reply);
+    const span = tracing && startModelCallSpan(tracing, request.span, pool.provider, request.facts.model, route.format ? 'chat' : 'count_tokens');
     const sentAt = performance.now();
     let upstream;
     try {
       upstream = await this.deps.upstream.send(pool, {
         method: 'POST',
         path: route.upstreamPath + queryOf(request.url),
-        headers: { ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)), 'accept-encoding': 'identity' },
+        headers: {
+          ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)),
+          'accept-encoding': 'identity',
+          // the upstream sees this call's span as its parent, not the caller's
+          ...(span && carrierOf(span)),
+        },
         body: upstreamBody(route, call.body),
         signal,
         accountId: call.accountId,
@@ -49,17 +59,26 @@ export class DirectDispatcher implements Dispatcher {
       });
     } catch (err) {
       admitted?.refund();
+      if (span) endFailed(span, errorTypeOf(err));
       throw err;
     }
     request.facts.accountId = upstream.account.id;
     metrics.ttfb.observe({ provider: pool.provider }, (performance.now() - sentAt) / 1000);
+    if (span) {
+      noteFirstByte(span, sentAt);
+      span.setAttributes({ [TOLLGATE_ACCOUNT_ID]: upstream.account.id, [ATTR_HTTP_RESPONSE_STATUS_CODE]: upstream.statusCode });
+    }
     metrics.inFlightStreams.inc({ provider: pool.provider });
     return relayUpstreamReply(request, reply, upstream, {
       format: route.format,
       scrubber: this.deps.scrubber,
       onDone: (usage) => {
         metrics.inFlightStreams.dec({ provider: pool.provider });
-        admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id, model: modelOf(call.body.json) });
+        admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id });
+        if (span) {
+          if (usage) span.setAttributes(usageAttributes(usage));
+          span.end();
+        }
       },
     });
   }

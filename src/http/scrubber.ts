@@ -22,7 +22,8 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /**
  * Removes every configured account secret from text going back to clients: error bodies,
  * response headers, WebSocket error frames and close reasons. Built once per gateway over all
- * accounts' secrets (one precompiled pattern), not only the serving account's.
+ * accounts' secrets (one precompiled pattern), not only the serving account's, and compiled
+ * again when a ChatGPT login's tokens change.
  *
  * Matched: each secret verbatim, and its masked forms — a token that starts with the secret's
  * first 6 characters (possibly more token characters), then a mask (`…`, `...`, `***`, mixed),
@@ -30,9 +31,24 @@ const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
  * `sk-abc123...WXYZ`, `sk-abc1*****WXYZ` (how OpenAI echoes a refused key).
  */
 export class SecretScrubber {
-  private readonly pattern: RegExp | null;
+  private pattern: RegExp | null = null;
+  /** secrets that change at run time (ChatGPT login tokens), by owner: only the current ones */
+  private readonly tracked = new Map<string, readonly string[]>();
 
-  constructor(secrets: readonly string[]) {
+  constructor(private readonly configured: readonly string[]) {
+    this.compile();
+  }
+
+  /** Replaces the secrets `owner` had with these (a refreshed login's tokens); the pattern is compiled again. */
+  track(owner: string, secrets: readonly string[]): void {
+    const previous = this.tracked.get(owner);
+    if (previous && previous.length === secrets.length && previous.every((s, i) => s === secrets[i])) return;
+    this.tracked.set(owner, [...secrets]);
+    this.compile();
+  }
+
+  private compile(): void {
+    const secrets = [...this.configured, ...[...this.tracked.values()].flat()];
     const usable = [...new Set(secrets)].filter((secret) => secret.length >= MIN_SECRET_LENGTH).sort((a, b) => b.length - a.length);
     const masked = usable
       .filter((secret) => secret.length >= MIN_MASKED_LENGTH)

@@ -8,7 +8,7 @@ import type { UsageRecorder } from './recorder.js';
 export interface Served {
   provider: ProviderName;
   accountId: string;
-  /** the model the call named (or the upstream reported): what prices it */
+  /** the model the call or turn named, when known where it was served; else the request body's (see `MeteredCallDeps.model`) */
   model?: string;
 }
 
@@ -23,10 +23,14 @@ export interface MeteredCallDeps {
   recorder: UsageRecorder;
   /** the caller's key as it is now (a WebSocket re-reads it per frame) */
   key(): KeyRecord;
+  /** the model the request body names, if any: usage history is kept per model */
+  model(): string | undefined;
   /** what else recording usage means to the creator: pool view, metrics, the access log */
   onRecorded(usage: TokenUsage, served: Served): void;
   /** the call's cost in USD, from the price of its model (0 when it has none) */
-  costOf(usage: TokenUsage, served: Served): number;
+  costOf(usage: TokenUsage, model: string | undefined): number;
+  /** runs the admission inside a span of the request's trace; absent when tracing is off */
+  traceAdmission?: (admit: () => Promise<Admitted>) => Promise<Admitted>;
 }
 
 /**
@@ -40,7 +44,12 @@ export class MeteredCall {
    * Checks the key's limits and counts the request, atomically in the store; throws the 429 a
    * client sees when a limit is reached.
    */
-  async admit(now = Date.now()): Promise<Admitted> {
+  admit(now = Date.now()): Promise<Admitted> {
+    const { traceAdmission } = this.deps;
+    return traceAdmission ? traceAdmission(() => this.check(now)) : this.check(now);
+  }
+
+  private async check(now: number): Promise<Admitted> {
     const key = this.deps.key();
     const admission = await this.deps.recorder.admit(key.id, key.limits, now);
     if (!admission.admitted) {
@@ -57,10 +66,15 @@ export class MeteredCall {
     };
   }
 
-  /** Usage the upstream reported, counted against the caller's key. */
+  /**
+   * Usage the upstream reported, counted against the caller's key and, in the same store write,
+   * in its usage history by model and account.
+   */
   record(usage: TokenUsage | null, served: Served): void {
     if (!usage) return;
     this.deps.onRecorded(usage, served);
-    this.deps.recorder.record(this.deps.key().id, usage, this.deps.costOf(usage, served));
+    const model = served.model ?? this.deps.model();
+    const costUsd = this.deps.costOf(usage, model);
+    this.deps.recorder.record(this.deps.key().id, usage, costUsd, { model: model ?? 'unknown', account: served.accountId });
   }
 }

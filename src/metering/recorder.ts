@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { usageDeltas, type Limit } from '../usage/counters.js';
 import { GatewayError } from '../errors.js';
-import { StoreNotReached, type Admission, type Store, type UsageBatch, type UsageEntry } from '../store/types.js';
+import { StoreNotReached, type Admission, type HistoryTag, type Store, type UsageBatch, type UsageEntry } from '../store/types.js';
 import type { TokenUsage } from '../usage/tokens.js';
 
 export const USAGE_BUFFER_LIMIT = 10_000;
@@ -66,9 +66,17 @@ export class UsageRecorder {
     }
   }
 
-  /** The usage of a completed request and its cost in USD: one entry, so both count exactly once. */
-  record(keyId: string, usage: TokenUsage, costUsd = 0, at = Date.now()): void {
-    this.enqueue(keyId, { at, deltas: usageDeltas(usage, costUsd) });
+  /**
+   * The usage of a completed request and its cost in USD: one entry, so both count exactly once;
+   * with `history`, also one request (and its cost) in the usage history.
+   */
+  record(keyId: string, usage: TokenUsage, costUsd = 0, history?: HistoryTag, at = Date.now()): void {
+    this.enqueue(keyId, { at, deltas: usageDeltas(usage, costUsd), ...(history && { history }) });
+  }
+
+  /** A request that failed without usage: one request and its error class in the usage history. */
+  recordFailure(keyId: string, history: HistoryTag & { error: NonNullable<HistoryTag['error']> }, at = Date.now()): void {
+    this.enqueue(keyId, { at, deltas: {}, history });
   }
 
   /** Takes back a request admitted at `admittedAt` that never reached an upstream. */

@@ -18,6 +18,9 @@ export function buildMetrics() {
     upstreamErrors: new Counter({ name: 'tollgate_upstream_errors_total', help: 'Upstream failures by account and kind', labelNames: ['provider', 'account', 'kind'], registers }),
     cooldowns: new Counter({ name: 'tollgate_account_cooldowns_total', help: 'Accounts put in cooldown', labelNames: ['provider', 'account'], registers }),
     accountProbes: new Counter({ name: 'tollgate_account_probes_total', help: 'Probes of an account alone after a 401/403, by verdict', labelNames: ['provider', 'account', 'outcome'], registers }),
+    loginRefreshes: new Counter({ name: 'tollgate_account_refreshes_total', help: 'ChatGPT login refreshes by outcome (refreshed, failed, reauth_required)', labelNames: ['provider', 'account', 'outcome'], registers }),
+    // as last reported to this replica by an upstream answer
+    quotaUsed: new Gauge({ name: 'tollgate_account_quota_used_percent', help: 'Used percent of a ChatGPT account quota window', labelNames: ['provider', 'account', 'window'], registers }),
     authFailures: new Counter({ name: 'tollgate_auth_failures_total', help: 'Rejected proxy credentials by header', labelNames: ['source', 'reason'], registers }),
     tokens: new Counter({ name: 'tollgate_tokens_total', help: 'Tokens reported by upstreams', labelNames: ['provider', 'type'], registers }),
     inFlightStreams: new Gauge({ name: 'tollgate_in_flight_streams', help: 'Upstream responses being streamed', labelNames: ['provider'], registers }),

@@ -18,6 +18,7 @@ import type { Duplex } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import { conversationOf } from '../upstream/cache-affinity.js';
+import { createOAuthMock, type OAuthMock } from './oauth.js';
 
 export interface RecordedRequest {
   method: string;
@@ -101,6 +102,8 @@ export interface MockUpstream {
   unsentWsBytes(): number;
   /** per credential, the most HTTP requests it had open at once (since the last reset) */
   peakInFlight: Map<string, number>;
+  /** the auth server (`POST /oauth/token`) and the ChatGPT login checks of `/backend-api/codex/*` */
+  oauth: OAuthMock;
   reset(): void;
   close(): Promise<void>;
 }
@@ -191,6 +194,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   /** per credential, HTTP requests open now, and the most at once */
   const inFlight = new Map<string, number>();
   const peakInFlight = new Map<string, number>();
+  const oauth = createOAuthMock();
   let counter = 0; // shared by all ids so they are unique across connections
   let wsCounter = 0;
   const turnState = new WeakMap<IncomingMessage, number>(); // upgrade request -> connection number
@@ -426,11 +430,23 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     return refusal;
   }
 
+  const CODEX_PREFIX = '/backend-api/codex/';
+
   async function dispatch(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, bytes: number) {
+    const pathname = rec.path.split('?', 1)[0];
+    if (pathname === '/oauth/token' && rec.method === 'POST') {
+      const answer = await oauth.handleToken(rec.json, () => !res.destroyed);
+      return res.destroyed ? undefined : sendJson(res, answer.status, answer.body);
+    }
     const next = scripted.shift();
     if (next) return sendJson(res, next.status, next.body, next.headers);
 
-    const pathname = rec.path.split('?', 1)[0];
+    if (pathname.startsWith(CODEX_PREFIX)) {
+      // the ChatGPT backend: a login's access token, and the account's quota on every answer
+      const problem = oauth.accessProblem(req.headers);
+      if (problem) return sendJson(res, 401, openaiError(problem, 'invalid_request_error', 'invalid_token'));
+      for (const [name, value] of Object.entries(oauth.quotaHeaders(req.headers))) res.setHeader(name, value);
+    }
     const route = routes.find((r) => pathname.endsWith(r.suffix) && r.method === rec.method);
     const problem = credentialProblem(req.headers);
     // every path checks a revoked key; the model list (the gateway's probe) checks any credential
@@ -461,6 +477,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true });
   wss.on('headers', (headers, req) => {
     headers.push(`x-codex-turn-state: mock-turn-${turnState.get(req)}`, 'x-models-etag: mock-etag', 'openai-model: gpt-5');
+    if (req.url?.startsWith(CODEX_PREFIX)) headers.push(...Object.entries(oauth.quotaHeaders(req.headers)).map(([name, value]) => `${name}: ${value}`));
   });
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
@@ -481,6 +498,8 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     if (!path.split('?', 1)[0].endsWith('/responses')) return refuse(404, `Unknown websocket path: ${path}`);
     const problem = credentialProblem(req.headers);
     if (problem && credentialOf(req.headers) !== undefined) return reject(401, openaiError(problem, 'invalid_request_error', 'invalid_api_key'));
+    const loginProblem = path.startsWith(CODEX_PREFIX) ? oauth.accessProblem(req.headers) : null;
+    if (loginProblem) return reject(401, openaiError(loginProblem, 'invalid_request_error', 'invalid_token'));
     const refused = refusalFor(req.headers, undefined);
     if (refused) return reject(refused.status, openaiError(refused.message ?? `Refused by mock rule (${refused.code}).`, 'invalid_request_error', refused.code));
     if (wsRejectStatus !== null) {
@@ -587,7 +606,9 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     refuseMatching: (rule) => void (refusal = rule),
     revokeCredential: (secret) => void revoked.add(secret),
     unsentWsBytes: () => [...wss.clients].reduce((sum, ws) => sum + ws.bufferedAmount, 0),
+    oauth,
     reset() {
+      oauth.reset();
       // Truncate in place: callers may hold references to these arrays.
       requests.length = 0;
       served.length = 0;

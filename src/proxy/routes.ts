@@ -15,7 +15,8 @@ function proxyModelCall(gateway: Gateway, dispatchers: Dispatchers, route: Model
   const pool = gateway.poolFor(route.providers);
   const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
   const key = request.principal!.key;
-  requireModelAllowed(key, modelOf(body.json));
+  request.facts.model = modelOf(body.json);
+  requireModelAllowed(key, request.facts.model);
   request.facts.provider = pool.provider;
   const session = route.format === 'openai-responses' && isJsonObject(body.json) ? sessionOf(request.headers, key.id) : null;
   const metered = route.format ? gateway.meteredCall(request) : null;

@@ -8,6 +8,7 @@ import type { Gateway } from '../gateway.js';
 import type { KeyRecord } from '../store/types.js';
 import type { UpstreamSocket } from '../upstream/client.js';
 import type { Admitted } from '../metering/metered-call.js';
+import { modelOf } from '../http/body.js';
 import { HAS_USAGE, usageFromResponsesEvent } from '../usage/responses-events.js';
 import { ZERO_USAGE, addUsage, type TokenUsage } from '../usage/tokens.js';
 
@@ -138,9 +139,8 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
     const usage = usageFromResponsesEvent(event);
     if (!usage) return;
     tokens = addUsage(tokens, usage);
-    // a frame's model is the one the upstream reports in the event (response.completed carries it)
-    const model = (event as { response?: { model?: unknown } }).response?.model;
-    metered.record(usage, { ...served, model: typeof model === 'string' ? model : undefined });
+    // a socket carries many turns: each names its model
+    metered.record(usage, { ...served, model: modelOf((event as { response?: unknown }).response) });
   };
   const fromUpstream = (data: Buffer, isBinary: boolean) => {
     metrics.wsFrames.inc({ direction: 'upstream_to_client' });

@@ -3,6 +3,8 @@ import { PassThrough, type Readable } from 'node:stream';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
+import { endRequestSpan } from '../telemetry/spans.js';
+import { traceIdsOf } from '../telemetry/tracing.js';
 import { decodedBody, requestEncoding } from './body-decoding.js';
 import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.js';
 import type { ParsedBody } from './types.js';
@@ -70,6 +72,7 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
 
   app.decorateRequest('principal', null);
   app.decorateRequest('facts', null as never);
+  app.decorateRequest('span', null);
   // hooks on every request are callback-style: no promise per request for synchronous work
   app.addHook('onRequest', (request, reply, done) => {
     request.facts = {};
@@ -142,9 +145,12 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     // connection: nothing more can be read on it, and left open it would hold off server.close().
     if (handedToUpgradeListener(request)) request.raw.socket.end(() => request.raw.socket.destroy());
     const facts = request.facts ?? {};
+    const span = request.span;
+    if (span) endRequestSpan(span, request, reply);
     request.log.info(
       {
         reqId: request.id,
+        ...(span && traceIdsOf(span)),
         method: request.method,
         url: request.url.split('?')[0],
         status: reply.statusCode,
@@ -220,8 +226,13 @@ function withBodyDeadline(request: FastifyRequest, body: Readable, timeoutMs: nu
     () => guarded.destroy(new GatewayError('request_timeout', `The request body did not arrive within ${timeoutMs} ms.`)),
     Math.max(0, remainingMs),
   );
-  request.raw.once('end', () => clearTimeout(timer));
-  guarded.once('close', () => clearTimeout(timer));
+  const stop = () => clearTimeout(timer);
+  request.raw.once('end', stop);
+  request.raw.once('close', stop);
+  guarded.once('close', stop);
+  // the parser that reads `guarded` gets the timeout as its error; one that already stopped reading
+  // (the request was answered, or handed to the WebSocket upgrade) must not leave it uncaught
+  guarded.on('error', () => {});
   return guarded;
 }
 

@@ -1,12 +1,16 @@
+import type { Span } from '@opentelemetry/api';
 import type { ErrorCode } from '../errors.js';
 import type { Principal } from '../auth/authenticate.js';
+import type { ProviderName } from '../config/schema.js';
 import type { TokenUsage } from '../usage/tokens.js';
 
-/** What a request learned on its way, for the access log line. */
+/** What a request learned on its way, for the access log line (and its server span). */
 export interface RequestFacts {
   keyId?: string;
-  provider?: string;
+  provider?: ProviderName;
   accountId?: string;
+  /** the model a model call asked for */
+  model?: string;
   tokens?: TokenUsage;
   /** the gateway error this request was answered with, if any */
   errorCode?: ErrorCode;
@@ -22,5 +26,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
     facts: RequestFacts;
+    /** the request's server span; null unless tracing is on (then no span work is done at all) */
+    span: Span | null;
   }
 }

@@ -6,8 +6,9 @@ export type { Store } from './types.js';
 
 /** The only place that decides which store runs. */
 export async function createStore(config: Config): Promise<Store> {
-  if (!config.redis.url) return new MemoryStore();
+  const historyRetentionMs = config.usage.historyRetentionDays * 24 * 3_600_000;
+  if (!config.redis.url) return new MemoryStore({ historyRetentionMs });
   const { RedisStore } = await import('./redis.js');
   const { url, sentinels, sentinelName, cluster, keyPrefix } = config.redis;
-  return RedisStore.connect(url, { sentinels, sentinelName, cluster, keyPrefix });
+  return RedisStore.connect(url, { sentinels, sentinelName, cluster, keyPrefix, historyRetentionMs });
 }

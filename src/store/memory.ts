@@ -1,6 +1,8 @@
+import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { addCounters, counterFor, emptyCounters, limitDenies, type Limit, type UsageCounters } from '../usage/counters.js';
+import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import {
   ADMISSION_MEMORY,
   type AccountState,
@@ -8,9 +10,13 @@ import {
   type AdmissionTicket,
   type KeyRecord,
   type Lease,
+  type CredentialUpdate,
   type ProbeRecord,
   type ProbeVerdict,
+  type QuotaSnapshot,
+  type StoredCredential,
   type ReplicaInfo,
+  type HistoryRow,
   type Store,
   type UsageBatch,
   type UsageSnapshot,
@@ -34,6 +40,13 @@ interface KeyUsage {
   /** writer → seq of the last batch applied (one writer per process here, but the same contract) */
   applied: Map<string, number>;
   admissions: Map<string, AdmissionRing>;
+  /** hour start → history field (see store/history.ts) → count */
+  history: Map<number, Map<string, number>>;
+}
+
+export interface MemoryStoreOptions {
+  /** how long an hour's history is kept after it ends */
+  historyRetentionMs?: number;
 }
 
 interface HeldLease {
@@ -57,11 +70,19 @@ export class MemoryStore implements Store {
   private readonly probes = new Map<string, { record: ProbeRecord; expiresAt: number }>();
   /** accountId → holder → expiresAt */
   private readonly slots = new Map<string, Map<string, number>>();
+  private readonly credentials = new Map<string, StoredCredential>();
+  /** account id → refresh lock: the fence that holds it */
+  private readonly refreshLocks = new Map<string, { fence: number; expiresAt: number }>();
   /** nonce → expiresAt */
   private readonly nonces = new Map<string, number>();
   /** Shared by all sessions: epochs only ever grow, which is all fencing needs. */
   private lastEpoch = 0;
   private lastSweep = Date.now();
+  private readonly historyRetentionMs: number;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.historyRetentionMs = options.historyRetentionMs ?? DEFAULTS.historyRetentionDays * 24 * HOUR_MS;
+  }
 
   async putKey(record: KeyRecord): Promise<void> {
     const previous = this.keys.get(record.id);
@@ -120,8 +141,19 @@ export class MemoryStore implements Store {
       }
       addCounters(usage.allTime, entry.deltas);
       for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, entry.at).counters, entry.deltas);
+      if (entry.history) this.addHistory(usage, entry.at, historyIncrements(entry.history, entry.deltas));
     }
     return true;
+  }
+
+  async getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]> {
+    const usage = this.usage.get(keyId);
+    if (!usage) return [];
+    this.dropExpiredHistory(usage);
+    return [...usage.history]
+      .filter(([hour]) => hour >= from && hour < to)
+      .sort(([a], [b]) => a - b)
+      .flatMap(([hour, fields]) => historyRows(hour, fields));
   }
 
   async getUsage(keyId: string, now: number): Promise<UsageSnapshot> {
@@ -177,6 +209,60 @@ export class MemoryStore implements Store {
 
   async releaseAccountSlot(accountId: string, holder: string): Promise<void> {
     this.slots.get(accountId)?.delete(holder);
+  }
+
+  async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
+    this.accounts.set(accountId, { ...this.accounts.get(accountId), quota: structuredClone(quota) });
+  }
+
+  async importCredential(record: Omit<StoredCredential, 'generation'>): Promise<StoredCredential | null> {
+    const stored = this.credentials.get(record.id);
+    const state = this.accounts.get(record.id);
+    if (stored && !state?.reauthRequired && stored.lastRefresh >= record.lastRefresh) return null;
+    const next = { ...record, generation: (stored?.generation ?? 0) + 1 };
+    this.credentials.set(record.id, next);
+    if (state) delete state.reauthRequired;
+    return { ...next };
+  }
+
+  async getCredential(accountId: string): Promise<StoredCredential | null> {
+    const stored = this.credentials.get(accountId);
+    return stored ? { ...stored } : null;
+  }
+
+  async listCredentials(): Promise<StoredCredential[]> {
+    return [...this.credentials.values()].map((c) => ({ ...c }));
+  }
+
+  async claimCredentialRefresh(accountId: string, fence: number, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const lock = this.refreshLocks.get(accountId);
+    if ((lock && lock.expiresAt > now) || this.credentials.get(accountId)?.generation !== fence) return false;
+    this.refreshLocks.set(accountId, { fence, expiresAt: now + ttlMs });
+    return true;
+  }
+
+  async commitCredentialRefresh(accountId: string, fence: number, update: CredentialUpdate): Promise<StoredCredential | null> {
+    const stored = this.credentials.get(accountId);
+    if (stored?.generation !== fence) return null;
+    const next = { ...stored, ...update, generation: fence + 1 };
+    this.credentials.set(accountId, next);
+    const state = this.accounts.get(accountId);
+    if (state) delete state.reauthRequired;
+    this.releaseRefreshLock(accountId, fence);
+    return { ...next };
+  }
+
+  async markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean> {
+    if (this.credentials.get(accountId)?.generation !== fence) return false;
+    this.accounts.set(accountId, { ...this.accounts.get(accountId), reauthRequired: reason });
+    this.releaseRefreshLock(accountId, fence);
+    return true;
+  }
+
+  async backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void> {
+    const lock = this.refreshLocks.get(accountId);
+    if (lock?.fence === fence) lock.expiresAt = Date.now() + ms;
   }
 
   async heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void> {
@@ -246,10 +332,14 @@ export class MemoryStore implements Store {
     return slots;
   }
 
+  private releaseRefreshLock(accountId: string, fence: number): void {
+    if (this.refreshLocks.get(accountId)?.fence === fence) this.refreshLocks.delete(accountId);
+  }
+
   private usageOf(keyId: string): KeyUsage {
     let usage = this.usage.get(keyId);
     if (!usage) {
-      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map(), admissions: new Map() };
+      usage = { allTime: emptyCounters(), windows: new Map(), applied: new Map(), admissions: new Map(), history: new Map() };
       this.usage.set(keyId, usage);
     }
     return usage;
@@ -303,6 +393,21 @@ export class MemoryStore implements Store {
     this.lastSweep = now;
     for (const [key, held] of this.leases) if (held.expiresAt <= now) this.leases.delete(key);
     for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
+  }
+
+  private addHistory(usage: KeyUsage, at: number, increments: [string, number][]): void {
+    this.dropExpiredHistory(usage);
+    const hour = hourStart(at);
+    if (hour + HOUR_MS + this.historyRetentionMs <= Date.now()) return; // past retention: gone already
+    let fields = usage.history.get(hour);
+    if (!fields) usage.history.set(hour, (fields = new Map()));
+    for (const [field, delta] of increments) fields.set(field, (fields.get(field) ?? 0) + delta);
+  }
+
+  /** Like the Redis buckets' expiry: an hour is kept `historyRetentionMs` after it ends. */
+  private dropExpiredHistory(usage: KeyUsage): void {
+    const now = Date.now();
+    for (const hour of usage.history.keys()) if (hour + HOUR_MS + this.historyRetentionMs <= now) usage.history.delete(hour);
   }
 
   private countRequest(usage: KeyUsage, now: number, delta: 1 | -1): void {

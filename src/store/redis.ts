@@ -1,17 +1,23 @@
 import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { MICROUSD_PER_USD, emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
+import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import type {
   AccountState,
   Admission,
+  CredentialUpdate,
   AdmissionTicket,
+  HistoryRow,
   KeyRecord,
   Lease,
   ProbeRecord,
   ProbeVerdict,
+  QuotaSnapshot,
   ReplicaInfo,
   Store,
+  StoredCredential,
   UsageBatch,
   UsageSnapshot,
 } from './types.js';
@@ -28,6 +34,8 @@ export interface RedisStoreOptions {
   sentinelName?: string;
   cluster?: { host: string; port: number }[];
   keyPrefix?: string;
+  /** how long an hour's usage history is kept after it ends (default `DEFAULTS.historyRetentionDays`) */
+  historyRetentionMs?: number;
 }
 
 type Client = Redis | Cluster;
@@ -53,13 +61,20 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{keys}:ids                 set of key ids
  *   tg:{u:<keyId>}:<window>:<start>  usage hash of one window bucket (expires after the window)
  *   tg:{u:<keyId>}:all            all-time usage hash
+ *   tg:{u:<keyId>}:h:<hourStart>  usage history of one UTC hour: field JSON [model, account,
+ *                                 counter] → count (see store/history.ts); PEXPIREAT the hour's
+ *                                 end + history retention. Per account history is the sum over
+ *                                 keys at read time: an account's own bucket would be another slot.
  *   tg:{u:<keyId>}:w:<writer>     seq of the writer's last usage batch applied to this key
  *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
  *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
  *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
- *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled
+ *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled, reauthRequired, quota (QuotaSnapshot JSON)
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
  *   tg:{slot:<accountId>}         sorted set: concurrency slot holders by expiry (ms, Redis clock)
+ *   tg:{acct}cred:<accountId>     hash: record (StoredCredential JSON without generation), generation
+ *   tg:{acct}credlock:<accountId> refresh lock: the fence (generation) of its holder, PX ttl
+ *   tg:{acct}creds                set of account ids with a stored credential
  *   tg:{replicas}:r:<instanceId>  hash: advertiseUrl, lastSeen
  *   tg:{replicas}:index           sorted set: instanceId by lastSeen
  *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
@@ -126,7 +141,7 @@ const SCRIPTS = {
    * Applies one writer's usage batch once: skipped when its seq is not above the writer's mark,
    * which is set in the same script, so counters and mark change together (also in the AOF).
    * KEYS: the writer's mark, the all-time hash, the writer's admission top and bits, then every
-   * window bucket hash the batch touches.
+   * window bucket and history hash the batch touches.
    * ARGV: seq, TTL ms of mark and ring, ring size, count of lost admissions, each bucket's
    * PEXPIREAT, then per lost admission: its number, how many hashes, their KEYS indexes; then
    * (KEYS index, field, delta) triples.
@@ -202,6 +217,50 @@ const SCRIPTS = {
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
     for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
     if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+    return 1`,
+  /*
+   * Stores an imported login unless the stored one is newer and fine (see Store.importCredential).
+   * KEYS: credential hash, credential id set, account hash. ARGV: record JSON, its lastRefresh, id.
+   * Returns the new generation, or 0 when refused.
+   */
+  tgImportCredential: `
+    local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+    if generation > 0 and redis.call('HEXISTS', KEYS[3], 'reauthRequired') == 0
+      and cjson.decode(redis.call('HGET', KEYS[1], 'record')).lastRefresh >= tonumber(ARGV[2]) then
+      return 0
+    end
+    redis.call('HSET', KEYS[1], 'record', ARGV[1], 'generation', generation + 1)
+    redis.call('SADD', KEYS[2], ARGV[3])
+    redis.call('HDEL', KEYS[3], 'reauthRequired')
+    return generation + 1`,
+  /*
+   * Takes a refresh lock if the credential is at the fence and nobody holds the lock.
+   * KEYS: credential hash, lock. ARGV: fence, ttl ms. Returns 1 when taken.
+   */
+  tgClaimRefresh: `
+    if tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') ~= tonumber(ARGV[1]) then return 0 end
+    if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+    return 0`,
+  /*
+   * Ends a refresh held at a fence, if the credential is still at it: a result (ARGV[2] the new
+   * record JSON, ARGV[3] '') becomes the next generation and clears reauthRequired; a permanent
+   * failure (ARGV[2] '', ARGV[3] the reason) sets reauthRequired. The lock is released either way.
+   * KEYS: credential hash, lock, account hash. Returns 1, or 0 when fenced out.
+   */
+  tgEndRefresh: `
+    local fence = tonumber(ARGV[1])
+    if tonumber(redis.call('HGET', KEYS[1], 'generation') or '0') ~= fence then return 0 end
+    if ARGV[3] == '' then
+      redis.call('HSET', KEYS[1], 'record', ARGV[2], 'generation', fence + 1)
+      redis.call('HDEL', KEYS[3], 'reauthRequired')
+    else
+      redis.call('HSET', KEYS[3], 'reauthRequired', ARGV[3])
+    end
+    if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+    return 1`,
+  /* Keeps a refresh lock held by the fence for ARGV[2] ms more. KEYS: lock. ARGV: fence, ms. */
+  tgBackOffRefresh: `
+    if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
     return 1`,
   tgHeldLease: `
     local current = redis.call('GET', KEYS[1])
@@ -336,6 +395,7 @@ export class RedisStore implements Store {
     private readonly client: Client,
     /** keyPrefix + "tg:" */
     private readonly prefix: string,
+    private readonly historyRetentionMs: number,
   ) {
     for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { lua });
   }
@@ -360,7 +420,7 @@ export class RedisStore implements Store {
         { cause: lastError ?? timeout },
       );
     }
-    return new RedisStore(client, `${keyPrefix}tg:`);
+    return new RedisStore(client, `${keyPrefix}tg:`, options.historyRetentionMs ?? DEFAULTS.historyRetentionDays * 24 * HOUR_MS);
   }
 
   // --- keys -------------------------------------------------------------------
@@ -462,10 +522,25 @@ export class RedisStore implements Store {
           return index + 1;
         }),
       ];
+      /** KEYS index (1-based) of the history hash of the hour containing `at` */
+      const historyIndex = (at: number): number => {
+        const hour = hourStart(at);
+        const key = `${this.usageBase(keyId)}:h:${hour}`;
+        let index = keys.indexOf(key, 4);
+        if (index < 0) {
+          index = keys.push(key) - 1;
+          expiries.push(hour + HOUR_MS + this.historyRetentionMs);
+        }
+        return index + 1;
+      };
       const lost: number[] = [];
       let lostCount = 0;
       // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
       const sums = new Map<string, number>();
+      const add = (hash: number, field: string, delta: number) => {
+        const slot = JSON.stringify([hash, field]);
+        sums.set(slot, (sums.get(slot) ?? 0) + delta);
+      };
       for (const entry of batch.entries) {
         const hashes = hashesAt(entry.at);
         if ('lostAdmission' in entry) {
@@ -473,14 +548,13 @@ export class RedisStore implements Store {
           lostCount += 1;
           continue;
         }
-        for (const hash of hashes) {
-          for (const [field, delta] of Object.entries(entry.deltas)) {
-            const slot = `${hash} ${field}`;
-            sums.set(slot, (sums.get(slot) ?? 0) + delta);
-          }
+        for (const hash of hashes) for (const [field, delta] of Object.entries(entry.deltas)) add(hash, field, delta);
+        if (entry.history) {
+          const hash = historyIndex(entry.at);
+          for (const [field, delta] of historyIncrements(entry.history, entry.deltas)) add(hash, field, delta);
         }
       }
-      const triples = [...sums].flatMap(([slot, delta]) => [...slot.split(' '), delta]);
+      const triples = [...sums].flatMap(([slot, delta]) => [...(JSON.parse(slot) as [number, string]), delta]);
       const args = [batch.seq, WRITER_MARK_TTL_MS, ADMISSION_MEMORY, lostCount, ...expiries, ...lost, ...triples];
       return (await this.script('tgAddUsage', keys, args)) === 1;
     });
@@ -499,6 +573,18 @@ export class RedisStore implements Store {
     });
   }
 
+  async getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]> {
+    return this.run(async () => {
+      const hours: number[] = [];
+      for (let hour = Math.ceil(from / HOUR_MS) * HOUR_MS; hour < to; hour += HOUR_MS) hours.push(hour);
+      if (hours.length === 0) return [];
+      const batch = this.client.pipeline();
+      for (const hour of hours) batch.hgetall(`${this.usageBase(keyId)}:h:${hour}`);
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      return hours.flatMap((hour, i) => historyRows(hour, Object.entries(hashes[i])));
+    });
+  }
+
   // --- accounts ---------------------------------------------------------------
 
   async getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
@@ -514,6 +600,8 @@ export class RedisStore implements Store {
         const state: AccountState = {};
         if (hash.cooldownUntil !== undefined) state.cooldownUntil = Number(hash.cooldownUntil);
         if (hash.disabled !== undefined) state.disabled = hash.disabled === '1';
+        if (hash.reauthRequired !== undefined) state.reauthRequired = hash.reauthRequired;
+        if (hash.quota !== undefined) state.quota = JSON.parse(hash.quota) as QuotaSnapshot;
         states.set(id, state);
       });
       return states;
@@ -552,6 +640,56 @@ export class RedisStore implements Store {
 
   async releaseAccountSlot(accountId: string, holder: string): Promise<void> {
     await this.run(() => this.client.zrem(this.slotKey(accountId), holder));
+  }
+
+  async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
+    await this.run(() => this.client.hset(this.accountKey(accountId), 'quota', JSON.stringify(quota)));
+  }
+
+  // --- ChatGPT logins ---------------------------------------------------------
+
+  async importCredential(record: Omit<StoredCredential, 'generation'>): Promise<StoredCredential | null> {
+    return this.run(async () => {
+      const keys = [this.credentialKey(record.id), this.credentialIdsKey(), this.accountKey(record.id)];
+      const generation = Number(await this.script('tgImportCredential', keys, [JSON.stringify(record), record.lastRefresh, record.id]));
+      return generation > 0 ? { ...record, generation } : null;
+    });
+  }
+
+  async getCredential(accountId: string): Promise<StoredCredential | null> {
+    return this.run(async () => credentialFrom(await this.client.hgetall(this.credentialKey(accountId))));
+  }
+
+  async listCredentials(): Promise<StoredCredential[]> {
+    return this.run(async () => {
+      const ids = await this.client.smembers(this.credentialIdsKey());
+      if (ids.length === 0) return [];
+      const batch = this.client.pipeline();
+      for (const id of ids) batch.hgetall(this.credentialKey(id));
+      const hashes = (await execAll(batch)) as Record<string, string>[];
+      return hashes.map(credentialFrom).filter((c): c is StoredCredential => c !== null);
+    });
+  }
+
+  async claimCredentialRefresh(accountId: string, fence: number, ttlMs: number): Promise<boolean> {
+    return this.run(async () => (await this.script('tgClaimRefresh', [this.credentialKey(accountId), this.refreshLockKey(accountId)], [fence, ttlMs])) === 1);
+  }
+
+  async commitCredentialRefresh(accountId: string, fence: number, update: CredentialUpdate): Promise<StoredCredential | null> {
+    return this.run(async () => {
+      const stored = await this.getCredential(accountId);
+      if (stored?.generation !== fence) return null;
+      const { generation: _generation, ...record } = { ...stored, ...update };
+      return (await this.endRefresh(accountId, fence, JSON.stringify(record), '')) ? { ...record, generation: fence + 1 } : null;
+    });
+  }
+
+  async markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean> {
+    return this.run(() => this.endRefresh(accountId, fence, '', reason));
+  }
+
+  async backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void> {
+    await this.run(() => this.script('tgBackOffRefresh', [this.refreshLockKey(accountId)], [fence, ms]));
   }
 
   // --- replicas ---------------------------------------------------------------
@@ -668,6 +806,11 @@ export class RedisStore implements Store {
     return (await this.script('tgGrantLease', this.leaseKeys(sessionKey), args)) as [number, string?];
   }
 
+  private async endRefresh(accountId: string, fence: number, record: string, reason: string): Promise<boolean> {
+    const keys = [this.credentialKey(accountId), this.refreshLockKey(accountId), this.accountKey(accountId)];
+    return (await this.script('tgEndRefresh', keys, [fence, record, reason])) === 1;
+  }
+
   /** [top, bits] of a writer's admissions of one key (see ADMISSION_RING). */
   private admissionKeys(keyId: string, writer: string): [string, string] {
     const base = `${this.usageBase(keyId)}:a:${writer}`;
@@ -714,6 +857,19 @@ export class RedisStore implements Store {
     return `${this.prefix}{acct}probe:${accountId}`;
   }
 
+  /** Credential, lock and id set beside the account's hash in the `{acct}` slot: one slot per script. */
+  private credentialKey(accountId: string): string {
+    return `${this.prefix}{acct}cred:${accountId}`;
+  }
+
+  private refreshLockKey(accountId: string): string {
+    return `${this.prefix}{acct}credlock:${accountId}`;
+  }
+
+  private credentialIdsKey(): string {
+    return `${this.prefix}{acct}creds`;
+  }
+
   private replicaKey(instanceId: string): string {
     return `${this.prefix}{replicas}:r:${instanceId}`;
   }
@@ -727,6 +883,11 @@ export class RedisStore implements Store {
     const base = `${this.prefix}{s:${sessionKey}}`;
     return [`${base}:lease`, `${base}:epoch`];
   }
+}
+
+function credentialFrom(hash: Record<string, string>): StoredCredential | null {
+  if (hash.record === undefined) return null;
+  return { ...(JSON.parse(hash.record) as Omit<StoredCredential, 'generation'>), generation: Number(hash.generation) };
 }
 
 function replicaFrom(instanceId: string, hash: Record<string, string>): ReplicaInfo | null {

@@ -47,7 +47,31 @@ export const ADMISSION_MEMORY = 4096;
  * admission, should it still arrive, is refused. An admission more than `ADMISSION_MEMORY`
  * admissions of that writer and key old stays counted.
  */
-export type UsageEntry = { at: number; deltas: Partial<UsageCounters> } | { at: number; lostAdmission: number };
+export type UsageEntry = { at: number; deltas: Partial<UsageCounters>; history?: HistoryTag } | { at: number; lostAdmission: number };
+
+/** How a request that got no usage failed, as usage history counts it. */
+export const ERROR_CLASSES = ['rate_limited', 'client_error', 'server_error'] as const;
+export type ErrorClass = (typeof ERROR_CLASSES)[number];
+
+/**
+ * What usage history needs of one record: the model and upstream account that served it ('' when
+ * none was chosen), and for a failed request its class. A tagged entry is one request in history.
+ */
+export interface HistoryTag {
+  model: string;
+  account: string;
+  error?: ErrorClass;
+}
+
+/** One hour of one key's history for one (model, account). */
+export interface HistoryRow {
+  /** ms since epoch: the hour's start (UTC) */
+  hour: number;
+  model: string;
+  account: string;
+  counters: UsageCounters;
+  errors: Record<ErrorClass, number>;
+}
 
 /**
  * Usage records of one key from one writer (one replica process), numbered by that writer. The
@@ -80,7 +104,51 @@ export interface AccountState {
   /** ms since epoch; absent or past = not cooling down */
   cooldownUntil?: number;
   disabled?: boolean;
+  /** why the account's OAuth login can no longer be refreshed (e.g. `refresh_token_reused`); cleared by a new import */
+  reauthRequired?: string;
+  /** the upstream's last report of the account's rate-limit windows */
+  quota?: QuotaSnapshot;
 }
+
+/** One rate-limit window of a ChatGPT account as its backend reports it. */
+export interface QuotaWindow {
+  usedPercent: number;
+  windowMinutes: number | null;
+  /** ms since epoch */
+  resetsAt: number | null;
+}
+
+export interface QuotaSnapshot {
+  primary?: QuotaWindow;
+  secondary?: QuotaWindow;
+  /** ms since epoch */
+  observedAt: number;
+}
+
+/**
+ * A ChatGPT account's OAuth login as stored: its tokens sealed by the gateway (the store never
+ * sees them in clear), the facts read from them in clear. `generation` grows with every write and
+ * is the fencing token of refreshes.
+ */
+export interface StoredCredential {
+  /** the gateway's account id */
+  id: string;
+  label: string | null;
+  sealed: string;
+  generation: number;
+  chatgptAccountId: string;
+  planType: string | null;
+  email: string | null;
+  /** the access token's expiry, ms since epoch */
+  expiresAt: number;
+  /** ms since epoch */
+  lastRefresh: number;
+  /** `config` logins come from an `authFile`; `admin` ones from `POST /admin/accounts` */
+  origin: 'config' | 'admin';
+}
+
+/** What a refresh changes in a stored credential. */
+export type CredentialUpdate = Pick<StoredCredential, 'sealed' | 'chatgptAccountId' | 'planType' | 'email' | 'expiresAt' | 'lastRefresh'>;
 
 /** What a probe of an upstream account alone (no client input) found. */
 export type ProbeVerdict = 'ok' | 'refused' | 'inconclusive';
@@ -129,10 +197,16 @@ export interface Store {
    * Adds the batch's deltas to every window bucket of each entry and to all time, atomically and
    * at most once per (key, writer, seq). True when applied, false when skipped as already seen.
    * A request counted by `admitRequest` that never reached an upstream is taken back this way
-   * too: an entry of `requests: -1` at its admission time.
+   * too: an entry of `requests: -1` at its admission time. An entry with a `history` tag also
+   * counts one request, its token deltas and its error class in the hour's history bucket.
    */
   recordUsage(keyId: string, batch: UsageBatch): Promise<boolean>;
   getUsage(keyId: string, now: number): Promise<UsageSnapshot>;
+  /**
+   * The key's hourly history of hours starting in [from, to): written by `recordUsage` from
+   * tagged entries (same call, same at-most-once rule), kept for the store's history retention.
+   */
+  getUsageHistory(keyId: string, from: number, to: number): Promise<HistoryRow[]>;
 
   getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>>;
   setAccountCooldown(accountId: string, until: number): Promise<void>;
@@ -145,6 +219,32 @@ export interface Store {
   claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null>;
   /** Records a probe's verdict for `ttlMs`, for other requests and replicas to reuse. */
   setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void>;
+  /** Replaces the account's last quota report. */
+  setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void>;
+
+  /**
+   * Stores an imported login (next generation) unless the stored one is newer: imported when
+   * there is none, when it needs re-authentication, or when `lastRefresh` is later than the
+   * stored one's (a refreshed login is never replaced by the older file it came from). Clears
+   * `reauthRequired`. The stored record, or null when refused.
+   */
+  importCredential(record: Omit<StoredCredential, 'generation'>): Promise<StoredCredential | null>;
+  getCredential(accountId: string): Promise<StoredCredential | null>;
+  listCredentials(): Promise<StoredCredential[]>;
+  /**
+   * Takes the account's refresh lock for `ttlMs` with the credential's generation `fence` as
+   * fencing token; false when the lock is held or the credential is no longer at `fence`.
+   */
+  claimCredentialRefresh(accountId: string, fence: number, ttlMs: number): Promise<boolean>;
+  /**
+   * Stores a refresh's result if the credential is still at generation `fence` (then the next
+   * generation, `reauthRequired` cleared, lock released); null when fenced out.
+   */
+  commitCredentialRefresh(accountId: string, fence: number, update: CredentialUpdate): Promise<StoredCredential | null>;
+  /** Marks the account `reauthRequired` with `reason` if its login is still at generation `fence` (lock released). */
+  markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean>;
+  /** A transient refresh failure: keeps the lock held by `fence` for `ms` more, so nobody retries before. */
+  backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void>;
 
   /**
    * Takes one of an account's `max` concurrency slots for `holder` (unique per request) for

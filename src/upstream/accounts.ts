@@ -2,12 +2,16 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ProviderConfig, ProviderName, Strategy } from '../config/schema.js';
 import type { AccountState } from '../store/types.js';
+import { exhaustedUntil } from './chatgpt/quota.js';
 
 export interface Account {
   id: string;
   provider: ProviderName;
   baseUrl: string;
+  /** the static credential; empty for a ChatGPT login, whose current access token the store holds */
   secret: string;
+  /** a ChatGPT OAuth login (Codex auth.json): refreshed, never disabled by a probe */
+  oauth: boolean;
   chatgptAccountId?: string;
   /** OpenAI: `OpenAI-Organization` / `OpenAI-Project` */
   organization?: string;
@@ -24,13 +28,22 @@ export interface Candidate {
   state: AccountState;
   inFlight: number;
   recentTokens: number;
+  /** percent left in the account's tightest quota window (100 when unknown) */
+  headroom: number;
 }
 
-export type Unavailability = { reason: 'cooldown'; until: number } | { reason: 'disabled' };
+export type Unavailability =
+  | { reason: 'cooldown'; until: number }
+  | { reason: 'quota_exhausted'; until: number }
+  | { reason: 'disabled' }
+  | { reason: 'reauth_required'; detail: string };
 
 export function unavailability(state: AccountState, now: number): Unavailability | null {
   if (state.disabled) return { reason: 'disabled' };
+  if (state.reauthRequired) return { reason: 'reauth_required', detail: state.reauthRequired };
   if (state.cooldownUntil && state.cooldownUntil > now) return { reason: 'cooldown', until: state.cooldownUntil };
+  const exhausted = exhaustedUntil(state.quota, now);
+  if (exhausted !== null) return { reason: 'quota_exhausted', until: exhausted };
   return null;
 }
 
@@ -52,6 +65,9 @@ export function pickAccount(strategy: Strategy, candidates: Candidate[], cursor:
       return minBy(candidates, (c) => c.inFlight);
     case 'usage_weighted':
       return minBy(candidates, (c) => c.recentTokens);
+    case 'quota_headroom':
+      // most room in the tightest window; among equals, the least busy here
+      return candidates.reduce((best, c) => (c.headroom > best.headroom || (c.headroom === best.headroom && c.inFlight < best.inFlight) ? c : best));
   }
 }
 
@@ -86,7 +102,8 @@ export function accountsOf(provider: ProviderName, config: ProviderConfig): Acco
     provider,
     baseUrl: (a.baseUrl ?? config.baseUrl).replace(/\/+$/, ''),
     // a mounted secret file is read once at start; rotate by restarting the replica
-    secret: a.apiKey ?? readFileSync(a.apiKeyFile!, 'utf8').trim(),
+    secret: a.authFile ? '' : (a.apiKey ?? readFileSync(a.apiKeyFile!, 'utf8').trim()),
+    oauth: Boolean(a.authFile),
     chatgptAccountId: a.accountId,
     organization: a.organization,
     project: a.project,

@@ -5,9 +5,11 @@ import type { Config, ProviderName } from '../config/schema.js';
 import { GatewayError, upstreamFailure } from '../errors.js';
 import type { CancelSignal } from '../http/client-gone.js';
 import type { HeaderMap } from '../http/headers.js';
-import type { Store } from '../store/types.js';
+import type { QuotaSnapshot, Store } from '../store/types.js';
 import { upstreamUrl, type Account } from './accounts.js';
-import { withAccountCredential } from './credentials.js';
+import type { ChatgptLogins } from './chatgpt/logins.js';
+import { exhaustedUntil, quotaFromHeaders } from './chatgpt/quota.js';
+import { withAccountCredential, type OAuthBearer } from './credentials.js';
 import type { ProviderPool, Scope } from './pool.js';
 import { AccountProbe, type ProbeEvents } from './probe.js';
 
@@ -55,7 +57,11 @@ export class HandshakeRefused extends Error {
 export interface UpstreamEvents extends ProbeEvents {
   onUpstreamError?(provider: ProviderName, accountId: string, kind: string): void;
   onCooldown?(provider: ProviderName, accountId: string, untilMs: number): void;
+  onQuota?(provider: ProviderName, accountId: string, quota: QuotaSnapshot): void;
 }
+
+/** After a failed answer: try the next account, give the caller this answer, or try the same account again (a newer login). */
+type FailureStep = 'next' | 'stop' | 'again';
 
 /** One try on one account: either an answer (any status) or a thrown connection error. */
 interface Attempt<T> {
@@ -103,16 +109,18 @@ export class UpstreamClient {
     private readonly store: Store,
     private readonly config: Config['upstream'],
     private readonly events: UpstreamEvents = {},
+    /** ChatGPT logins (OAuth); absent when no account has one */
+    private readonly logins?: ChatgptLogins,
   ) {
-    this.probe = new AccountProbe(dispatcher, store, config, events);
+    this.probe = new AccountProbe(dispatcher, store, config, events, (account) => this.bearerFor(account));
   }
 
   async send(pool: ProviderPool, req: UpstreamRequest): Promise<UpstreamReply> {
-    const { account, attempt, release } = await this.failover(pool, req, req.signal, async (account) => {
+    const { account, attempt, release } = await this.failover(pool, req, req.signal, async (account, bearer) => {
       const res = await request(upstreamUrl(account, req.path), {
         dispatcher: this.dispatcher,
         method: req.method,
-        headers: withAccountCredential(account, req.headers),
+        headers: withAccountCredential(account, req.headers, bearer),
         body: req.body,
         signal: req.signal,
       });
@@ -123,7 +131,7 @@ export class UpstreamClient {
 
   /** Opens the Responses WebSocket on an account; throws `HandshakeRefused` when every account refused. */
   async openSocket(pool: ProviderPool, target: UpstreamTarget): Promise<UpstreamSocket> {
-    const { account, attempt, release } = await this.failover(pool, target, undefined, (account) => this.handshake(account, target));
+    const { account, attempt, release } = await this.failover(pool, target, undefined, (account, bearer) => this.handshake(account, target, bearer));
     if (attempt.statusCode !== 101) {
       release();
       throw new HandshakeRefused(attempt.statusCode, attempt.headers, (attempt.value as { body: string }).body);
@@ -131,9 +139,9 @@ export class UpstreamClient {
     return { account, socket: (attempt.value as { socket: WebSocket }).socket, headers: attempt.headers, release };
   }
 
-  private handshake(account: Account, target: UpstreamTarget): Promise<Attempt<{ socket?: WebSocket; body: string }>> {
+  private handshake(account: Account, target: UpstreamTarget, bearer?: OAuthBearer): Promise<Attempt<{ socket?: WebSocket; body: string }>> {
     const url = upstreamUrl(account, target.path).replace(/^http/, 'ws');
-    const headers = withAccountCredential(account, target.headers);
+    const headers = withAccountCredential(account, target.headers, bearer);
     return new Promise((resolve, reject) => {
       const socket = new WebSocket(url, {
         headers: headers as Record<string, string>,
@@ -166,9 +174,11 @@ export class UpstreamClient {
     pool: ProviderPool,
     target: UpstreamTarget,
     signal: CancelSignal | undefined,
-    attemptOn: (account: Account) => Promise<Attempt<T>>,
+    attemptOn: (account: Account, bearer?: OAuthBearer) => Promise<Attempt<T>>,
   ): Promise<{ account: Account; attempt: Attempt<T>; release: () => void }> {
     const tried = new Set<string>();
+    /** accounts tried again with a newer login: once each per request */
+    const renewed = new Set<string>();
     let last: { account: Account; attempt: Attempt<T>; release: () => void } | undefined;
     let lastError: unknown;
     const dropLast = () => {
@@ -188,13 +198,16 @@ export class UpstreamClient {
         }
       } catch (noneLeft) {
         if (last) return last;
-        if (lastError) throw upstreamFailure(lastError);
+        // a login that could not be refreshed says so; a connection error becomes 502/504
+        if (lastError) throw lastError instanceof GatewayError ? lastError : upstreamFailure(lastError);
         throw noneLeft;
       }
       tried.add(account.id);
       let attempt: Attempt<T>;
+      let bearer: OAuthBearer | undefined;
       try {
-        attempt = await attemptOn(account);
+        bearer = await this.bearerFor(account);
+        attempt = await attemptOn(account, bearer);
       } catch (err) {
         release();
         if (signal?.aborted) {
@@ -205,11 +218,32 @@ export class UpstreamClient {
         lastError = err;
         continue;
       }
-      const moveOn = RETRYABLE(attempt.statusCode) && (await this.noteFailure(pool, account, attempt));
+      this.noteQuota(pool, account, attempt.headers);
+      const step = RETRYABLE(attempt.statusCode) ? await this.noteFailure(pool, account, attempt, bearer) : 'stop';
       dropLast();
       last = { account, attempt, release };
-      if (!moveOn) return last;
+      if (step === 'stop' || (step === 'again' && renewed.has(account.id))) return last;
+      if (step === 'again') {
+        renewed.add(account.id);
+        tried.delete(account.id);
+      }
     }
+  }
+
+  private async bearerFor(account: Account): Promise<OAuthBearer | undefined> {
+    if (!account.oauth) return undefined;
+    if (!this.logins) throw new GatewayError('encryption_key_missing', 'ChatGPT logins need TOLLGATE_ENCRYPTION_KEY on every replica.');
+    return this.logins.bearer(account.id);
+  }
+
+  /** The ChatGPT backend reports the account's quota windows on every answer: kept cluster-wide for routing. */
+  private noteQuota(pool: ProviderPool, account: Account, headers: IncomingHttpHeaders): void {
+    if (account.provider !== 'chatgpt') return;
+    const quota = quotaFromHeaders(headers);
+    if (!quota) return;
+    this.events.onQuota?.(pool.provider, account.id, quota);
+    // best effort: the next answer reports again
+    void this.store.setAccountQuota(account.id, quota).catch(() => {});
   }
 
   /** A session bound to an account gets that account or nothing: affinity over availability. */
@@ -221,18 +255,27 @@ export class UpstreamClient {
     return account;
   }
 
-  /** Records what a failed answer says about the account; whether the request should move on. */
-  private async noteFailure(pool: ProviderPool, account: Account, attempt: Attempt<unknown>): Promise<boolean> {
+  /** Records what a failed answer says about the account; what the request does next. */
+  private async noteFailure(pool: ProviderPool, account: Account, attempt: Attempt<unknown>, bearer?: OAuthBearer): Promise<FailureStep> {
     this.events.onUpstreamError?.(pool.provider, account.id, String(attempt.statusCode));
     if (attempt.statusCode === 429) {
-      const until = Date.now() + (retryAfterMs(attempt.headers['retry-after']) ?? this.config.cooldownMs);
+      // ChatGPT says when the full window resets; cooled until then, cluster-wide
+      const now = Date.now();
+      const quotaReset = exhaustedUntil(quotaFromHeaders(attempt.headers, now) ?? undefined, now);
+      const until = quotaReset ?? now + (retryAfterMs(attempt.headers['retry-after']) ?? this.config.cooldownMs);
       await this.store.setAccountCooldown(account.id, until);
       this.events.onCooldown?.(pool.provider, account.id, until);
+    } else if (account.oauth && bearer && attempt.statusCode === 401) {
+      // a ChatGPT login is refreshed, not disabled: with a newer token known, just try again; else
+      // once a probe agrees the token is refused, refresh it (once per cluster) and try again
+      if (this.logins!.newerThan(account.id, bearer)) return 'again';
+      if ((await this.probe.verdict(account)) !== 'refused') return 'stop';
+      return (await this.logins!.afterRejection(account.id, bearer).catch(() => null)) ? 'again' : 'next';
     } else if (attempt.statusCode === 401 || attempt.statusCode === 403) {
       // refused for the request or for the account? Only a refused probe disables it (until an
       // operator re-enables it); otherwise the caller gets this answer and the account serves on.
-      return (await this.probe.verdict(account)) === 'refused';
+      return (await this.probe.verdict(account)) === 'refused' ? 'next' : 'stop';
     }
-    return true;
+    return 'next';
   }
 }

@@ -2,11 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { DEFAULTS, type ProviderConfig, type ProviderName, type Strategy } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import type { CancelSignal } from '../http/client-gone.js';
-import type { Store } from '../store/types.js';
+import type { Store, StoredCredential } from '../store/types.js';
 import { accountsOf, pickAccount, rendezvousOrder, unavailability, type Account, type Candidate } from './accounts.js';
+import { headroom } from './chatgpt/quota.js';
 import { WaitQueue } from './wait-queue.js';
 
 const RECENT_TOKENS_WINDOW_MS = 5 * 60_000;
+/** How long the list of ChatGPT logins imported through the admin API is reused before asking the store again. */
+const IMPORTED_TTL_MS = 1_000;
 
 /** What a request asks of selection beyond availability. */
 export interface Scope {
@@ -43,10 +46,13 @@ export interface Taken {
  * own view.
  */
 export class ProviderPool {
-  readonly accounts: Account[];
   readonly strategy: Strategy;
   readonly websocket: boolean;
   readonly affinity: boolean;
+  private readonly configured: Account[];
+  /** ChatGPT logins imported through the admin API, which every replica serves */
+  private imported: Account[] = [];
+  private importedAt = -Infinity;
   private cursor = 0;
   private readonly inFlight = new Map<string, number>();
   private readonly recent = new Map<string, { tokens: number; since: number }>();
@@ -57,17 +63,35 @@ export class ProviderPool {
 
   constructor(
     readonly provider: ProviderName,
-    config: ProviderConfig,
+    private readonly config: ProviderConfig,
     private readonly store: Store,
     private readonly bounds: QueueBounds = { queueTimeoutMs: DEFAULTS.queueTimeoutMs, slotTtlMs: DEFAULTS.staleAfterMs, renewMs: DEFAULTS.heartbeatMs },
     private readonly events: PoolEvents = {},
   ) {
-    this.accounts = accountsOf(provider, config);
+    this.configured = accountsOf(provider, config);
     this.strategy = config.strategy;
     this.websocket = config.websocket;
     this.affinity = config.affinity;
     this.queue = new WaitQueue(bounds.renewMs);
-    if (this.accounts.some((a) => a.maxConcurrent)) this.renewal = setInterval(() => void this.renewSlots(), bounds.renewMs).unref();
+    // only configured accounts have a `maxConcurrent`
+    if (this.configured.some((a) => a.maxConcurrent)) this.renewal = setInterval(() => void this.renewSlots(), bounds.renewMs).unref();
+  }
+
+  /** Configured accounts, then imported ones, as last synced. */
+  get accounts(): Account[] {
+    return [...this.configured, ...this.imported];
+  }
+
+  /** Picks up logins imported on any replica (ChatGPT only); `force` skips the reuse window. */
+  async syncImported(force = false, now = Date.now()): Promise<void> {
+    if (this.provider !== 'chatgpt' || (!force && now - this.importedAt < IMPORTED_TTL_MS)) return;
+    const logins = await this.store.listCredentials();
+    this.imported = logins.filter((login) => !this.configured.some((a) => a.id === login.id)).map((login) => this.importedAccount(login));
+    this.importedAt = now;
+  }
+
+  private importedAccount(login: StoredCredential): Account {
+    return { id: login.id, provider: this.provider, baseUrl: this.config.baseUrl.replace(/\/+$/, ''), secret: '', oauth: true, headers: {} };
   }
 
   /**
@@ -112,6 +136,7 @@ export class ProviderPool {
 
   /** The usable accounts of the scope not in `exclude`; throws 429/503 when there are none. */
   private async usable(exclude: ReadonlySet<string>, now: number, scope: Scope): Promise<Candidate[]> {
+    await this.syncImported(false, now);
     const inScope = scope.accounts ? this.accounts.filter((a) => scope.accounts!.has(a.id)) : this.accounts;
     if (inScope.length === 0) throw new GatewayError('no_accounts', `No ${this.provider} account is in this key's pool.`, { retryAfter: 5 });
     const states = await this.store.getAccountStates(inScope.map((a) => a.id));
@@ -120,13 +145,19 @@ export class ProviderPool {
     for (const account of inScope) {
       const state = states.get(account.id) ?? {};
       const blocked = unavailability(state, now);
-      if (blocked?.reason === 'cooldown') earliestReset = Math.min(earliestReset ?? Infinity, blocked.until);
+      if (blocked?.reason === 'cooldown' || blocked?.reason === 'quota_exhausted') earliestReset = Math.min(earliestReset ?? Infinity, blocked.until);
       if (blocked || exclude.has(account.id)) continue;
-      usable.push({ account, state, inFlight: this.inFlightOf(account.id), recentTokens: this.recentTokensOf(account.id, now) });
+      usable.push({
+        account,
+        state,
+        inFlight: this.inFlightOf(account.id),
+        recentTokens: this.recentTokensOf(account.id, now),
+        headroom: headroom(state.quota, now),
+      });
     }
     if (usable.length > 0) return usable;
     if (exclude.size === 0 && earliestReset !== undefined) {
-      throw new GatewayError('usage_limit_reached', `Every ${this.provider} account is cooling down after upstream rate limits.`, {
+      throw new GatewayError('usage_limit_reached', `Every ${this.provider} account is cooling down after upstream rate limits or has used its quota.`, {
         retryAfter: (earliestReset - now) / 1000,
         resetsAt: earliestReset,
       });

@@ -3,7 +3,7 @@ import { request, type Dispatcher } from 'undici';
 import type { Config, ProviderName } from '../config/schema.js';
 import type { ProbeVerdict, Store } from '../store/types.js';
 import { upstreamUrl, type Account } from './accounts.js';
-import { withAccountCredential } from './credentials.js';
+import { withAccountCredential, type OAuthBearer } from './credentials.js';
 
 /**
  * The cheapest call that needs nothing but a valid credential: the model list. OpenAI and
@@ -35,9 +35,11 @@ export class AccountProbe {
     private readonly store: Store,
     private readonly bounds: Pick<Config['upstream'], 'probeIntervalMs' | 'probeTimeoutMs'>,
     private readonly events: ProbeEvents = {},
+    /** a ChatGPT login's current bearer */
+    private readonly bearerOf: (account: Account) => Promise<OAuthBearer | undefined> = async () => undefined,
   ) {}
 
-  /** `refused`: the account is disabled now (by whoever probed); otherwise it stays as it is. */
+  /** `refused`: the account is disabled now (by whoever probed; a ChatGPT login is due a refresh); otherwise it stays as it is. */
   verdict(account: Account): Promise<ProbeVerdict> {
     let running = this.running.get(account.id);
     if (!running) {
@@ -62,8 +64,9 @@ export class AccountProbe {
 
   private async probe(account: Account): Promise<ProbeVerdict> {
     const verdict = await this.ask(account);
-    // disabled before the verdict is visible: a replica reading `refused` finds the account out
-    if (verdict === 'refused') await this.store.setAccountDisabled(account.id, true);
+    // disabled before the verdict is visible: a replica reading `refused` finds the account out.
+    // A ChatGPT login is refreshed instead, by whoever reads the verdict (see ChatgptLogins).
+    if (verdict === 'refused' && !account.oauth) await this.store.setAccountDisabled(account.id, true);
     await this.store.setAccountProbeVerdict(account.id, verdict, this.bounds.probeIntervalMs);
     this.events.onProbe?.(account.provider, account.id, verdict);
     return verdict;
@@ -74,7 +77,7 @@ export class AccountProbe {
       const res = await request(upstreamUrl(account, PROBE_PATH), {
         dispatcher: this.dispatcher,
         method: 'GET',
-        headers: withAccountCredential(account, { accept: 'application/json' }),
+        headers: withAccountCredential(account, { accept: 'application/json' }, await this.bearerOf(account)),
         headersTimeout: this.bounds.probeTimeoutMs,
         bodyTimeout: this.bounds.probeTimeoutMs,
       });

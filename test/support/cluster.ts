@@ -30,6 +30,8 @@ export interface ClusterOptions {
   mock: MockUpstream;
   /** raw config merged over the default one (a function gets the mock's URL) */
   config?: ClusterConfig;
+  /** extra environment of every replica process (OTEL_*, …) */
+  env?: Record<string, string>;
 }
 
 export type ClusterConfig = Record<string, unknown> | ((mockUrl: string) => Record<string, unknown>);
@@ -63,6 +65,7 @@ export async function startReplica(instanceId: string, options: ClusterOptions, 
       TOLLGATE_INTERNAL_SECRET: INTERNAL_SECRET,
       TOLLGATE_ADMIN_TOKEN: ADMIN_TOKEN,
       LOG_LEVEL: 'info',
+      ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -134,14 +137,19 @@ export interface ClusterEnv {
  * A file's cluster: a real redis-server, the mock upstream and `count` replica processes,
  * started before its tests and stopped after them; the mock's records are cleared before each.
  */
-export function useCluster(count: number, options: { config?: ClusterConfig; redis?: TestRedisOptions } = {}): ClusterEnv {
+export function useCluster(
+  count: number,
+  /** `env` as a function is read when the cluster starts (after the file's earlier beforeAll hooks) */
+  options: { config?: ClusterConfig; redis?: TestRedisOptions; env?: Record<string, string> | (() => Record<string, string>) } = {},
+): ClusterEnv {
   const env = {} as ClusterEnv;
   let stop: (() => Promise<void>) | undefined;
   beforeAll(async () => {
     env.redis = await startRedis(options.redis);
     env.mock = await startMockUpstream();
     env.store = await RedisStore.connect(env.redis.url);
-    const cluster = await startCluster(count, { redisUrl: env.redis.url, mock: env.mock, config: options.config });
+    const processEnv = typeof options.env === 'function' ? options.env() : options.env;
+    const cluster = await startCluster(count, { redisUrl: env.redis.url, mock: env.mock, config: options.config, env: processEnv });
     env.replicas = cluster.replicas;
     stop = cluster.stop;
   }, 120_000);

@@ -145,6 +145,29 @@ accounts (apiKeyEnv).
 {{- end }}
 
 {{/*
+Where the Deployment mounts the auth.json of the chatgpt account at this index (authSecret).
+*/}}
+{{- define "tollgate.authFilePath" -}}
+{{- printf "/etc/tollgate-chatgpt/%d/auth.json" (int .) }}
+{{- end }}
+
+{{/*
+The enabled chatgpt provider's authSecret accounts as a YAML list of {index, secret, key}.
+*/}}
+{{- define "tollgate.authAccounts" -}}
+{{- $out := list }}
+{{- $chatgpt := .Values.config.providers.chatgpt | default dict }}
+{{- if dig "enabled" true $chatgpt }}
+{{- range $i, $account := $chatgpt.accounts }}
+{{- if $account.authSecret }}
+{{- $out = append $out (dict "index" $i "secret" $account.authSecret "key" ($account.authSecretKey | default "auth.json")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
 Fails the render on settings the gateway would refuse or silently mishandle.
 */}}
 {{- define "tollgate.validate" -}}
@@ -166,8 +189,15 @@ Fails the render on settings the gateway would refuse or silently mishandle.
 {{- fail (printf "tollgate: config.providers.%s.accounts: at least one account is required" $name) }}
 {{- end }}
 {{- range $i, $account := $provider.accounts }}
-{{- if eq (empty $account.apiKeyEnv) (empty $account.apiKeyFile) }}
-{{- fail (printf "tollgate: config.providers.%s.accounts[%d]: exactly one of apiKeyEnv or apiKeyFile is required" $name $i) }}
+{{- $logins := list $account.authFile $account.authSecret | compact }}
+{{- if and $logins (ne $name "chatgpt") }}
+{{- fail (printf "tollgate: config.providers.%s.accounts[%d]: only ChatGPT accounts log in with a Codex auth.json (authFile, authSecret)" $name $i) }}
+{{- end }}
+{{- if ne (len (list $account.apiKeyEnv $account.apiKeyFile $account.authFile $account.authSecret | compact)) 1 }}
+{{- fail (printf "tollgate: config.providers.%s.accounts[%d]: exactly one of apiKeyEnv, apiKeyFile, authFile or authSecret is required" $name $i) }}
+{{- end }}
+{{- if and $logins (not $.Values.secrets.existingSecret) (not $.Values.secrets.encryptionKey) }}
+{{- fail (printf "tollgate: config.providers.%s.accounts[%d] logs in with a Codex auth.json: set secrets.encryptionKey (openssl rand -base64 32) or put TOLLGATE_ENCRYPTION_KEY in secrets.existingSecret" $name $i) }}
 {{- end }}
 {{- end }}
 {{- end }}
