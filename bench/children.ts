@@ -104,16 +104,18 @@ export function spawnChild<T>(opts: SpawnOptions<T>): Promise<{ child: Child; re
 
 /**
  * A TypeScript child of ours (`bench/*-process.ts`), run by node with the tsx loader.
- * `nodeArgs` go before the script (e.g. `--cpu-prof`).
+ * `nodeArgs` go before the script (e.g. `--cpu-prof`); `timeoutMs` bounds the wait for its ready line.
  */
 export function spawnTsChild<T>(
   name: string,
   script: string,
   env: Record<string, string> = {},
   nodeArgs: string[] = [],
+  timeoutMs?: number,
 ): Promise<{ child: Child; ready: T }> {
   return spawnChild<T>({
     name,
+    timeoutMs,
     command: process.execPath,
     args: [...nodeArgs, '--import', 'tsx', fileURLToPath(new URL(script, import.meta.url))],
     env,

@@ -2,10 +2,13 @@
  * What scenarios run against: one mock upstream and any number of gateway variants in front of
  * it, each in its own child process, started on first use and shared by every scenario after.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { generateKey } from '../src/auth/keys.js';
 import { startRedis } from '../test/support/redis.js';
-import { spawnTsChild, startTracked } from './children.js';
+import { spawnChild, spawnTsChild, startTracked } from './children.js';
 
 /** Where a scenario sends its requests. */
 export interface HttpTarget {
@@ -17,6 +20,10 @@ export interface HttpTarget {
   pid?: number;
   /** a gateway's internal listener, where its /metrics is */
   internalUrl?: string;
+  /** the mock's control listener (stream hold), see mock-process.ts */
+  controlUrl?: string;
+  /** stops the serving process (only targets that are started for one measurement) */
+  stop?: () => Promise<void>;
 }
 
 /**
@@ -26,6 +33,9 @@ export interface HttpTarget {
  */
 export type GatewayConfigPatch = (env: BenchEnv) => Promise<Record<string, unknown>>;
 
+/** a gateway may take this long to start on a machine busy with other work */
+const START_TIMEOUT_MS = 60_000;
+
 export const UPSTREAM_SECRET = 'sk-bench-upstream-' + 'x'.repeat(24);
 /** ≥16 chars, required with a Redis store */
 export const INTERNAL_SECRET = 'bench-internal-secret-0123456789';
@@ -33,6 +43,8 @@ export const INTERNAL_SECRET = 'bench-internal-secret-0123456789';
 export class BenchEnv {
   /** one proxy key, seeded into every gateway through its config */
   readonly key = generateKey();
+  /** a second key, with limits (never reached), for the Redis round trips of a key with limits */
+  readonly limitedKey = generateKey();
   private mockTarget?: Promise<HttpTarget>;
   private floorTarget?: Promise<HttpTarget>;
   private redisUrl?: Promise<string>;
@@ -40,8 +52,9 @@ export class BenchEnv {
 
   /** The mock upstream, called directly (no auth needed). */
   mock(): Promise<HttpTarget> {
-    this.mockTarget ??= spawnTsChild<{ url: string }>('mock upstream', './mock-process.ts').then(({ child, ready }) => ({
+    this.mockTarget ??= spawnTsChild<{ url: string; controlUrl: string }>('mock upstream', './mock-process.ts').then(({ child, ready }) => ({
       url: ready.url,
+      controlUrl: ready.controlUrl,
       headers: {},
       pid: child.proc.pid,
     }));
@@ -73,16 +86,32 @@ export class BenchEnv {
     return target;
   }
 
-  private async startGateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
+  /** The raw config of a bench gateway: the defaults below with `patch` merged over them. */
+  private async gatewayConfig(patch?: GatewayConfigPatch): Promise<Record<string, unknown>> {
     const mock = await this.mock();
     // internalHost 127.0.0.1: the advertise URL (how another replica reaches this one's internal
     // port, for owner forwarding) defaults to the internal listener's own URL
     const defaults = {
       server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
       providers: { openai: { baseUrl: mock.url, accounts: [{ id: 'bench-openai-1', apiKey: UPSTREAM_SECRET }] } },
-      keys: [{ id: this.key.id, name: 'bench', sha256: this.key.sha256 }],
+      keys: [
+        { id: this.key.id, name: 'bench', sha256: this.key.sha256 },
+        {
+          id: this.limitedKey.id,
+          name: 'bench-limited',
+          sha256: this.limitedKey.sha256,
+          limits: [
+            { limit_type: 'requests', limit_window: 'daily', max_value: 1_000_000_000 },
+            { limit_type: 'total_tokens', limit_window: 'monthly', max_value: 1_000_000_000_000 },
+          ],
+        },
+      ],
     };
-    const raw = mergeConfig(defaults, (await patch?.(this)) ?? {});
+    return mergeConfig(defaults, (await patch?.(this)) ?? {});
+  }
+
+  private async startGateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
+    const raw = await this.gatewayConfig(patch);
     // BENCH_CPU_PROFILE_DIR: each gateway writes V8 CPU profiles (one per thread; the main
     // thread's is the big one) to <dir>/gateway-<name>/ when it stops
     const profileDir = process.env.BENCH_CPU_PROFILE_DIR;
@@ -92,8 +121,43 @@ export class BenchEnv {
       './gateway-process.ts',
       { BENCH_GATEWAY_CONFIG: JSON.stringify(raw) },
       nodeArgs,
+      START_TIMEOUT_MS,
     );
-    return { url: ready.publicUrl, internalUrl: ready.internalUrl, headers: { authorization: `Bearer ${this.key.secret}` }, pid: child.proc.pid };
+    return {
+      url: ready.publicUrl,
+      internalUrl: ready.internalUrl,
+      headers: { authorization: `Bearer ${this.key.secret}` },
+      pid: child.proc.pid,
+      stop: () => child.stop(),
+    };
+  }
+
+  /**
+   * A replica started as production starts it (`node dist/main.js`, config file, logs on stdout,
+   * no tsx loader in the process), for one measurement, stopped after it: idle RSS, held streams.
+   */
+  async freshReplica(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
+    const file = join(mkdtempSync(join(tmpdir(), 'tollgate-bench-')), `${name}.yaml`);
+    writeFileSync(file, JSON.stringify(await this.gatewayConfig(patch))); // JSON is YAML
+    const { child, ready } = await spawnChild<{ publicUrl: string; internalUrl: string }>({
+      name: `replica (${name})`,
+      command: process.execPath,
+      args: [fileURLToPath(new URL('../dist/main.js', import.meta.url))],
+      env: { TOLLGATE_CONFIG: file },
+      timeoutMs: START_TIMEOUT_MS,
+      ready: (line) => {
+        if (!line.includes('"tollgate listening"')) return undefined;
+        const { publicUrl, internalUrl } = JSON.parse(line) as { publicUrl: string; internalUrl: string };
+        return { publicUrl, internalUrl };
+      },
+    });
+    return {
+      url: ready.publicUrl,
+      internalUrl: ready.internalUrl,
+      headers: { authorization: `Bearer ${this.key.secret}` },
+      pid: child.proc.pid,
+      stop: () => child.stop(),
+    };
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Child process: the floor of this stack — a bare Fastify route that forwards the body to the mock
  * with undici and streams the answer back: no auth, limits, metering, logging or metrics. The
- * gateway's distance from it is the cost of what it does per request.
+ * gateway's distance from it is the cost of what it does per request. `GET /health/live` answers
+ * like the gateway's, so the burst rows can show how long the floor's own loop stalls.
  * Prints `BENCH_READY {"publicUrl": ...}` once listening.
  */
 import Fastify from 'fastify';
@@ -11,9 +12,11 @@ import { announceReady, exitWithParent } from './child-support.js';
 const upstream = process.env.BENCH_MOCK_URL;
 if (!upstream) throw new Error('BENCH_MOCK_URL is not set');
 const agent = new Agent();
-const app = Fastify();
+// the gateway's default body limit, so the 2 MB row passes here as it does there
+const app = Fastify({ bodyLimit: 16 * 1024 * 1024 });
 app.removeAllContentTypeParsers();
 app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+app.get('/health/live', async () => ({ status: 'ok' }));
 app.post('/v1/responses', async (req, reply) => {
   const res = await request(upstream + '/v1/responses', {
     dispatcher: agent,

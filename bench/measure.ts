@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { Agent, request } from 'undici';
 import type { HttpTarget } from './env.js';
+import { clientCommandsPerRequest, redisCpuPerRequest, redisSnapshot, type RedisPerRequest } from './redis-stats.js';
 
 export interface LoadSettings {
   connections: number;
@@ -25,6 +26,8 @@ export interface LoadResult {
   timeouts: number;
   /** CPU time (user + system) the serving process spent per request, µs; undefined off Linux */
   cpuMicrosPerRequest?: number;
+  /** Redis's own CPU and commands per request, for a gateway on Redis */
+  redis?: RedisPerRequest;
 }
 
 export interface LatencyResult {
@@ -53,6 +56,17 @@ export function cpuSecondsOf(pid: number | undefined): number | undefined {
     return undefined;
   }
 }
+/** Linux: resident set size of a process in bytes, from /proc; undefined elsewhere. */
+export function rssBytesOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** USER_HZ: 100 on every mainstream Linux build */
 const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -82,8 +96,11 @@ function runAutocannon(opts: autocannon.Options, onLatency?: (ms: number) => voi
   });
 }
 
-/** Warm-up (discarded), then the measured run, both with the same settings. */
-export async function load(target: HttpTarget, path: string, body: object, settings: LoadSettings): Promise<LoadResult> {
+/**
+ * Warm-up (discarded), then the measured run, both with the same settings. With `redisUrl`,
+ * Redis's own CPU and commands are measured over the measured run too.
+ */
+export async function load(target: HttpTarget, path: string, body: object, settings: LoadSettings, redisUrl?: string): Promise<LoadResult> {
   const base: autocannon.Options = {
     url: target.url + path,
     method: 'POST',
@@ -91,12 +108,16 @@ export async function load(target: HttpTarget, path: string, body: object, setti
     body: JSON.stringify(body),
     connections: settings.connections,
     pipelining: 1,
+    // a 2 MB request on a busy machine may well take more than autocannon's default 10 s
+    timeout: 30,
   };
   if (settings.warmupSeconds > 0) await runAutocannon({ ...base, duration: settings.warmupSeconds });
   const latencies: number[] = [];
+  const redisBefore = redisUrl ? await redisSnapshot(redisUrl) : undefined;
   const cpuBefore = cpuSecondsOf(target.pid);
   const result = await runAutocannon({ ...base, duration: settings.seconds }, (ms) => latencies.push(ms));
   const cpuAfter = cpuSecondsOf(target.pid);
+  const redisAfter = redisUrl ? await redisSnapshot(redisUrl) : undefined;
   const sorted = sortedSamples(latencies);
   const cpuMicrosPerRequest =
     cpuBefore !== undefined && cpuAfter !== undefined && result.requests.total > 0
@@ -111,7 +132,37 @@ export async function load(target: HttpTarget, path: string, body: object, setti
     errors: result.errors,
     timeouts: result.timeouts,
     cpuMicrosPerRequest,
+    redis:
+      redisUrl && redisBefore && redisAfter
+        ? {
+            cpuMicros: redisCpuPerRequest(redisBefore, redisAfter, result.requests.total),
+            ...(await clientCommandsPerRequest(redisUrl, () => concurrent(target, path, body, ROUND_TRIP_REQUESTS, settings.connections))),
+          }
+        : undefined,
   };
+}
+
+/** Requests whose Redis commands are counted (see redis-stats.ts). */
+const ROUND_TRIP_REQUESTS = 200;
+
+/** `count` requests over `connections` concurrent loops, each read to its end; returns `count`. */
+async function concurrent(target: HttpTarget, path: string, body: object, count: number, connections: number): Promise<number> {
+  const text = JSON.stringify(body);
+  let left = count;
+  const loop = async () => {
+    while (left > 0) {
+      left -= 1;
+      const res = await request(target.url + path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...target.headers },
+        body: text,
+      });
+      await res.body.dump();
+      if (res.statusCode !== 200) throw new Error(`${target.url}${path} answered ${res.statusCode}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(connections, count) }, loop));
+  return count;
 }
 
 export type ProbeUntil = 'first-byte' | 'end';

@@ -1,4 +1,5 @@
 /** Plain-text tables for the bench's results. */
+import type { BurstResult, HeldResult } from './burst.js';
 import type { LatencyResult, LoadResult } from './measure.js';
 
 /** The issue's targets for a gateway scenario, against direct in the same run. */
@@ -11,14 +12,39 @@ export interface LoadRow {
   label: string;
   baseline: boolean;
   targets: boolean;
+  cpuTarget?: { floor: string; maxRatio: number };
+  maxRedisCommands?: number;
   outcome: Outcome<LoadResult>;
 }
 
+type ProbeGoal = { label: string; maxAddedP50Ms: number };
 export interface ProbeRow {
   label: string;
-  /** the issue's target for the probe's first subject, if it has one */
-  target?: { label: string; maxAddedP50Ms: number };
-  outcome: Outcome<{ baseline: { label: string; result: LatencyResult }; subjects: { label: string; result: LatencyResult }[] }>;
+  outcome: Outcome<{
+    baseline: { label: string; result: LatencyResult };
+    subjects: { label: string; result: LatencyResult; goal?: ProbeGoal }[];
+  }>;
+}
+
+export interface BurstRow {
+  label: string;
+  streams: number;
+  /** the row (same burst size) whose TTFB p50 this one is held to */
+  floor?: string;
+  outcome: Outcome<BurstResult>;
+}
+
+export interface MemoryRows {
+  idleMemory: Outcome<number>;
+  idleRedis: Outcome<number>;
+  held: Outcome<HeldResult>;
+}
+
+export interface Goals {
+  burstTtfbMaxRatio: number;
+  healthMaxMs: number;
+  idleRssMaxMiB: number;
+  heldStreamMaxKiB: number;
 }
 
 const ms = (value: number) => value.toFixed(2);
@@ -47,14 +73,47 @@ export function loadTable(rows: LoadRow[], direct: LoadResult): string {
       vs ? '—' : signedMs(r.p50 - direct.p50),
       vs ? '—' : signedMs(r.p99 - direct.p99),
       r.cpuMicrosPerRequest === undefined ? '—' : Math.round(r.cpuMicrosPerRequest).toString(),
+      r.redis ? Math.round(r.redis.cpuMicros).toString() : '—',
+      r.redis ? r.redis.commands.toFixed(2) : '—',
       String(r.total),
       String(r.non2xx + r.errors),
     ];
   });
-  return table(
-    ['scenario', 'req/s', 'vs direct', 'p50 ms', 'p99 ms', 'added p50', 'added p99', 'server CPU µs/req', 'requests', 'errors'],
-    body,
+  const notes = rows.flatMap((row) =>
+    row.outcome.ok && row.outcome.value.redis ? [`  ${row.label}: Redis commands sent per request: ${row.outcome.value.redis.breakdown}`] : [],
   );
+  return [
+    table(
+      ['scenario', 'req/s', 'vs direct', 'p50 ms', 'p99 ms', 'added p50', 'added p99', 'server CPU µs/req', 'Redis CPU µs/req', 'Redis cmds/req', 'requests', 'errors'],
+      body,
+    ),
+    ...(notes.length ? ['', ...notes] : []),
+  ].join('\n');
+}
+
+export function burstTable(rows: BurstRow[]): string {
+  const body = rows.map((row): string[] => {
+    const name = `${row.label}, ${row.streams} streams`;
+    if (!row.outcome.ok) return [name, `FAILED: ${row.outcome.error.split('\n')[0]}`];
+    const r = row.outcome.value;
+    const floor = row.floor ? rows.find((f) => f.label === row.floor && f.streams === row.streams) : undefined;
+    const ratio = floor?.outcome.ok ? (r.ttfbP50 / floor.outcome.value.ttfbP50).toFixed(2) + '×' : '—';
+    return [name, ms(r.ttfbP50), ms(r.ttfbP99), ratio, Number.isNaN(r.healthWorstMs) ? '—' : ms(r.healthWorstMs), String(r.healthSamples), ms(r.wallMs)];
+  });
+  return table(['burst', 'TTFB p50 ms', 'TTFB p99 ms', 'p50 vs floor', '/health/live worst ms', 'health samples', 'all done ms'], body);
+}
+
+const mib = (value: number) => value.toFixed(1) + ' MiB';
+
+export function memoryLines(rows: MemoryRows): string {
+  const show = <T>(o: Outcome<T>, text: (v: T) => string) => (o.ok ? text(o.value) : `FAILED: ${o.error.split('\n')[0]}`);
+  return [
+    `Idle RSS of a fresh replica (after one request): memory store ${show(rows.idleMemory, mib)}; Redis store ${show(rows.idleRedis, mib)}`,
+    `Held streams (fresh memory-store replica, mock holds each stream after its first event): ${show(
+      rows.held,
+      (h) => `${h.streams} streams, RSS ${mib(h.rssBeforeMiB)} -> ${mib(h.rssHeldMiB)}, ${h.kibPerStream.toFixed(1)} KiB per stream`,
+    )}`,
+  ].join('\n');
 }
 
 export function probeTable(rows: ProbeRow[]): string {
@@ -81,39 +140,100 @@ export function probeTable(rows: ProbeRow[]): string {
   return table(['probe / target', 'p50 ms', 'p99 ms', 'added p50', 'added p99', 'samples'], body);
 }
 
-export function targetLines(rows: LoadRow[], direct: LoadResult, probeRows: ProbeRow[] = []): string {
-  const mark = (met: boolean) => (met ? 'met' : 'MISSED');
-  const lines = [
-    `Targets (issue): a gateway serves >= ${pct(MIN_THROUGHPUT_RATIO)} of direct req/s and adds < ${MAX_ADDED_P50_MS} ms p50, under the same load`,
-  ];
-  for (const row of rows.filter((r) => r.targets)) {
+const mark = (met: boolean) => (met ? 'MET' : 'MISSED');
+
+export function targetLines(
+  rows: LoadRow[],
+  direct: LoadResult,
+  probeRows: ProbeRow[],
+  burstRows: BurstRow[],
+  memory: MemoryRows,
+  goals: Goals,
+): string {
+  const lines = ['Targets (issues 7 and 12), each against its comparison row of this run:'];
+  const loadOf = (label: string) => {
+    const row = rows.find((r) => r.label === label);
+    return row?.outcome.ok ? row.outcome.value : undefined;
+  };
+  for (const row of rows) {
+    if (!row.outcome.ok) {
+      if (row.targets || row.cpuTarget || row.maxRedisCommands !== undefined) lines.push(`  ${row.label}: not measured (failed)`);
+      continue;
+    }
+    const r = row.outcome.value;
+    if (row.targets) {
+      const ratio = r.requestsPerSec / direct.requestsPerSec;
+      const added = r.p50 - direct.p50;
+      lines.push(
+        `  ${row.label}: throughput ${pct(ratio)} of direct (>= ${pct(MIN_THROUGHPUT_RATIO)}) -> ${mark(ratio >= MIN_THROUGHPUT_RATIO)}; ` +
+          `added p50 ${signedMs(added)} ms (< ${MAX_ADDED_P50_MS} ms) -> ${mark(added < MAX_ADDED_P50_MS)}`,
+      );
+    }
+    if (row.cpuTarget) {
+      const floor = loadOf(row.cpuTarget.floor);
+      if (floor?.cpuMicrosPerRequest === undefined || r.cpuMicrosPerRequest === undefined) {
+        lines.push(`  ${row.label}: server CPU not measured`);
+      } else {
+        const ratio = r.cpuMicrosPerRequest / floor.cpuMicrosPerRequest;
+        lines.push(
+          `  ${row.label}: server CPU ${Math.round(r.cpuMicrosPerRequest)} µs/req = ${ratio.toFixed(2)}× the bare proxy's ` +
+            `${Math.round(floor.cpuMicrosPerRequest)} (<= ${row.cpuTarget.maxRatio}×) -> ${mark(ratio <= row.cpuTarget.maxRatio)}; ` +
+            `added p50 vs the bare proxy ${signedMs(r.p50 - floor.p50)} ms`,
+        );
+      }
+    }
+    if (row.maxRedisCommands !== undefined && r.redis) {
+      // the allowance: per-replica work that is not per request (usage flushes, heartbeats)
+      lines.push(
+        `  ${row.label}: ${r.redis.commands.toFixed(2)} Redis round trips/req (<= ${row.maxRedisCommands}, +0.1 for batched ` +
+          `flushes and heartbeats) -> ${mark(r.redis.commands <= row.maxRedisCommands + 0.1)}; Redis CPU ${Math.round(r.redis.cpuMicros)} µs/req`,
+      );
+    }
+  }
+  for (const row of probeRows) {
     if (!row.outcome.ok) {
       lines.push(`  ${row.label}: not measured (failed)`);
       continue;
     }
-    const r = row.outcome.value;
-    const ratio = r.requestsPerSec / direct.requestsPerSec;
-    const added = r.p50 - direct.p50;
-    lines.push(
-      `  ${row.label}: throughput ${pct(ratio)} of direct -> ${mark(ratio >= MIN_THROUGHPUT_RATIO)}; ` +
-        `added p50 ${signedMs(added)} ms -> ${mark(added < MAX_ADDED_P50_MS)}`,
-    );
+    const { baseline } = row.outcome.value;
+    for (const subject of row.outcome.value.subjects) {
+      if (!subject.goal) continue;
+      const addedP50 = subject.result.p50 - baseline.result.p50;
+      const addedP99 = subject.result.p99 - baseline.result.p99;
+      lines.push(
+        `  ${subject.goal.label} <= ${subject.goal.maxAddedP50Ms} ms p50: ${mark(addedP50 <= subject.goal.maxAddedP50Ms)} ` +
+          `(measured ${signedMs(addedP50)} ms p50, ${signedMs(addedP99)} ms p99; p50 ${ms(subject.result.p50)} vs ${ms(baseline.result.p50)} ms, sequential, no load)`,
+      );
+    }
   }
-  for (const row of probeRows) {
-    if (!row.target) continue;
-    const head = `${row.target.label} < ${row.target.maxAddedP50Ms} ms p50`;
-    const subject = row.outcome.ok ? row.outcome.value.subjects[0] : undefined;
-    if (!row.outcome.ok || !subject) {
-      lines.push(`  ${head}: not measured (${row.label} failed)`);
+  for (const row of burstRows) {
+    if (!row.floor) continue;
+    const head = `  burst of ${row.streams} through ${row.label}`;
+    if (!row.outcome.ok) {
+      lines.push(`${head}: not measured (failed)`);
       continue;
     }
-    const { baseline } = row.outcome.value;
-    const addedP50 = subject.result.p50 - baseline.result.p50;
-    const addedP99 = subject.result.p99 - baseline.result.p99;
+    const r = row.outcome.value;
+    const floor = burstRows.find((f) => f.label === row.floor && f.streams === row.streams);
+    const ratioText = floor?.outcome.ok
+      ? (() => {
+          const ratio = r.ttfbP50 / floor.outcome.value.ttfbP50;
+          return `TTFB p50 ${ms(r.ttfbP50)} ms = ${ratio.toFixed(2)}× the bare proxy's ${ms(floor.outcome.value.ttfbP50)} (<= ${goals.burstTtfbMaxRatio}×) -> ${mark(ratio <= goals.burstTtfbMaxRatio)}`;
+        })()
+      : 'TTFB vs the bare proxy not measured';
     lines.push(
-      `  ${head}: ${mark(addedP50 < row.target.maxAddedP50Ms)} (measured ${signedMs(addedP50)} ms p50, ${signedMs(addedP99)} ms p99; ` +
-        `p50 ${ms(subject.result.p50)} vs ${ms(baseline.result.p50)} ms, sequential, no load)`,
+      `${head}: ${ratioText}; /health/live worst ${ms(r.healthWorstMs)} ms (< ${goals.healthMaxMs}) -> ${mark(r.healthWorstMs < goals.healthMaxMs)}`,
     );
   }
+  const idle = (label: string, o: Outcome<number>) =>
+    o.ok ? `${mib(o.value)} (< ${goals.idleRssMaxMiB} MiB) -> ${mark(o.value < goals.idleRssMaxMiB)}` : `not measured (${label} failed)`;
+  lines.push(`  idle RSS, memory store: ${idle('idle memory', memory.idleMemory)}; Redis store: ${idle('idle Redis', memory.idleRedis)}`);
+  lines.push(
+    `  RSS per held stream: ${
+      memory.held.ok
+        ? `${memory.held.value.kibPerStream.toFixed(1)} KiB (<= ${goals.heldStreamMaxKiB} KiB) -> ${mark(memory.held.value.kibPerStream <= goals.heldStreamMaxKiB)}`
+        : 'not measured (failed)'
+    }`,
+  );
   return lines.join('\n');
 }

@@ -27,31 +27,152 @@ export interface LoadScenario {
   label: string;
   /** the scenario every other one is compared with; exactly one */
   baseline?: boolean;
-  /** whether the issue's targets (≥ 50% of direct req/s, < 2 ms added p50) apply */
+  /** whether the earlier issue's targets (≥ 50% of direct req/s, < 2 ms added p50) apply */
   targets?: boolean;
+  /** the bare proxy's row this row's server CPU is compared with, and the largest ratio the issue allows */
+  cpuTarget?: { floor: string; maxRatio: number };
+  /** Redis commands per request the issue allows (round trips; see redis-stats.ts) */
+  maxRedisCommands?: number;
   target(env: BenchEnv): Promise<HttpTarget>;
   path: string;
   body: object;
+  /** measure Redis's own CPU and commands per request over the measured run */
+  redis?: boolean;
+  /** instead of BENCH_CONNECTIONS (the 2 MB rows: a few uploads at a time, as a few agents would) */
+  connections?: number;
 }
+
+/**
+ * A Codex turn of about `bytes`: instructions, tools and a long conversation with tool output,
+ * as the Responses API carries it (the whole history in `input`, streamed).
+ */
+export function codexTurnBody(bytes: number): object {
+  const filler = (seed: number, length: number) => {
+    let text = '';
+    for (let i = 0; text.length < length; i++) text += `line ${seed}.${i}: const value = compute(${i}, "${'x'.repeat(i % 40)}");\n`;
+    return text.slice(0, length);
+  };
+  const input: object[] = [];
+  let size = 0;
+  for (let turn = 0; size < bytes; turn++) {
+    const items = [
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: filler(turn, 400) }] },
+      { type: 'function_call', call_id: `call_${turn}`, name: 'shell', arguments: JSON.stringify({ command: ['rg', '-n', `pattern${turn}`] }) },
+      { type: 'function_call_output', call_id: `call_${turn}`, output: filler(turn + 1, 6_000) },
+      { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: filler(turn + 2, 600) }] },
+    ];
+    for (const item of items) size += JSON.stringify(item).length;
+    input.push(...items);
+  }
+  return {
+    model: 'gpt-5',
+    instructions: filler(-1, 8_000),
+    tools: [{ type: 'function', name: 'shell', parameters: { type: 'object', properties: { command: { type: 'array', items: { type: 'string' } } } } }],
+    input,
+    store: false,
+    stream: true,
+  };
+}
+export const LARGE_BODY = codexTurnBody(2 * 1024 * 1024);
+
+/** What the key with limits presents instead of the default key. */
+const withLimitedKey = (target: Promise<HttpTarget>, env: BenchEnv) =>
+  target.then((t) => ({ ...t, headers: { authorization: `Bearer ${env.limitedKey.secret}` } }));
+
+const FLOOR = 'Bare Fastify+undici proxy';
+const FLOOR_2MB = 'Bare proxy, 2 MB turn';
+const LARGE_CONNECTIONS = 4;
 
 export const LOAD_SCENARIOS: LoadScenario[] = [
   { label: 'Direct (mock upstream)', baseline: true, target: (env) => env.mock(), path: RESPONSES_PATH, body: SMALL_BODY },
   // not a target: what a bare Fastify + undici pass-through costs, so the gateway's own share shows
-  { label: 'Bare Fastify+undici proxy', target: (env) => env.floor(), path: RESPONSES_PATH, body: SMALL_BODY },
-  { label: 'Gateway, memory store', targets: true, target: gateway.memory, path: RESPONSES_PATH, body: SMALL_BODY },
-  { label: 'Gateway, Redis store', targets: true, target: gateway.redis, path: RESPONSES_PATH, body: SMALL_BODY },
+  { label: FLOOR, target: (env) => env.floor(), path: RESPONSES_PATH, body: SMALL_BODY },
+  {
+    label: 'Gateway, memory store',
+    targets: true,
+    cpuTarget: { floor: FLOOR, maxRatio: 1.3 },
+    target: gateway.memory,
+    path: RESPONSES_PATH,
+    body: SMALL_BODY,
+  },
+  {
+    label: 'Gateway, Redis store',
+    targets: true,
+    cpuTarget: { floor: FLOOR, maxRatio: 1.5 },
+    maxRedisCommands: 0,
+    redis: true,
+    target: gateway.redis,
+    path: RESPONSES_PATH,
+    body: SMALL_BODY,
+  },
+  {
+    label: 'Gateway, Redis, key with limits',
+    cpuTarget: { floor: FLOOR, maxRatio: 1.5 },
+    maxRedisCommands: 1,
+    redis: true,
+    target: (env) => withLimitedKey(gateway.redis(env), env),
+    path: RESPONSES_PATH,
+    body: SMALL_BODY,
+  },
+  { label: 'Direct, 2 MB turn', connections: LARGE_CONNECTIONS, target: (env) => env.mock(), path: RESPONSES_PATH, body: LARGE_BODY },
+  { label: FLOOR_2MB, connections: LARGE_CONNECTIONS, target: (env) => env.floor(), path: RESPONSES_PATH, body: LARGE_BODY },
+  {
+    label: 'Gateway, memory, 2 MB turn',
+    cpuTarget: { floor: FLOOR_2MB, maxRatio: 1.3 },
+    connections: LARGE_CONNECTIONS,
+    target: gateway.memory,
+    path: RESPONSES_PATH,
+    body: LARGE_BODY,
+  },
+  {
+    label: 'Gateway, Redis, 2 MB turn',
+    cpuTarget: { floor: FLOOR_2MB, maxRatio: 1.5 },
+    connections: LARGE_CONNECTIONS,
+    redis: true,
+    target: gateway.redis,
+    path: RESPONSES_PATH,
+    body: LARGE_BODY,
+  },
 ];
 
-export interface ProbeSubject {
+/** Streams opened at once through one process: the bare proxy (the floor) and the gateway on the memory store. */
+export interface BurstScenario {
   label: string;
+  /** the row this one's TTFB p50 is compared with (max 1.25×), and whose loop is the floor */
+  floor?: string;
+  /** whether it answers GET /health/live (the mock does not) */
+  health: boolean;
   target(env: BenchEnv): Promise<HttpTarget>;
 }
+export const BURST_BODY = { ...SMALL_BODY, stream: true };
+export const BURST_SCENARIOS: BurstScenario[] = [
+  { label: 'Direct (mock upstream)', health: false, target: (env) => env.mock() },
+  { label: FLOOR, health: true, target: (env) => env.floor() },
+  { label: 'Gateway, memory store', floor: FLOOR, health: true, target: gateway.memory },
+];
+/** ≤ this × the bare proxy's burst TTFB p50; /health/live never slower than this during a burst */
+export const BURST_TTFB_MAX_RATIO = 1.25;
+export const HEALTH_MAX_MS = 250;
+export const IDLE_RSS_MAX_MIB = 80;
+export const HELD_STREAM_MAX_KIB = 32;
 
-/** An issue target for a probe: its first subject adds less than this p50 over the baseline. */
+/** Fresh replicas for the memory rows (idle RSS, held streams): nothing else has run through them. */
+export const freshGateways = {
+  memory: (env: BenchEnv) => env.freshReplica('fresh-memory'),
+  redis: (env: BenchEnv) => env.freshReplica('fresh-redis', withRedis('bench-replica-fresh')),
+};
+
+/** An issue target for a probe subject: it adds at most this p50 over the probe's baseline. */
 export interface ProbeTarget {
   /** what the target line says, e.g. "owner-forward hop adds" */
   label: string;
   maxAddedP50Ms: number;
+}
+
+export interface ProbeSubject {
+  label: string;
+  target(env: BenchEnv): Promise<HttpTarget>;
+  goal?: ProbeTarget;
 }
 
 /**
@@ -69,7 +190,6 @@ export interface LatencyProbe {
   /** printed under the probe table */
   note?: string;
   watch?: ProbeWatch;
-  target?: ProbeTarget;
 }
 
 const direct: ProbeSubject = { label: 'Direct (mock upstream)', target: (env) => env.mock() };
@@ -118,7 +238,10 @@ export const LATENCY_PROBES: LatencyProbe[] = [
     label: 'SSE time to first byte (stream: true)',
     spec: { path: RESPONSES_PATH, body: { ...SMALL_BODY, stream: true }, until: 'first-byte', contentType: 'text/event-stream' },
     baseline: direct,
-    subjects: [{ label: 'Gateway, memory store', target: gateway.memory }],
+    subjects: [
+      { label: 'Gateway, memory store', target: gateway.memory, goal: { label: 'SSE TTFB, memory store, adds', maxAddedP50Ms: 0.3 } },
+      { label: 'Gateway, Redis store', target: gateway.redis, goal: { label: 'SSE TTFB, Redis store, adds', maxAddedP50Ms: 0.5 } },
+    ],
   },
   {
     label: 'Non-streamed JSON, whole response, no concurrent load',
@@ -136,7 +259,9 @@ export const LATENCY_PROBES: LatencyProbe[] = [
       contentType: 'application/json',
     },
     baseline: { label: 'Replica A, session owner: served locally', target: gateway.redis },
-    subjects: [{ label: 'Replica B: owner-forward hop to A', target: gateway.redisB }],
+    subjects: [
+      { label: 'Replica B: owner-forward hop to A', target: gateway.redisB, goal: { label: 'owner-forward hop adds', maxAddedP50Ms: 1 } },
+    ],
     note: [
       `Bridged turn: POST ${RESPONSES_PATH} ${JSON.stringify(BRIDGE_BODY)}, session-id: ${BRIDGE_SESSION_ID}; two Redis-store`,
       'replicas (same Redis and internal secret, own instance ids). A got the first turn and owns the session (one upstream',
@@ -144,6 +269,5 @@ export const LATENCY_PROBES: LatencyProbe[] = [
       'bridge metrics: A forwarded none of its turns, B forwarded every one of its turns (outcome ok).',
     ].join('\n'),
     watch: checkOwnerForwarding,
-    target: { label: 'owner-forward hop adds', maxAddedP50Ms: 1 },
   },
 ];

@@ -27,6 +27,9 @@ import { registerUsageRoute } from './metering/routes.js';
 import { traceRequests } from './telemetry/spans.js';
 import { tracingFor } from './telemetry/tracing.js';
 
+/** connections the kernel may queue for the public listener before it is accepted */
+const ACCEPT_BACKLOG = 4096;
+
 export interface App {
   gateway: Gateway;
   bridge: Bridge;
@@ -126,10 +129,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     ...bodyBounds,
     onAnswered: (request, reply) => {
       const route = request.routeOptions.url ?? 'unknown';
-      gateway.metrics.requests.inc({ route, status: reply.statusCode });
-      gateway.metrics.duration.observe({ route }, reply.elapsedTime / 1000);
+      gateway.metrics.per.request(route, reply.statusCode).inc();
+      gateway.metrics.per.duration(route).observe(reply.elapsedTime / 1000);
       const code = request.facts?.errorCode;
-      if (code) gateway.metrics.errors.inc({ route, code });
+      if (code) gateway.metrics.per.error(route, code).inc();
       gateway.recordFailure(request, reply.statusCode);
     },
   });
@@ -170,7 +173,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     public: app,
     internal,
     async listen() {
-      await app.listen({ host: config.server.host, port: config.server.port });
+      // Node's default accept queue (511) overflows in a burst of thousands of streams opened at
+      // once, and the kernel then resets connections; it caps this at net.core.somaxconn
+      await app.listen({ host: config.server.host, port: config.server.port, backlog: ACCEPT_BACKLOG });
       await internal.listen({ host: config.server.internalHost, port: config.server.internalPort });
       const internalUrl = urlOf(internal);
       identity.advertiseUrl ||= advertisedUrl(config.server.internalHost, internalUrl);

@@ -5,7 +5,7 @@ import { KeyDirectory } from './auth/keys.js';
 import { PROVIDERS, type Config, type ProviderName } from './config/schema.js';
 import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
-import { modelOf } from './http/body.js';
+import type { ParsedBody } from './server/types.js';
 import { SecretScrubber } from './http/scrubber.js';
 import type { ErrorClass, KeyRecord, Store } from './store/types.js';
 import { ChatgptLogins } from './upstream/chatgpt/logins.js';
@@ -21,7 +21,7 @@ import { LimitAlerts } from './metering/limit-alerts.js';
 import { MeteredCall } from './metering/metered-call.js';
 import { UsageRecorder } from './metering/recorder.js';
 
-const bodyModel = (request: FastifyRequest): string | undefined => modelOf((request.body as { json?: unknown } | undefined)?.json);
+const bodyModel = (request: FastifyRequest): string | undefined => (request.body as ParsedBody | undefined)?.top.model;
 
 /**
  * The runtime parts one replica is made of, built once at start and shared by its routes.
@@ -105,7 +105,7 @@ export class Gateway {
       onDrop: () => this.metrics.usageDropped.inc(),
       onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
       onWritten: alerts ? (keyId) => void this.announceCrossings(alerts, keyId) : undefined,
-    });
+    }, { flushIntervalMs: config.usage.flushIntervalMs });
   }
 
   private async announceCrossings(alerts: LimitAlerts, keyId: string): Promise<void> {
@@ -122,7 +122,7 @@ export class Gateway {
   }
 
   /** What selection of an account for this authenticated request must respect (see `Scope`). */
-  scopeOf(request: FastifyRequest, body: unknown): Scope {
+  scopeOf(request: FastifyRequest, body: ParsedBody | undefined): Scope {
     const key = request.principal!.key;
     return { affinityKey: affinityKeyOf(request.headers, body, key.id), accounts: this.accountsOf(key) };
   }
@@ -157,8 +157,8 @@ export class Gateway {
       onRecorded: (usage, served) => {
         request.facts.tokens = usage;
         this.pools.get(served.provider)?.noteTokens(served.accountId, usage.total_tokens);
-        this.metrics.tokens.inc({ provider: served.provider, type: 'input' }, usage.input_tokens);
-        this.metrics.tokens.inc({ provider: served.provider, type: 'output' }, usage.output_tokens);
+        this.metrics.per.tokens(served.provider, 'input').inc(usage.input_tokens);
+        this.metrics.per.tokens(served.provider, 'output').inc(usage.output_tokens);
       },
       costOf: (usage, model) => this.cost.of(usage, model),
       traceAdmission: tracing && ((admit) => tracing.around(ADMISSION_SPAN, request.span, admit)),

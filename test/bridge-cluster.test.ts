@@ -65,9 +65,14 @@ describe('HTTP-bridge sessions over three env.replicas', () => {
     expect(forwardsAfter.map((n, i) => n - forwardsBefore[i]!)).toEqual([0, 2, 1]);
     expect(await metricValue(env.replicas[0]!, 'tollgate_bridge_owned_sessions', {})).toBeGreaterThanOrEqual(1);
     expect(await metricValue(env.replicas[1]!, 'tollgate_bridge_forward_seconds_count', {})).toBeGreaterThanOrEqual(2);
-    const usage = await (await fetch(`${env.replicas[2]!.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json();
-    expect(usage.request_count).toBe(5);
-    expect(usage.total_tokens).toBe(servedTotals(env.mock).total_tokens);
+    // each replica counts its turns in its next usage batch
+    const usageNow = async () => (await fetch(`${env.replicas[2]!.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json();
+    await expect
+      .poll(async () => {
+        const { request_count, total_tokens } = await usageNow();
+        return { request_count, total_tokens };
+      })
+      .toEqual({ request_count: 5, total_tokens: servedTotals(env.mock).total_tokens });
   });
 
   it('works for an x-api-key-only caller, streamed, through forwarding', async () => {

@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { pickAccount, rendezvousOrder, type Candidate } from '../src/upstream/accounts.js';
+import { MAX_JSON_DEPTH, scanJson } from '../src/server/json-depth.js';
 import { affinityKeyOf, conversationOf } from '../src/upstream/cache-affinity.js';
+
+/** A request body as the gateway holds it: top level scanned from the bytes, the document on demand. */
+const bodyOf = (json: unknown) => ({ top: scanJson(Buffer.from(JSON.stringify(json)), MAX_JSON_DEPTH).top, json: () => json });
 
 const candidate = (id: string): Candidate => ({
   account: { id, provider: 'openai', baseUrl: 'http://127.0.0.1:1', secret: `sk-${id}`, oauth: false, headers: {} },
@@ -83,12 +87,13 @@ describe('affinity key of a call', () => {
     expect(conversationOf({}, { model: 'gpt-5', input: 'hi' })).toBeUndefined();
     expect(conversationOf({ session_id: '  ' }, { prompt_cache_key: '', metadata: { user_id: 42 } })).toBeUndefined();
     expect(conversationOf({}, undefined)).toBeUndefined();
-    expect(affinityKeyOf({}, { input: 'x' }, 'key-1')).toBeUndefined();
+    expect(affinityKeyOf({}, bodyOf({ input: 'x' }), 'key-1')).toBeUndefined();
+    expect(affinityKeyOf({}, undefined, 'key-1')).toBeUndefined();
   });
 
   it('is scoped by the proxy key: two keys naming the same conversation do not share it', () => {
     const body = { prompt_cache_key: 'shared' };
-    expect(affinityKeyOf({}, body, 'key-a')).not.toBe(affinityKeyOf({}, body, 'key-b'));
-    expect(affinityKeyOf({}, body, 'key-a')).toBe(affinityKeyOf({}, { ...body, input: 'other turn' }, 'key-a'));
+    expect(affinityKeyOf({}, bodyOf(body), 'key-a')).not.toBe(affinityKeyOf({}, bodyOf(body), 'key-b'));
+    expect(affinityKeyOf({}, bodyOf(body), 'key-a')).toBe(affinityKeyOf({}, bodyOf({ ...body, input: 'other turn' }), 'key-a'));
   });
 });

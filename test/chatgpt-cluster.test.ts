@@ -36,6 +36,21 @@ async function only(id: string, via: Replica) {
   for (const other of ACCOUNTS) await admin(via, 'POST', `/admin/accounts/${other}/${other === id ? 'enable' : 'disable'}`);
 }
 const served = () => env.mock.requests.filter((r) => r.path === '/backend-api/codex/responses');
+/**
+ * Resolves once the mock saw the caller of a held refresh go away. A held refresh is answered to
+ * a caller the mock still thinks is there, and a replica's exit can reach the test before its
+ * closed connection reaches the mock: the hold may only end after this.
+ */
+function refreshAbandoned(): Promise<void> {
+  return new Promise((resolve) => {
+    const onAbandoned = (request: { path: string }) => {
+      if (request.path !== '/oauth/token') return;
+      env.mock.events.off('abandoned', onAbandoned);
+      resolve();
+    };
+    env.mock.events.on('abandoned', onAbandoned);
+  });
+}
 
 describe('ChatGPT logins across replicas', () => {
   it('50 concurrent requests over 3 replicas on an expired token: exactly one refresh, every request served with the new token', async () => {
@@ -63,7 +78,9 @@ describe('ChatGPT logins across replicas', () => {
     const held = once(env.mock.oauth.events, 'held');
     const doomed = codex(a!, key.key).catch(() => null);
     await held;
+    const gone = refreshAbandoned();
     await a!.kill('SIGKILL');
+    await gone;
     release();
     await doomed;
     // b waits out a's lock, then refreshes with the token a spent: refused once, never again
@@ -89,7 +106,9 @@ describe('ChatGPT logins across replicas', () => {
     const held = once(env.mock.oauth.events, 'held');
     const doomed = codex(b!, key.key).catch(() => null);
     await held;
+    const gone = refreshAbandoned();
     await b!.kill('SIGKILL');
+    await gone;
     release();
     await doomed;
     const reply = await codex(c!, key.key);

@@ -63,7 +63,10 @@ describe('Redis going away mid-traffic', () => {
     await expect.poll(() => answered(503)).toBeGreaterThanOrEqual(8);
     const duringOutage = outcomes.length;
     await env.redis.start();
-    await expect.poll(async () => (await fetch(`${env.replicas[0]!.url}/health/ready`)).status, { timeout: 10_000 }).toBe(200);
+    // every replica reconnects on its own schedule: each is asked, not only the first
+    for (const replica of env.replicas) {
+      await expect.poll(async () => (await fetch(`${replica.url}/health/ready`)).status, { timeout: 10_000 }).toBe(200);
+    }
     await expect.poll(() => answered(200, duringOutage)).toBeGreaterThanOrEqual(8);
     running = false;
     await Promise.all(workers);

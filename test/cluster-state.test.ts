@@ -5,6 +5,8 @@ import { ADMIN_TOKEN, createKeyVia, useCluster, type Replica } from './support/c
 import { servedTotals } from './support/gateway.js';
 
 const env = useCluster(3);
+/** the README's bound on how long an account change on one replica takes to reach the others */
+const ACCOUNT_STATE_BOUND_MS = 100;
 
 function respond(replica: Replica, secret: string, header: 'bearer' | 'x-api-key' = 'bearer') {
   return fetch(`${replica.url}/v1/responses`, {
@@ -72,22 +74,67 @@ describe('three env.replicas sharing one Redis', () => {
     );
   });
 
-  it('a cooldown from an upstream 429 seen on replica A is respected by replica B', async () => {
+  it('a cooldown from an upstream 429 seen on replica A is respected by replica B within 100 ms', async () => {
     const { key } = await createKeyVia(env.replicas[0]!);
+    // B has the account's state in its copy already: the bound must hold for a warm copy too
+    expect((await respond(env.replicas[1]!, key)).status).toBe(200);
     env.mock.enqueue({ status: 429, headers: { 'retry-after': '30' }, body: { error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } } });
     const onA = await respond(env.replicas[0]!, key);
     expect(onA.status).toBe(429);
     expect((await onA.json()).error.message).toBe('Rate limit reached');
+    const cooledAt = Date.now();
     const seen = env.mock.requests.length;
-    const onB = await respond(env.replicas[1]!, key);
-    expect(onB.status).toBe(429);
-    const body = await onB.json();
-    expect(body.error.code).toBe('usage_limit_reached');
-    expect(Number(onB.headers.get('retry-after'))).toBeGreaterThan(25);
-    expect(env.mock.requests.length).toBe(seen);
+    const onB = await settlesWithin(
+      async () => {
+        const res = await respond(env.replicas[1]!, key);
+        return { status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.json() };
+      },
+      (answer) => answer.status === 429,
+      cooledAt,
+      ACCOUNT_STATE_BOUND_MS,
+    );
+    expect(onB.body.error.code).toBe('usage_limit_reached');
+    expect(Number(onB.retryAfter)).toBeGreaterThan(25);
+    // what B served before it heard of the cooldown went upstream; nothing after
+    const servedMeanwhile = env.mock.requests.length - seen;
+    expect((await respond(env.replicas[1]!, key)).status).toBe(429);
+    expect(env.mock.requests.length - seen).toBe(servedMeanwhile);
     // an operator ends the cooldown through any replica
     const enabled = await fetch(`${env.replicas[2]!.url}/admin/accounts/oa-1/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(enabled.status).toBe(200);
-    expect((await respond(env.replicas[1]!, key)).status).toBe(200);
+    const enabledAt = Date.now();
+    await settlesWithin(async () => (await respond(env.replicas[1]!, key)).status, (status) => status === 200, enabledAt, ACCOUNT_STATE_BOUND_MS);
+  });
+
+  it('an account disabled on replica C is left alone by A and B within 100 ms, and back as soon as it is enabled', async () => {
+    const { key } = await createKeyVia(env.replicas[0]!);
+    // every replica has the account's state in its copy
+    for (const replica of env.replicas) expect((await respond(replica, key)).status).toBe(200);
+    const admin = (action: 'enable' | 'disable') =>
+      fetch(`${env.replicas[2]!.url}/admin/accounts/oa-1/${action}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect((await admin('disable')).status).toBe(200);
+    const disabledAt = Date.now();
+    const others = [env.replicas[0]!, env.replicas[1]!];
+    const answers = await Promise.all(
+      others.map((replica) =>
+        settlesWithin(
+          async () => {
+            const res = await respond(replica, key);
+            return { status: res.status, code: (await res.json()).error?.code as string | undefined };
+          },
+          (answer) => answer.status === 503,
+          disabledAt,
+          ACCOUNT_STATE_BOUND_MS,
+        ),
+      ),
+    );
+    for (const answer of answers) expect(answer.code).toBe('no_accounts');
+    expect((await admin('enable')).status).toBe(200);
+    const enabledAt = Date.now();
+    await Promise.all(
+      others.map((replica) =>
+        settlesWithin(async () => (await respond(replica, key)).status, (status) => status === 200, enabledAt, ACCOUNT_STATE_BOUND_MS),
+      ),
+    );
   });
 });

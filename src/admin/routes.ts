@@ -63,7 +63,8 @@ export function publicKey(record: KeyRecord) {
 }
 
 function parseBody<T>(schema: z.ZodType<T>, request: FastifyRequest): T {
-  const result = schema.safeParse((request.body as { json?: unknown } | undefined)?.json ?? {});
+  // the shared body parser's ParsedBody
+  const result = schema.safeParse((request.body as { json(): unknown } | undefined)?.json() ?? {});
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   throw new GatewayError('invalid_request', `${issue.path.join('.') || 'body'}: ${issue.message}`, { param: issue.path.join('.') });

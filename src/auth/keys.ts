@@ -50,6 +50,8 @@ export class KeyDirectory {
   /** null when caching is off (ttl 0) */
   private readonly known: LRUCache<string, KeyRecord> | null;
   private readonly unknown: LRUCache<string, true> | null;
+  /** lookups under way: concurrent requests of one key whose entry expired share one */
+  private readonly lookups = new Map<string, Promise<KeyRecord | null>>();
 
   constructor(private readonly store: Store, ttlMs: number) {
     this.known = ttlMs > 0 ? new LRUCache({ max: KNOWN_KEYS_CACHED, ttl: ttlMs }) : null;
@@ -64,6 +66,15 @@ export class KeyDirectory {
     const cached = this.known?.get(sha256);
     if (cached) return cached;
     if (this.unknown?.has(sha256)) return null;
+    let lookup = this.lookups.get(sha256);
+    if (!lookup) {
+      lookup = this.lookUp(sha256).finally(() => this.lookups.delete(sha256));
+      this.lookups.set(sha256, lookup);
+    }
+    return lookup;
+  }
+
+  private async lookUp(sha256: string): Promise<KeyRecord | null> {
     const record = await this.store.getKeyByHash(sha256);
     if (record) this.known?.set(sha256, record);
     else this.unknown?.set(sha256, true);

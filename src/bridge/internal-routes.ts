@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { keyProblem, requireModelAllowed } from '../auth/keys.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
-import { isJsonObject, modelOf } from '../http/body.js';
 import { sessionOf } from '../http/session-key.js';
+import { notJson } from '../server/http.js';
 import type { ParsedBody } from '../server/types.js';
 import { TOLLGATE_ORIGIN_INSTANCE_ID } from '../telemetry/attributes.js';
 import { startRequestSpan } from '../telemetry/spans.js';
@@ -33,7 +33,7 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
     },
     handler: async (request, reply) => {
       const context = contexts.get(request)!;
-      const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
+      const body = (request.body as ParsedBody | undefined) ?? notJson(Buffer.alloc(0));
       verifyContextBody(context, body.raw);
       const now = Date.now();
       // both round trips at once; the nonce is spent either way
@@ -51,8 +51,8 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
         throw new GatewayError('context_malformed', 'Internal context names another session than the request.');
       }
       // the origin only bridges Responses create requests, but a signed context does not make a body one
-      if (!isJsonObject(body.json)) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
-      request.facts.model = modelOf(body.json);
+      if (!body.top.object) throw new GatewayError('invalid_request', 'A bridged request body must be a JSON object.');
+      request.facts.model = body.top.model;
       requireModelAllowed(key!, request.facts.model);
       // the caller's route picks the provider here as it did on the origin
       const route = responsesRoute(context.route ?? '/v1/responses');
@@ -60,7 +60,7 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       const pool = gateway.poolFor(route.providers);
       request.facts.provider = pool.provider;
       // the scope is the key's as this replica reads it now, like every other check of the key
-      return bridge.serveForwarded({ request, reply, route, pool, body, session, metered: gateway.meteredCall(request), scope: gateway.scopeOf(request, body.json) });
+      return bridge.serveForwarded({ request, reply, route, pool, body, session, metered: gateway.meteredCall(request), scope: gateway.scopeOf(request, body) });
     },
   });
 }

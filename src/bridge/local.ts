@@ -59,7 +59,7 @@ export class BridgeLocal {
     let sentAt = 0;
     try {
       await session.run({
-        body: call.body.json as Record<string, unknown>,
+        body: call.body.json() as Record<string, unknown>,
         reply,
         responseHeaders: { [TURN_STATE_HEADER]: call.session!.turnState },
         onUsage: (usage) => {

@@ -43,6 +43,8 @@ export const DEFAULTS = {
   refreshTimeoutMs: 10_000,
   historyRetentionDays: 90,
   dashboardSessionTtlMs: 8 * 3_600_000,
+  /** usage records of a key wait this long for others before one store write carries them all */
+  usageFlushIntervalMs: 50,
 } as const;
 
 export const PROVIDERS = ['openai', 'anthropic', 'chatgpt'] as const;
@@ -222,6 +224,8 @@ export const configSchema = z
     usage: section({
       /** hourly usage history is kept this long after each hour, then the store drops it */
       historyRetentionDays: positiveInt(DEFAULTS.historyRetentionDays),
+      /** a token limit may be overrun by what completes within one interval (see README) */
+      flushIntervalMs: z.number().int().min(0).max(1_000).default(DEFAULTS.usageFlushIntervalMs),
     }),
     dashboard: section({
       /** serve the web dashboard at /dashboard (needs adminToken for the admin pages) */

@@ -5,6 +5,7 @@ import { adminAuth, sameSecret } from '../admin/routes.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import { usageReport } from '../metering/routes.js';
+import type { ParsedBody } from '../server/types.js';
 import type { DashboardSessions } from './session.js';
 
 /** Where `npm run build` (scripts/build-ui.mjs) puts the bundle: the same from src/ and dist/. */
@@ -67,7 +68,7 @@ export function registerDashboard(app: FastifyInstance, gateway: Gateway, sessio
 
   app.post('/dashboard/api/login', async (request, reply) => {
     const live = requireSessions();
-    const presented = (request.body as { json?: { token?: unknown } } | undefined)?.json?.token;
+    const presented = ((request.body as ParsedBody | undefined)?.json() as { token?: unknown } | undefined)?.token;
     if (typeof presented !== 'string' || !sameSecret(presented, token!)) throw new GatewayError('invalid_admin_token', 'Dashboard login: that is not the admin token.');
     return live.start(request, reply);
   });

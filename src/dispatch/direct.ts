@@ -25,8 +25,9 @@ export interface DirectDeps {
  * never metered as zero. The extra final chunk (`choices: []`) is part of the public API.
  */
 function upstreamBody(route: ModelRoute, body: ParsedBody): Buffer {
-  const json = body.json as { stream?: unknown; stream_options?: { include_usage?: unknown } } | undefined;
-  if (route.format !== 'openai-chat' || json?.stream !== true || json.stream_options?.include_usage === true) return body.raw;
+  if (route.format !== 'openai-chat' || body.top.stream !== true) return body.raw;
+  const json = body.json() as { stream_options?: { include_usage?: unknown } };
+  if (json.stream_options?.include_usage === true) return body.raw;
   return Buffer.from(JSON.stringify({ ...json, stream_options: { ...json.stream_options, include_usage: true } }));
 }
 
@@ -63,17 +64,18 @@ export class DirectDispatcher implements Dispatcher {
       throw err;
     }
     request.facts.accountId = upstream.account.id;
-    metrics.ttfb.observe({ provider: pool.provider }, (performance.now() - sentAt) / 1000);
+    metrics.per.ttfb(pool.provider).observe((performance.now() - sentAt) / 1000);
     if (span) {
       noteFirstByte(span, sentAt);
       span.setAttributes({ [TOLLGATE_ACCOUNT_ID]: upstream.account.id, [ATTR_HTTP_RESPONSE_STATUS_CODE]: upstream.statusCode });
     }
-    metrics.inFlightStreams.inc({ provider: pool.provider });
+    const inFlight = metrics.per.inFlightStreams(pool.provider);
+    inFlight.inc();
     return relayUpstreamReply(request, reply, upstream, {
       format: route.format,
       scrubber: this.deps.scrubber,
       onDone: (usage) => {
-        metrics.inFlightStreams.dec({ provider: pool.provider });
+        inFlight.dec();
         admitted?.record(usage, { provider: pool.provider, accountId: upstream.account.id });
         if (span) {
           if (usage) span.setAttributes(usageAttributes(usage));

@@ -42,7 +42,7 @@ export class MeteredCall {
 
   /**
    * Checks the key's limits and counts the request, atomically in the store; throws the 429 a
-   * client sees when a limit is reached.
+   * client sees when a limit is reached. A key without limits is only counted.
    */
   admit(now = Date.now()): Promise<Admitted> {
     const { traceAdmission } = this.deps;
@@ -51,6 +51,15 @@ export class MeteredCall {
 
   private async check(now: number): Promise<Admitted> {
     const key = this.deps.key();
+    const admitted: Admitted = {
+      refund: () => this.deps.recorder.refund(key.id, now),
+      record: (usage, served) => this.record(usage, served),
+    };
+    // nothing to check: the request is counted in the key's next usage batch, not by a store call
+    if (key.limits.length === 0) {
+      this.deps.recorder.countRequest(key.id, now);
+      return admitted;
+    }
     const admission = await this.deps.recorder.admit(key.id, key.limits, now);
     if (!admission.admitted) {
       const { limit, current, resetAt } = admission.denial;
@@ -60,10 +69,7 @@ export class MeteredCall {
         { retryAfter: (resetAt - now) / 1000, resetsAt: resetAt },
       );
     }
-    return {
-      refund: () => this.deps.recorder.refund(key.id, now),
-      record: (usage, served) => this.record(usage, served),
-    };
+    return admitted;
   }
 
   /**

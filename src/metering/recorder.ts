@@ -9,6 +9,14 @@ export const USAGE_BUFFER_LIMIT = 10_000;
 export const USAGE_BATCH_LIMIT = 100;
 const RETRY_INTERVAL_MS = 1_000;
 
+export interface UsageRecorderOptions {
+  /**
+   * How long a record may wait for others of its key before they go in one store call (0: at
+   * once). A key's batch also goes as soon as `USAGE_BATCH_LIMIT` records wait.
+   */
+  flushIntervalMs?: number;
+}
+
 export interface UsageRecorderEvents {
   onError?(err: unknown): void;
   onDrop?(): void;
@@ -24,6 +32,9 @@ export interface UsageRecorderEvents {
  * a time, and a batch whose outcome is unknown (store unreachable, reply lost or late) is sent
  * again unchanged, same number, until the store acknowledges it. The store skips a number it has
  * applied already, so a retried write never counts twice.
+ *
+ * Records wait up to `flushIntervalMs` for others of their key, so a busy key costs the store one
+ * call per interval instead of one per request.
  *
  * While the store is unreachable records wait in a bounded buffer, retried every second; past
  * `USAGE_BUFFER_LIMIT` records the oldest not yet sent are dropped (reported through `onDrop`).
@@ -44,13 +55,18 @@ export class UsageRecorder {
   /** per key, the running loop that writes its batches one after another */
   private readonly writers = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly flushIntervalMs: number;
   /** per key, the number of the last admission asked for */
   private readonly admissions = new Map<string, number>();
 
   constructor(
     private readonly store: Store,
     private readonly events: UsageRecorderEvents = {},
-  ) {}
+    options: UsageRecorderOptions = {},
+  ) {
+    this.flushIntervalMs = options.flushIntervalMs ?? 0;
+  }
 
   /** Checks the key's limits and counts the request (see `Store.admitRequest`). */
   async admit(keyId: string, limits: Limit[], now: number): Promise<Admission> {
@@ -61,9 +77,17 @@ export class UsageRecorder {
     } catch (err) {
       // unless it surely never reached the store, nobody knows yet whether it counted: the store
       // will tell by its number
-      if (!(err instanceof GatewayError && err.cause instanceof StoreNotReached)) this.enqueue(keyId, { at: now, lostAdmission: number });
+      if (!(err instanceof GatewayError && err.cause instanceof StoreNotReached)) this.enqueue(keyId, { at: now, lostAdmission: number }, true);
       throw err;
     }
+  }
+
+  /**
+   * Counts a request of a key without limits: nothing to check, so no store call of its own; it
+   * goes with the key's next batch (taken back by `refund` like an admitted one).
+   */
+  countRequest(keyId: string, at: number): void {
+    this.enqueue(keyId, { at, deltas: { requests: 1 } });
   }
 
   /**
@@ -81,7 +105,7 @@ export class UsageRecorder {
 
   /** Takes back a request admitted at `admittedAt` that never reached an upstream. */
   refund(keyId: string, admittedAt: number): void {
-    this.enqueue(keyId, { at: admittedAt, deltas: { requests: -1 } });
+    this.enqueue(keyId, { at: admittedAt, deltas: { requests: -1 } }, true);
   }
 
   /** Records not yet acknowledged by the store. */
@@ -98,16 +122,28 @@ export class UsageRecorder {
   stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
   }
 
-  private enqueue(keyId: string, entry: UsageEntry): void {
+  /** `now`: an admission given back frees room under a limit: it goes without waiting for others */
+  private enqueue(keyId: string, entry: UsageEntry, now = false): void {
     const queue = this.unsent.get(keyId);
     if (queue) queue.push(entry);
     else this.unsent.set(keyId, [entry]);
     this.unsentCount += 1;
     if (this.backlog > USAGE_BUFFER_LIMIT) this.dropOldestUnsent();
     this.events.onBacklog?.(this.backlog);
-    void this.drain(keyId);
+    if (now || this.flushIntervalMs === 0 || this.unsent.get(keyId)!.length >= USAGE_BATCH_LIMIT) void this.drain(keyId);
+    else this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, this.flushIntervalMs);
   }
 
   /** Starts the key's write loop unless it runs already; resolves when that loop ends. */

@@ -2,13 +2,43 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
+/**
+ * A metric's child per combination of label values (in `labelNames` order), made on first use and
+ * kept: prom-client would otherwise hash a label object on every call of the request path.
+ */
+export function childrenOf<Child>(metric: { labels(...values: string[]): Child }): (...values: Array<string | number>) => Child {
+  const children = new Map<string, Child>();
+  return (...values) => {
+    const key = values.join('\u0000');
+    let child = children.get(key);
+    if (!child) children.set(key, (child = metric.labels(...values.map(String))));
+    return child;
+  };
+}
+
 /** Every series the gateway exports, on a registry of its own (several gateways may share a process in tests). */
 export function buildMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  const series = buildSeries(registers);
   return {
     registry,
+    ...series,
+    /** the children the request path uses, by label values */
+    per: {
+      request: childrenOf(series.requests),
+      duration: childrenOf(series.duration),
+      error: childrenOf(series.errors),
+      ttfb: childrenOf(series.ttfb),
+      inFlightStreams: childrenOf(series.inFlightStreams),
+      tokens: childrenOf(series.tokens),
+    },
+  };
+}
+
+function buildSeries(registers: Registry[]) {
+  return {
     requests: new Counter({ name: 'tollgate_requests_total', help: 'Requests answered', labelNames: ['route', 'status'], registers }),
     // gateway-made errors (src/errors.ts codes), e.g. store_unavailable when Redis does not answer;
     // upstream errors pass through and show only in `requests` by status

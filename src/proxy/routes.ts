@@ -4,23 +4,23 @@ import type { ModelCall } from '../dispatch/call.js';
 import { chooseDispatcher, type Dispatchers } from '../dispatch/choose.js';
 import { relayUpstreamReply } from '../dispatch/relay.js';
 import type { Gateway } from '../gateway.js';
-import { isJsonObject, modelOf } from '../http/body.js';
 import { upstreamRequestHeaders } from '../http/headers.js';
 import { sessionOf } from '../http/session-key.js';
+import { notJson } from '../server/http.js';
 import type { ParsedBody } from '../server/types.js';
 import { MODEL_ROUTES, type ModelRoute } from '../upstream/routes.js';
 
 /** A model call: route -> auth (hook) -> metered call -> the chosen dispatcher. */
 function proxyModelCall(gateway: Gateway, dispatchers: Dispatchers, route: ModelRoute, request: FastifyRequest, reply: FastifyReply) {
   const pool = gateway.poolFor(route.providers);
-  const body = (request.body as ParsedBody | undefined) ?? { raw: Buffer.alloc(0), json: undefined };
+  const body = (request.body as ParsedBody | undefined) ?? notJson(Buffer.alloc(0));
   const key = request.principal!.key;
-  request.facts.model = modelOf(body.json);
+  request.facts.model = body.top.model;
   requireModelAllowed(key, request.facts.model);
   request.facts.provider = pool.provider;
-  const session = route.format === 'openai-responses' && isJsonObject(body.json) ? sessionOf(request.headers, key.id) : null;
+  const session = route.format === 'openai-responses' && body.top.object ? sessionOf(request.headers, key.id) : null;
   const metered = route.format ? gateway.meteredCall(request) : null;
-  const call: ModelCall = { request, reply, route, pool, body, session, metered, scope: gateway.scopeOf(request, body.json) };
+  const call: ModelCall = { request, reply, route, pool, body, session, metered, scope: gateway.scopeOf(request, body) };
   return chooseDispatcher(call, dispatchers).dispatch(call);
 }
 

@@ -6,7 +6,8 @@ import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../err
 import { endRequestSpan } from '../telemetry/spans.js';
 import { traceIdsOf } from '../telemetry/tracing.js';
 import { decodedBody, requestEncoding } from './body-decoding.js';
-import { MAX_JSON_DEPTH, nestsDeeperThan } from './json-depth.js';
+import { MAX_JSON_DEPTH, scanJson, topLevelOf } from './json-depth.js';
+import type { TopLevel } from './json-depth.js';
 import type { ParsedBody } from './types.js';
 import './types.js';
 
@@ -111,20 +112,25 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     done();
   });
 
-  // The raw bytes are forwarded upstream unchanged; the parsed copy is only read (model, stream).
+  // The raw bytes are forwarded upstream unchanged; the gateway reads model and stream. A large
+  // body (a coding agent's whole conversation) is not parsed for that: parsing was most of the
+  // gateway's CPU for it. Bad JSON in one is the upstream's to refuse.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, raw: Buffer, done) => {
     const type = request.headers['content-type'] ?? '';
     const looksJson = /\bjson\b/i.test(type) || type === '';
-    if (raw.length === 0) return done(null, { raw, json: undefined } satisfies ParsedBody);
-    if (nestsDeeperThan(raw, MAX_JSON_DEPTH)) {
-      if (!looksJson) return done(null, { raw, json: undefined } satisfies ParsedBody);
+    if (raw.length === 0) return done(null, notJson(raw));
+    const scan = scanJson(raw, MAX_JSON_DEPTH);
+    if (scan.tooDeep) {
+      if (!looksJson) return done(null, notJson(raw));
       return done(new GatewayError('invalid_json', `Request body nests deeper than ${MAX_JSON_DEPTH} levels.`), undefined);
     }
+    if (raw.length >= LAZY_PARSE_BYTES) return done(null, lazilyParsed(raw, scan.top));
     try {
-      done(null, { raw, json: JSON.parse(raw.toString('utf8')) } satisfies ParsedBody);
+      const json: unknown = JSON.parse(raw.toString('utf8'));
+      done(null, { raw, top: topLevelOf(json), json: () => json } satisfies ParsedBody);
     } catch (err) {
-      if (!looksJson) return done(null, { raw, json: undefined } satisfies ParsedBody);
+      if (!looksJson) return done(null, notJson(raw));
       done(new GatewayError('invalid_json', `Request body is not valid JSON: ${(err as Error).message}`), undefined);
     }
   });
@@ -166,6 +172,28 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     done();
   });
   return app;
+}
+
+/** From this size on a body is parsed only if someone needs more than its model and stream. */
+export const LAZY_PARSE_BYTES = 256 * 1024;
+
+export function notJson(raw: Buffer): ParsedBody {
+  return { raw, top: { object: false }, json: () => undefined };
+}
+
+function lazilyParsed(raw: Buffer, top: TopLevel): ParsedBody {
+  let parsed: { json: unknown } | undefined;
+  const json = () => {
+    if (!parsed) {
+      try {
+        parsed = { json: JSON.parse(raw.toString('utf8')) };
+      } catch {
+        parsed = { json: undefined };
+      }
+    }
+    return parsed.json;
+  };
+  return { raw, top, json };
 }
 
 /** Whether the request announces a body (the test Fastify makes before parsing one). */

@@ -7,23 +7,118 @@ const OPEN_ARRAY = 0x5b;
 const OPEN_OBJECT = 0x7b;
 const CLOSE_ARRAY = 0x5d;
 const CLOSE_OBJECT = 0x7d;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const LETTER_T = 0x74;
+const LETTER_F = 0x66;
+
+/** What the gateway routes on, from the top level of a request's JSON. */
+export interface TopLevel {
+  /** the document is a JSON object */
+  object: boolean;
+  model?: string;
+  stream?: boolean;
+  /** OpenAI's conversation id for prompt caching, which cache affinity routes on */
+  prompt_cache_key?: string;
+}
+
+/** The top-level keys whose string value is read. */
+type StringKey = 'model' | 'prompt_cache_key';
+
+export interface JsonScan {
+  /** nests arrays/objects deeper than the given maximum */
+  tooDeep: boolean;
+  /** as far as one pass can tell without building the document (it is not validated) */
+  top: TopLevel;
+}
+
+/** Index of the quote that closes the string opened at `open`, or -1; memchr-fast over long strings. */
+function stringEnd(bytes: Buffer, open: number): number {
+  let at = open;
+  for (;;) {
+    at = bytes.indexOf(QUOTE, at + 1);
+    if (at < 0) return -1;
+    let backslashes = 0;
+    for (let j = at - 1; bytes[j] === BACKSLASH; j--) backslashes++;
+    if (backslashes % 2 === 0) return at;
+  }
+}
+
+/** The string from `open` to `close` (its quotes), unescaped only when it has escapes. */
+function stringAt(bytes: Buffer, open: number, close: number): string {
+  const text = bytes.toString('utf8', open + 1, close);
+  return text.includes('\\') ? (JSON.parse(bytes.toString('utf8', open, close + 1)) as string) : text;
+}
 
 /**
- * Whether `bytes` nests arrays/objects deeper than `max`, in one linear pass that skips strings:
- * run before JSON.parse, so `[[[[…` of many megabytes is refused without building it.
+ * One linear pass over JSON bytes that builds nothing: whether it nests deeper than `maxDepth`
+ * (run before JSON.parse, so `[[[[…` of many megabytes is refused without building it), and the
+ * top-level `model`, `stream` and `prompt_cache_key` (the last of duplicates, as JSON.parse takes). Strings, most of
+ * an agent's request, are skipped with `indexOf`.
  */
-export function nestsDeeperThan(bytes: Buffer, max: number): boolean {
+export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
+  const top: TopLevel = { object: false };
   let depth = 0;
-  let inString = false;
+  let expectKey = false;
+  /** the top-level key that matters whose value comes next */
+  let key: StringKey | 'stream' | undefined;
+  let first = true;
   for (let i = 0; i < bytes.length; i++) {
     const byte = bytes[i]!;
-    if (inString) {
-      if (byte === BACKSLASH) i++;
-      else if (byte === QUOTE) inString = false;
-    } else if (byte === QUOTE) inString = true;
-    else if (byte === OPEN_ARRAY || byte === OPEN_OBJECT) {
-      if (++depth > max) return true;
-    } else if (byte === CLOSE_ARRAY || byte === CLOSE_OBJECT) depth--;
+    if (byte <= 0x20) continue; // whitespace (and control bytes JSON.parse would refuse)
+    if (first) {
+      top.object = byte === OPEN_OBJECT;
+      first = false;
+    }
+    if (key !== undefined && byte !== COLON) {
+      // the value of a key that matters starts here
+      if (key !== 'stream') {
+        if (byte === QUOTE) {
+          const close = stringEnd(bytes, i);
+          if (close < 0) break;
+          top[key] = stringAt(bytes, i, close);
+          i = close;
+          key = undefined;
+          continue;
+        }
+        delete top[key]; // not a string
+      } else if (byte === LETTER_T || byte === LETTER_F) top.stream = byte === LETTER_T;
+      else delete top.stream; // not a boolean
+      key = undefined;
+    }
+    if (byte === QUOTE) {
+      const close = stringEnd(bytes, i);
+      if (close < 0) break;
+      if (expectKey && depth === 1) {
+        expectKey = false;
+        const length = close - i - 1;
+        // only three keys matter: the others are not decoded
+        if (length === 5 || length === 6 || length === 16 || bytes.subarray(i, close).includes(BACKSLASH)) {
+          const name = stringAt(bytes, i, close);
+          if (name === 'model' || name === 'stream' || name === 'prompt_cache_key') key = name;
+        }
+      }
+      i = close;
+    } else if (byte === OPEN_ARRAY || byte === OPEN_OBJECT) {
+      if (++depth > maxDepth) return { tooDeep: true, top };
+      if (depth === 1 && top.object) expectKey = true;
+    } else if (byte === CLOSE_ARRAY || byte === CLOSE_OBJECT) {
+      depth--;
+    } else if (byte === COMMA && depth === 1 && top.object) {
+      expectKey = true;
+    }
   }
-  return false;
+  return { tooDeep: false, top };
+}
+
+/** The same facts read from a document JSON.parse built. */
+export function topLevelOf(json: unknown): TopLevel {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return { object: false };
+  const { model, stream, prompt_cache_key } = json as { model?: unknown; stream?: unknown; prompt_cache_key?: unknown };
+  return {
+    object: true,
+    ...(typeof model === 'string' && { model }),
+    ...(typeof stream === 'boolean' && { stream }),
+    ...(typeof prompt_cache_key === 'string' && { prompt_cache_key }),
+  };
 }

@@ -3,6 +3,7 @@ import type { ErrorCode } from '../errors.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { ProviderName } from '../config/schema.js';
 import type { TokenUsage } from '../usage/tokens.js';
+import type { TopLevel } from './json-depth.js';
 
 /** What a request learned on its way, for the access log line (and its server span). */
 export interface RequestFacts {
@@ -17,9 +18,15 @@ export interface RequestFacts {
 }
 
 export interface ParsedBody {
+  /** what is forwarded upstream, unchanged */
   raw: Buffer;
-  /** the parsed JSON document, or undefined when the body is not JSON */
-  json: unknown;
+  /** what the gateway routes on (model, stream), read without building a large document */
+  top: TopLevel;
+  /**
+   * The JSON document, or undefined when the body is not JSON. A large body is parsed only when
+   * this is called (a bridged turn, a streamed Chat Completions call); most never are.
+   */
+  json(): unknown;
 }
 
 declare module 'fastify' {

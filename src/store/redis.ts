@@ -69,7 +69,7 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{u:<keyId>}:a:<writer>     the writer's highest admission number settled for this key
  *   tg:{u:<keyId>}:a:<writer>:bits  bitmap (ADMISSION_MEMORY bits): which of those are counted
  *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
- *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled, reauthRequired, quota (QuotaSnapshot JSON)
+ *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled, reauthRequired, quota (QuotaSnapshot JSON); every change published, see below
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
  *   tg:{slot:<accountId>}         sorted set: concurrency slot holders by expiry (ms, Redis clock)
  *   tg:{acct}cred:<accountId>     hash: record (StoredCredential JSON without generation), generation
@@ -80,7 +80,18 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *   tg:{s:<sessionKey>}:lease     Lease JSON, PX leaseMs
  *   tg:{s:<sessionKey>}:epoch     epoch counter of the session
  *   tg:nonce:<nonce>              "1", PX ttl
+ * Pub/sub channel (not a key):
+ *   tg:acct-changed               message: the id of an account whose state just changed
  */
+
+/**
+ * Account states are read on every pick, so each replica keeps them in memory and Redis pushes
+ * every change (PUBLISH in the same MULTI as the write) to every replica's subscriber connection,
+ * which drops its copy: a change reaches the others within a round trip. Copies are only trusted
+ * while the subscription is live; a replica whose subscriber is (re)connecting reads Redis every
+ * time. This bounds what a lost message could cost.
+ */
+const ACCOUNT_STATE_MAX_AGE_MS = 5_000;
 
 /*
  * A writer's admissions of one key (KEYS top, bits): every number up to `top` is settled; bit
@@ -390,6 +401,14 @@ function parseLease(json: string): Lease {
 /** The shared store of a multi-replica deployment. */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const;
+  /** this replica's copy of account states (`{}`: none set), trusted only while `subscribed` */
+  private readonly accountStates = new Map<string, { state: AccountState; at: number }>();
+  /** bumped by every invalidation: a read that started before one must not fill the copy */
+  private accountGeneration = 0;
+  private subscribed = false;
+  private readonly subscriber: Client;
+  /** reads under way, by account ids: requests that find the copy missing or old share one */
+  private readonly accountReads = new Map<string, Promise<Map<string, AccountState>>>();
 
   private constructor(
     private readonly client: Client,
@@ -398,6 +417,41 @@ export class RedisStore implements Store {
     private readonly historyRetentionMs: number,
   ) {
     for (const [name, lua] of Object.entries(SCRIPTS)) client.defineCommand(name, { lua });
+    this.subscriber = this.subscribeToAccountChanges();
+  }
+
+  /** The connection that hears of account changes; see ACCOUNT_STATE_MAX_AGE_MS. */
+  private subscribeToAccountChanges(): Client {
+    const subscriber = this.client.duplicate();
+    const channel = this.accountChannel();
+    const forgetAll = () => {
+      this.subscribed = false;
+      this.accountStates.clear();
+      this.accountGeneration += 1;
+      this.accountReads.clear(); // a read under way may predate the change
+    };
+    subscriber.on('error', () => {}); // the command connection reports failures to callers
+    subscriber.on('close', forgetAll);
+    subscriber.on('ready', () => {
+      forgetAll();
+      subscriber.subscribe(channel).then(
+        () => {
+          // what changed before the subscription took effect is not in the copy: it starts empty
+          this.accountStates.clear();
+          this.accountGeneration += 1;
+          this.accountReads.clear(); // a read under way may predate the change
+          this.subscribed = true;
+        },
+        () => {},
+      );
+    });
+    subscriber.on('message', (from: string, accountId: string) => {
+      if (from !== channel) return;
+      this.accountStates.delete(accountId);
+      this.accountGeneration += 1;
+      this.accountReads.clear(); // a read under way may predate the change
+    });
+    return subscriber;
   }
 
   static async connect(url: string, options: RedisStoreOptions = {}): Promise<RedisStore> {
@@ -588,35 +642,83 @@ export class RedisStore implements Store {
   // --- accounts ---------------------------------------------------------------
 
   async getAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
+    const states = new Map<string, AccountState>();
+    if (accountIds.length === 0) return states;
+    const cached = this.cachedAccountStates(accountIds, states);
+    if (cached) return states;
+    const readKey = accountIds.join('\n');
+    let read = this.accountReads.get(readKey);
+    if (!read) {
+      const started = this.readAccountStates(accountIds).finally(() => {
+        if (this.accountReads.get(readKey) === started) this.accountReads.delete(readKey);
+      });
+      read = started;
+      this.accountReads.set(readKey, read);
+    }
+    // each caller its own copies, as from the cache
+    return new Map([...(await read)].map(([id, state]) => [id, { ...state }]));
+  }
+
+  private readAccountStates(accountIds: string[]): Promise<Map<string, AccountState>> {
+    const states = new Map<string, AccountState>();
     return this.run(async () => {
-      const states = new Map<string, AccountState>();
-      if (accountIds.length === 0) return states;
+      const generation = this.accountGeneration;
       const batch = this.client.pipeline();
       for (const id of accountIds) batch.hgetall(this.accountKey(id));
       const hashes = (await execAll(batch)) as Record<string, string>[];
+      const keep = this.subscribed && generation === this.accountGeneration;
+      const at = Date.now();
       accountIds.forEach((id, i) => {
         const hash = hashes[i];
-        if (Object.keys(hash).length === 0) return;
         const state: AccountState = {};
         if (hash.cooldownUntil !== undefined) state.cooldownUntil = Number(hash.cooldownUntil);
         if (hash.disabled !== undefined) state.disabled = hash.disabled === '1';
         if (hash.reauthRequired !== undefined) state.reauthRequired = hash.reauthRequired;
         if (hash.quota !== undefined) state.quota = JSON.parse(hash.quota) as QuotaSnapshot;
-        states.set(id, state);
+        if (keep) this.accountStates.set(id, { state, at });
+        if (Object.keys(hash).length > 0) states.set(id, state);
       });
       return states;
     });
   }
 
+  /** Fills `into` from this replica's copy; false when any of them is missing or too old. */
+  private cachedAccountStates(accountIds: string[], into: Map<string, AccountState>): boolean {
+    if (!this.subscribed) return false;
+    const oldest = Date.now() - ACCOUNT_STATE_MAX_AGE_MS;
+    for (const id of accountIds) {
+      const entry = this.accountStates.get(id);
+      if (!entry || entry.at < oldest) {
+        into.clear();
+        return false;
+      }
+      if (Object.keys(entry.state).length > 0) into.set(id, { ...entry.state });
+    }
+    return true;
+  }
+
   async setAccountCooldown(accountId: string, until: number): Promise<void> {
-    await this.run(() => this.client.hset(this.accountKey(accountId), 'cooldownUntil', until));
+    await this.changeAccount(accountId, this.client.multi().hset(this.accountKey(accountId), 'cooldownUntil', until));
   }
 
   async setAccountDisabled(accountId: string, disabled: boolean): Promise<void> {
-    await this.run(() => {
-      const batch = this.client.multi().hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0');
-      return execAll(disabled ? batch : batch.del(this.probeKey(accountId)));
-    });
+    const batch = this.client.multi().hset(this.accountKey(accountId), 'disabled', disabled ? '1' : '0');
+    await this.changeAccount(accountId, disabled ? batch : batch.del(this.probeKey(accountId)));
+  }
+
+  /** Applies an account change and tells every replica (this one at once, the others by PUBLISH). */
+  private async changeAccount(accountId: string, change: ChainableCommander): Promise<void> {
+    this.accountStates.delete(accountId);
+    this.accountGeneration += 1;
+    this.accountReads.clear(); // a read under way may predate the change
+    try {
+      await this.run(() => execAll(change.publish(this.accountChannel(), accountId)));
+    } finally {
+      // a read that raced the write may have filled the copy with the old state
+      this.accountStates.delete(accountId);
+      this.accountGeneration += 1;
+      this.accountReads.clear(); // a read under way may predate the change
+    }
   }
 
   async claimAccountProbe(accountId: string, ttlMs: number): Promise<ProbeRecord | null> {
@@ -643,7 +745,7 @@ export class RedisStore implements Store {
   }
 
   async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
-    await this.run(() => this.client.hset(this.accountKey(accountId), 'quota', JSON.stringify(quota)));
+    await this.changeAccount(accountId, this.client.multi().hset(this.accountKey(accountId), 'quota', JSON.stringify(quota)));
   }
 
   // --- ChatGPT logins ---------------------------------------------------------
@@ -652,6 +754,8 @@ export class RedisStore implements Store {
     return this.run(async () => {
       const keys = [this.credentialKey(record.id), this.credentialIdsKey(), this.accountKey(record.id)];
       const generation = Number(await this.script('tgImportCredential', keys, [JSON.stringify(record), record.lastRefresh, record.id]));
+      // the script may have cleared the account's reauth mark: every replica's copy of its state goes
+      if (generation > 0) await this.changeAccount(record.id, this.client.multi());
       return generation > 0 ? { ...record, generation } : null;
     });
   }
@@ -770,6 +874,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.subscriber.disconnect();
     try {
       await this.client.quit();
     } catch {
@@ -808,7 +913,10 @@ export class RedisStore implements Store {
 
   private async endRefresh(accountId: string, fence: number, record: string, reason: string): Promise<boolean> {
     const keys = [this.credentialKey(accountId), this.refreshLockKey(accountId), this.accountKey(accountId)];
-    return (await this.script('tgEndRefresh', keys, [fence, record, reason])) === 1;
+    const ended = (await this.script('tgEndRefresh', keys, [fence, record, reason])) === 1;
+    // the account's reauth mark may have changed: every replica's copy of its state goes
+    if (ended) await this.changeAccount(accountId, this.client.multi());
+    return ended;
   }
 
   /** [top, bits] of a writer's admissions of one key (see ADMISSION_RING). */
@@ -846,6 +954,10 @@ export class RedisStore implements Store {
 
   private slotKey(accountId: string): string {
     return `${this.prefix}{slot:${accountId}}`;
+  }
+
+  private accountChannel(): string {
+    return `${this.prefix}acct-changed`;
   }
 
   private accountKey(accountId: string): string {

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { ParsedBody } from '../server/types.js';
 
 /** Codex names its conversation in these headers (the first present wins). */
 const CODEX_SESSION_HEADERS = ['session_id', 'session-id', 'thread-id'] as const;
@@ -35,23 +36,31 @@ function claudeCodeSession(userId: string): string {
  * The conversation a model call belongs to, as the client names it, for prompt-cache affinity.
  * First found: `prompt_cache_key` (OpenAI Responses / Chat body), Codex's session headers, Claude
  * Code's session (`x-claude-code-session-id`, else `metadata.user_id`). Undefined when none.
+ * `document` is called only for `metadata.user_id`, the last resort: large bodies stay unparsed.
  */
-export function conversationOf(headers: IncomingHttpHeaders, body: unknown): string | undefined {
-  const json = typeof body === 'object' && body !== null ? (body as { prompt_cache_key?: unknown; metadata?: { user_id?: unknown } }) : {};
-  const promptCacheKey = nonEmptyString(json.prompt_cache_key);
-  if (promptCacheKey) return `prompt_cache_key:${promptCacheKey}`;
+function conversationIn(headers: IncomingHttpHeaders, promptCacheKey: unknown, document: () => unknown): string | undefined {
+  const fromBody = nonEmptyString(promptCacheKey);
+  if (fromBody) return `prompt_cache_key:${fromBody}`;
   for (const name of CODEX_SESSION_HEADERS) {
     const session = header(headers, name);
     if (session) return `session:${session}`;
   }
   const claudeSession = header(headers, CLAUDE_CODE_SESSION_HEADER);
   if (claudeSession) return `claude_code:${claudeSession}`;
-  const userId = nonEmptyString(typeof json.metadata === 'object' && json.metadata !== null ? json.metadata.user_id : undefined);
+  const json = document();
+  const metadata = typeof json === 'object' && json !== null ? (json as { metadata?: unknown }).metadata : undefined;
+  const userId = nonEmptyString(typeof metadata === 'object' && metadata !== null ? (metadata as { user_id?: unknown }).user_id : undefined);
   return userId ? `claude_code:${claudeCodeSession(userId)}` : undefined;
 }
 
+/** `conversationIn` of a parsed JSON document (undefined or anything else: no body fields). */
+export function conversationOf(headers: IncomingHttpHeaders, json: unknown): string | undefined {
+  const promptCacheKey = typeof json === 'object' && json !== null ? (json as { prompt_cache_key?: unknown }).prompt_cache_key : undefined;
+  return conversationIn(headers, promptCacheKey, () => json);
+}
+
 /** The affinity key of a call: its conversation scoped by the proxy key, so callers never share one. */
-export function affinityKeyOf(headers: IncomingHttpHeaders, body: unknown, keyId: string): string | undefined {
-  const conversation = conversationOf(headers, body);
+export function affinityKeyOf(headers: IncomingHttpHeaders, body: Pick<ParsedBody, 'top' | 'json'> | undefined, keyId: string): string | undefined {
+  const conversation = conversationIn(headers, body?.top.prompt_cache_key, () => body?.json());
   return conversation === undefined ? undefined : `${keyId}\0${conversation}`;
 }
