@@ -5,7 +5,7 @@
  *
  * Env: BENCH_SECONDS (measured seconds per load scenario, default 8), BENCH_WARMUP_SECONDS (2),
  * BENCH_CONNECTIONS (20), BENCH_PROBE_SAMPLES (200), BENCH_BURSTS (burst sizes, "1000,2000,5000"),
- * BENCH_HELD_STREAMS (1000), BENCH_ONLY (some of "load,probes,bursts,memory"; all by default),
+ * BENCH_HELD_STREAMS (1000), BENCH_ONLY (some of "load,probes,bursts,memory,cache"; all by default),
  * BENCH_LOG_LEVEL (gateway log level, info), BENCH_CPU_PROFILE_DIR (write a V8 CPU profile of
  * each gateway there).
  *
@@ -14,6 +14,7 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
 import { burst, heldStreams, idleRss } from './burst.js';
+import { CONVERSATIONS, TURNS, runCacheAffinity, type CacheRun } from './cache-affinity.js';
 import { installCleanup, stopAllChildren } from './children.js';
 import { BenchEnv, type HttpTarget } from './env.js';
 import { load, preflight, probe, probePreflight, type LoadResult, type LoadSettings } from './measure.js';
@@ -63,7 +64,7 @@ const BURSTS = (process.env.BENCH_BURSTS || '1000,2000,5000').split(',').map((n)
   return value;
 });
 const HELD_STREAMS = numberFromEnv('BENCH_HELD_STREAMS', 1000, 1);
-const PARTS = ['load', 'probes', 'bursts', 'memory'] as const;
+const PARTS = ['load', 'probes', 'bursts', 'memory', 'cache'] as const;
 const ONLY = new Set((process.env.BENCH_ONLY || PARTS.join(',')).split(','));
 for (const part of ONLY) if (!(PARTS as readonly string[]).includes(part)) throw new Error(`BENCH_ONLY: unknown part "${part}"`);
 
@@ -201,6 +202,7 @@ async function main(): Promise<number> {
   let burstRows: BurstRow[] = [];
   const notRun: Outcome<never> = { ok: false, error: 'not run (BENCH_ONLY)' };
   let memory: MemoryRows = { idleMemory: notRun, idleRedis: notRun, held: notRun };
+  let cacheRuns: Outcome<CacheRun[]> = notRun;
   try {
     // the baseline always runs: every other figure is read against it
     loadRows = await runLoadScenarios(env, ONLY.has('load'));
@@ -208,6 +210,10 @@ async function main(): Promise<number> {
     if (ONLY.has('memory')) memory = await runMemory(env);
     if (ONLY.has('probes')) probeRows = await runProbes(env);
     if (ONLY.has('bursts')) burstRows = await runBursts(env);
+    if (ONLY.has('cache')) {
+      progress(`Prompt-cache affinity: ${CONVERSATIONS} conversations x ${TURNS} turns over 3 replicas, 3 accounts`);
+      cacheRuns = await attempt('Prompt-cache affinity', () => runCacheAffinity(env));
+    }
   } finally {
     await stopAllChildren();
   }
@@ -263,10 +269,19 @@ async function main(): Promise<number> {
     }),
   );
 
-  const memoryFailures = Object.entries(memory).flatMap(([label, outcome]) =>
+  if (cacheRuns.ok) {
+    console.log('');
+    console.log(
+      `Prompt-cache affinity: ${CONVERSATIONS} conversations x ${TURNS} turns, each turn on the next of 3 Redis replicas with ` +
+        '3 accounts; a hit is a turn whose account served the conversation\'s previous turn (ideal: all but the first).',
+    );
+    for (const run of cacheRuns.value) console.log(`- ${run.label}: ${run.hits}/${run.ideal} cache hits (${((run.hits / run.ideal) * 100).toFixed(1)} % of ideal)`);
+  }
+
+  const optionalFailures = [...Object.entries(memory), ['Prompt-cache affinity', cacheRuns] as const].flatMap(([label, outcome]) =>
     outcome.ok || outcome.error === notRun.error ? [] : [{ label, outcome }],
   );
-  const failures = [...loadRows, ...probeRows, ...burstRows, ...memoryFailures].filter((r) => !r.outcome.ok);
+  const failures = [...loadRows, ...probeRows, ...burstRows, ...optionalFailures].filter((r) => !r.outcome.ok);
   if (failures.length > 0) {
     console.log('');
     console.log(`${failures.length} scenario(s) failed to run:`);

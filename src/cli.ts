@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 
 const USAGE = `usage: tollgate keys create --name NAME [--allowed-models m1,m2] [--expires-at ISO] [--limit TYPE:WINDOW:MAX ...]
+                           [--accounts id1,id2 | --pool NAME]
        tollgate keys list
        tollgate keys revoke ID
        tollgate accounts import --id ID [--label LABEL] AUTH_JSON   (a Codex CLI auth.json, e.g. ~/.codex/auth.json)
@@ -28,6 +29,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
       'allowed-models': { type: 'string' },
       'expires-at': { type: 'string' },
       limit: { type: 'string', multiple: true },
+      accounts: { type: 'string' },
+      pool: { type: 'string' },
       id: { type: 'string' },
       label: { type: 'string' },
       url: { type: 'string' },
@@ -64,6 +67,8 @@ export async function runCli(argv: string[], env: Record<string, string | undefi
         ...(values['allowed-models'] && { allowed_models: values['allowed-models'].split(',').map((m) => m.trim()) }),
         ...(values['expires-at'] && { expires_at: values['expires-at'] }),
         ...(values.limit && { limits: values.limit.map(parseLimit) }),
+        ...(values.accounts && { accounts: values.accounts.split(',').map((id) => id.trim()) }),
+        ...(values.pool && { pool: values.pool }),
       });
       return `created key ${created.id} (${created.name})\n${created.key}\nstore it now: the key is not shown again`;
     }

@@ -7,14 +7,17 @@ import { GatewayError } from './errors.js';
 import { buildMetrics, type Metrics } from './metrics/metrics.js';
 import type { ParsedBody } from './server/types.js';
 import { SecretScrubber } from './http/scrubber.js';
-import type { ErrorClass, Store } from './store/types.js';
+import type { ErrorClass, KeyRecord, Store } from './store/types.js';
 import { ChatgptLogins } from './upstream/chatgpt/logins.js';
 import { parseEncryptionKey } from './config/encryption-key.js';
 import { TokenVault } from './upstream/chatgpt/vault.js';
 import { ADMISSION_SPAN } from './telemetry/attributes.js';
 import type { Tracing } from './telemetry/tracing.js';
 import { UpstreamClient, buildAgent } from './upstream/client.js';
-import { ProviderPool } from './upstream/pool.js';
+import { affinityKeyOf } from './upstream/cache-affinity.js';
+import { ProviderPool, type Scope } from './upstream/pool.js';
+import { CostMeter } from './metering/cost.js';
+import { LimitAlerts } from './metering/limit-alerts.js';
 import { MeteredCall } from './metering/metered-call.js';
 import { UsageRecorder } from './metering/recorder.js';
 
@@ -33,6 +36,7 @@ export class Gateway {
   readonly usage: UsageRecorder;
   /** every account's secret, whichever account served: one upstream may echo another's key */
   readonly scrubber: SecretScrubber;
+  readonly cost: CostMeter;
   /** seals ChatGPT logins; null without TOLLGATE_ENCRYPTION_KEY */
   readonly vault: TokenVault | null;
   draining = false;
@@ -46,9 +50,21 @@ export class Gateway {
   ) {
     this.metrics = buildMetrics();
     this.keys = new KeyDirectory(store, config.redis.keyCacheTtlMs);
+    this.cost = new CostMeter(config.pricing, {
+      onUnpriced: (model, tokens) => this.metrics.unpricedTokens.inc({ model }, tokens),
+      onFirstUnpriced: (model) => log.warn({ model }, 'no price for this model: its calls count as costing 0 (set pricing: in the config)'),
+    });
     for (const provider of PROVIDERS) {
       const providerConfig = config.providers[provider];
-      if (providerConfig) this.pools.set(provider, new ProviderPool(provider, providerConfig, store));
+      if (!providerConfig) continue;
+      const bounds = { queueTimeoutMs: config.upstream.queueTimeoutMs, slotTtlMs: config.bridge.staleAfterMs, renewMs: config.bridge.heartbeatMs };
+      this.pools.set(
+        provider,
+        new ProviderPool(provider, providerConfig, store, bounds, {
+          onQueueDepth: (name, depth) => this.metrics.queueDepth.set({ provider: name }, depth),
+          onQueueWait: (name, seconds, outcome) => this.metrics.queueWait.observe({ provider: name, outcome }, seconds),
+        }),
+      );
     }
     this.scrubber = new SecretScrubber([...this.pools.values()].flatMap((pool) => pool.accounts.map((account) => account.secret)));
     this.agent = buildAgent(config.upstream);
@@ -83,11 +99,40 @@ export class Gateway {
       },
       logins,
     );
+    const alerts = config.webhook && new LimitAlerts(store, config.webhook, (err) => log.warn({ err }, 'limit webhook failed after retries'));
     this.usage = new UsageRecorder(store, {
       onError: (err) => log.warn({ err }, 'usage write failed; buffered until the store answers'),
       onDrop: () => this.metrics.usageDropped.inc(),
       onBacklog: (backlog) => this.metrics.usageBacklog.set(backlog),
+      onWritten: alerts ? (keyId) => void this.announceCrossings(alerts, keyId) : undefined,
     }, { flushIntervalMs: config.usage.flushIntervalMs });
+  }
+
+  private async announceCrossings(alerts: LimitAlerts, keyId: string): Promise<void> {
+    try {
+      const key = await this.keys.byId(keyId);
+      if (key) await alerts.check(key);
+    } catch (err) {
+      this.log.warn({ err, keyId }, 'limit crossings not checked');
+    }
+  }
+
+  hasAccount(accountId: string): boolean {
+    return [...this.pools.values()].some((pool) => pool.find(accountId));
+  }
+
+  /** What selection of an account for this authenticated request must respect (see `Scope`). */
+  scopeOf(request: FastifyRequest, body: ParsedBody | undefined): Scope {
+    const key = request.principal!.key;
+    return { affinityKey: affinityKeyOf(request.headers, body, key.id), accounts: this.accountsOf(key) };
+  }
+
+  /** The accounts a key is limited to (its `accounts`, or its `pool` of the config); undefined = any. */
+  accountsOf(key: KeyRecord): ReadonlySet<string> | undefined {
+    if (key.accounts) return new Set(key.accounts);
+    // a pool the config no longer has serves nothing rather than everything
+    if (key.pool) return new Set(this.config.pools[key.pool] ?? []);
+    return undefined;
   }
 
   /** The first configured provider of `preference`; 404 when none is configured. */
@@ -115,6 +160,7 @@ export class Gateway {
         this.metrics.per.tokens(served.provider, 'input').inc(usage.input_tokens);
         this.metrics.per.tokens(served.provider, 'output').inc(usage.output_tokens);
       },
+      costOf: (usage, model) => this.cost.of(usage, model),
       traceAdmission: tracing && ((admit) => tracing.around(ADMISSION_SPAN, request.span, admit)),
     });
   }
@@ -134,6 +180,7 @@ export class Gateway {
 
   async close(): Promise<void> {
     this.usage.stop();
+    for (const pool of this.pools.values()) pool.close();
     await this.usage.flush().catch(() => {});
     await this.agent.close();
     await this.store.close();

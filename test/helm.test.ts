@@ -91,11 +91,20 @@ function renderedConfig(v: Tree, env: Record<string, string>): Tree {
     server: { host: '0.0.0.0', internalHost: '0.0.0.0', ...v.config.server },
     redis,
     providers,
+    pools: v.config.pools,
+    pricing: v.config.pricing,
+    ...(v.config.webhook.enabled && { webhook: webhookOf(v, env) }),
     keys: v.config.keys,
   };
 }
 
-/** Values setting every feature the chart offers on top of the defaults: tracing, history, dashboard, ChatGPT logins. */
+/** The `webhook:` section: its url if any, the secret from TOLLGATE_WEBHOOK_SECRET (set in `env`). */
+function webhookOf(v: Tree, env: Record<string, string>): Tree {
+  env.TOLLGATE_WEBHOOK_SECRET = v.secrets.webhookSecret;
+  return { ...(v.config.webhook.url && { url: v.config.webhook.url }), secret: '${TOLLGATE_WEBHOOK_SECRET}' };
+}
+
+/** Values setting every feature the chart offers on top of the defaults: tracing, history, dashboard, ChatGPT logins, routing (affinity, caps, pools, pricing, webhooks). */
 const encryptionKey = Buffer.alloc(32, 7).toString('base64');
 function featureValues(): Tree {
   const v = structuredClone(values);
@@ -117,8 +126,15 @@ function featureValues(): Tree {
       { id: 'cg-3', authFile: '/mnt/codex/auth.json' },
     ],
   };
+  v.config.providers.openai = { ...v.config.providers.openai, affinity: false };
+  v.config.providers.openai.accounts[0].maxConcurrent = 4;
+  v.config.upstream.queueTimeoutMs = 5_000;
+  v.config.pools = { core: ['oa-1'] };
+  v.config.pricing = { 'my-model*': { input: 1, cached_input: 0.1, output: 4 } };
+  v.config.webhook = { enabled: true, url: 'https://alerts.example.com/tollgate' };
+  v.config.keys = [{ id: 'k', name: 'k', sha256: 'a'.repeat(64), pool: 'core', webhook_url: 'https://team.example.com/hook', limits: [{ limit_type: 'cost_usd', limit_window: 'monthly', max_value: 2.5 }] }];
   v.tracing = { otlpEndpoint: 'http://otel-collector.observability:4318', protocol: 'http/json' };
-  v.secrets = { ...v.secrets, encryptionKey, encryptionKeyPrevious: 'ab'.repeat(32), otlpHeaders: 'authorization=Bearer t' };
+  v.secrets = { ...v.secrets, encryptionKey, encryptionKeyPrevious: 'ab'.repeat(32), otlpHeaders: 'authorization=Bearer t', webhookSecret: 'w'.repeat(32) };
   return v;
 }
 

@@ -4,18 +4,18 @@ import { LAZY_PARSE_BYTES } from '../src/server/http.js';
 import { scanJson, topLevelOf } from '../src/server/json-depth.js';
 import { useTestGateway } from './support/gateway.js';
 
-/** What a top-level model/stream may look like, alongside anything else. */
+/** What a top-level model/stream/prompt_cache_key may look like, alongside anything else. */
 const topValue = fc.oneof(fc.string(), fc.boolean(), fc.constant(null), fc.integer(), fc.jsonValue({ maxDepth: 2 }));
 const document = fc.oneof(
   fc.jsonValue({ maxDepth: 4 }),
   fc.record(
-    { model: topValue, stream: topValue, input: fc.jsonValue({ maxDepth: 4 }), 'mod\\u0065l': fc.string() },
+    { model: topValue, stream: topValue, prompt_cache_key: topValue, input: fc.jsonValue({ maxDepth: 4 }), 'mod\\u0065l': fc.string() },
     { requiredKeys: [] },
   ),
 );
 
 describe('scanJson reads what JSON.parse would, without building the document', () => {
-  it('the same object-ness, model and stream as the parsed document, for any JSON', () => {
+  it('the same object-ness, model, stream and prompt_cache_key as the parsed document, for any JSON', () => {
     fc.assert(
       fc.property(document, fc.boolean(), (doc, spaced) => {
         const text = spaced ? JSON.stringify(doc, null, 1) : JSON.stringify(doc);
@@ -29,8 +29,8 @@ describe('scanJson reads what JSON.parse would, without building the document', 
   });
 
   it('escaped keys and quotes, duplicate keys (the last wins), brackets inside strings', () => {
-    const text = '{"x":"\\\\","mod\\u0065l":"a\\"b","input":"[[{{","stream":true,"stream":false}';
-    expect(scanJson(Buffer.from(text), 512).top).toEqual({ object: true, model: 'a"b', stream: false });
+    const text = '{"x":"\\\\","mod\\u0065l":"a\\"b","input":"[[{{","stream":true,"stream":false,"prompt_cache_key":"c-1"}';
+    expect(scanJson(Buffer.from(text), 512).top).toEqual({ object: true, model: 'a"b', stream: false, prompt_cache_key: 'c-1' });
   });
 
   it('nesting deeper than the maximum, not counting brackets inside strings', () => {

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Limit } from '../src/usage/counters.js';
+import { Pricing, costOf } from '../src/usage/pricing.js';
 import { ANTHROPIC_SECRET, OPENAI_SECRET, servedTotals, startTestGateway, type TestGateway } from './support/gateway.js';
 import { ANTHROPIC_BODY, OPENAI_BODY, call, closedPort, usageOf } from './support/http.js';
+
+const PRICES = new Pricing();
 
 let gw: TestGateway;
 
@@ -138,6 +141,8 @@ describe('GET /v1/usage', () => {
       key: { id: key.id, name: 'alice', expires_at: null, allowed_models: ['gpt-5', 'claude-sonnet-4-5'] },
       request_count: 2,
       ...total,
+      // both models are in the shipped price table
+      cost_usd: expect.closeTo(costOf(gw.mock.served[0]!.usage, PRICES.priceOf('gpt-5')!) + costOf(gw.mock.served[1]!.usage, PRICES.priceOf('claude-sonnet-4-5')!), 6),
       limits: [
         { ...limits[0], current_value: 2, remaining_value: 8, reset_at: resetAt('daily') },
         { ...limits[1], current_value: total.total_tokens, remaining_value: 100_000 - total.total_tokens, reset_at: resetAt('weekly') },

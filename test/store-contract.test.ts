@@ -161,6 +161,21 @@ describe.each(stores)('%s store contract', (kind, create) => {
       expect((await store.getUsage('k', now)).windows.daily.requests).toBe(1);
     });
 
+    it('a cost_usd limit (cents allowed) denies once the cost recorded with the usage reached it; a re-sent batch adds no cost', async () => {
+      const limits = [{ limit_type: 'cost_usd' as const, limit_window: 'daily' as const, max_value: 0.5 }];
+      const costly = (seq: number, usd: number): UsageBatch => ({ writer: 'w-cost', seq, entries: [{ at: now, deltas: usageDeltas(tokens(10, 10), usd) }] });
+      expect(await store.recordUsage('k', costly(1, 0.3))).toBe(true);
+      expect(await store.recordUsage('k', costly(1, 0.3))).toBe(false);
+      expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
+      expect((await store.getUsage('k', now)).windows.daily.cost_microusd).toBe(300_000);
+      expect(await store.recordUsage('k', costly(2, 0.2))).toBe(true);
+      expect(await admit(store, 'k', limits, now)).toEqual({
+        admitted: false,
+        denial: { limit: limits[0], current: 0.5, resetAt: windowBounds('daily', now).end },
+      });
+      expect((await store.getUsage('k', now)).allTime).toMatchObject({ requests: 1, cost_microusd: 500_000 });
+    });
+
     it('returns the first limit that denies and counts every window at once', async () => {
       const limits = [limit('total_tokens', 'monthly', 1000), limit('requests', 'weekly', 1), limit('requests', '5h', 1)];
       expect(await admit(store, 'k', limits, now)).toEqual({ admitted: true });
@@ -231,7 +246,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
     });
 
     it('recordUsage adds up in every window and all time; getUsage starts at zero', async () => {
-      const zero = { requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 };
+      const zero = { requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0, cost_microusd: 0 };
       const empty = await store.getUsage('k', now);
       expect(empty.allTime).toEqual(zero);
       for (const window of LIMIT_WINDOWS) expect(empty.windows[window]).toEqual(zero);
@@ -241,7 +256,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
       await recordUsage(store, 'k', tokens(5, 7, 1), now);
       await recordUsage(store, 'other', tokens(1, 1), now);
 
-      const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132 };
+      const expected = { requests: 1, input_tokens: 105, output_tokens: 27, cached_input_tokens: 41, total_tokens: 132, cost_microusd: 0 };
       const usage = await store.getUsage('k', now);
       expect(usage.allTime).toEqual(expected);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
@@ -256,7 +271,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
       // an older batch arriving after a newer one
       expect(await store.recordUsage('k', batch('w1', 6, [now, tokens(1000, 0)]))).toBe(false);
 
-      const expected = { requests: 0, input_tokens: 130, output_tokens: 3, cached_input_tokens: 3, total_tokens: 133 };
+      const expected = { requests: 0, input_tokens: 130, output_tokens: 3, cached_input_tokens: 3, total_tokens: 133, cost_microusd: 0 };
       const usage = await store.getUsage('k', now);
       expect(usage.allTime).toEqual(expected);
       for (const window of LIMIT_WINDOWS) expect(usage.windows[window]).toEqual(expected);
@@ -285,7 +300,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
       const next = windowBounds(window, now).end;
 
       const usage = await store.getUsage('k', next);
-      expect(usage.windows[window]).toEqual({ requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0 });
+      expect(usage.windows[window]).toEqual({ requests: 0, input_tokens: 0, output_tokens: 0, cached_input_tokens: 0, total_tokens: 0, cost_microusd: 0 });
       expect(usage.allTime.total_tokens).toBe(15);
       for (const other of LIMIT_WINDOWS) {
         const sameBucket = windowBounds(other, now).end > next;
@@ -321,13 +336,13 @@ describe.each(stores)('%s store contract', (kind, create) => {
     const hourOf = (at: number) => Math.floor(at / HOUR) * HOUR;
     const zeroErrors = { rate_limited: 0, client_error: 0, server_error: 0 };
 
-    it('tagged entries count per hour, model and account in the same exactly-once write', async () => {
+    it('tagged entries count per hour, model and account (cost too) in the same exactly-once write', async () => {
       const at = hourOf(now) + 10;
       const written: UsageBatch = {
         writer: 'w1',
         seq: 1,
         entries: [
-          { at, deltas: usageDeltas(tokens(100, 20, 40)), history: { model: 'gpt-5', account: 'oa-1' } },
+          { at, deltas: usageDeltas(tokens(100, 20, 40), 0.0125), history: { model: 'gpt-5', account: 'oa-1' } },
           { at, deltas: usageDeltas(tokens(1, 2)), history: { model: 'gpt-5', account: 'oa-1' } },
           { at, deltas: usageDeltas(tokens(5, 5)), history: { model: 'claude "x", y', account: 'an-1' } },
           { at, deltas: {}, history: { model: 'gpt-5', account: '', error: 'rate_limited' } },
@@ -343,7 +358,7 @@ describe.each(stores)('%s store contract', (kind, create) => {
         hour: hourOf(now),
         model: 'gpt-5',
         account: 'oa-1',
-        counters: { requests: 2, input_tokens: 101, output_tokens: 22, cached_input_tokens: 40, total_tokens: 123 },
+        counters: { requests: 2, input_tokens: 101, output_tokens: 22, cached_input_tokens: 40, total_tokens: 123, cost_microusd: 12_500 },
         errors: zeroErrors,
       });
       expect(byId['claude "x", y/an-1'].counters.total_tokens).toBe(10);
@@ -404,6 +419,37 @@ describe.each(stores)('%s store contract', (kind, create) => {
       await store.setAccountDisabled('a', false);
       expect(await store.claimAccountProbe('a', 60_000)).toBeNull();
       expect((await store.getAccountStates(['a'])).get('a')).toEqual({ disabled: false });
+    });
+  });
+
+  describe('account concurrency slots', () => {
+    it('at most max holders at once under concurrency, per account; a holder asking again keeps its one slot', async () => {
+      const taken = await Promise.all(Array.from({ length: 8 }, (_, i) => store.acquireAccountSlot('a', `req-${i}`, 3, 60_000)));
+      expect(taken.filter(Boolean)).toHaveLength(3);
+      const holder = `req-${taken.indexOf(true)}`;
+      expect(await store.acquireAccountSlot('a', holder, 3, 60_000)).toBe(true);
+      expect(await store.acquireAccountSlot('a', 'late', 3, 60_000)).toBe(false);
+      // another account's slots are its own
+      expect(await store.acquireAccountSlot('b', 'late', 1, 60_000)).toBe(true);
+
+      await store.releaseAccountSlot('a', holder);
+      expect(await store.acquireAccountSlot('a', 'late', 3, 60_000)).toBe(true);
+      expect(await store.acquireAccountSlot('a', 'later', 3, 60_000)).toBe(false);
+      // releasing what is not held changes nothing
+      await store.releaseAccountSlot('a', 'never-held');
+      expect(await store.acquireAccountSlot('a', 'later', 3, 60_000)).toBe(false);
+    });
+
+    it('a slot not renewed frees itself after its ttl; a renewed one stays, an expired one is not revived', async () => {
+      expect(await store.acquireAccountSlot('a', 'dead-replica', 2, 300)).toBe(true);
+      expect(await store.acquireAccountSlot('a', 'live', 2, 300)).toBe(true);
+      const takenAt = Date.now();
+      await store.renewAccountSlots('a', ['live'], 60_000);
+      expect(await store.acquireAccountSlot('a', 'new', 2, 60_000)).toBe(false);
+      await expect.poll(() => store.acquireAccountSlot('a', 'new', 2, 60_000)).toBe(true);
+      expect(Date.now() - takenAt).toBeGreaterThanOrEqual(250); // not (much) before its time: the clocks differ by ms
+      await store.renewAccountSlots('a', ['dead-replica'], 60_000);
+      expect(await store.acquireAccountSlot('a', 'another', 2, 60_000)).toBe(false);
     });
   });
 

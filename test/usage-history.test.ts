@@ -53,12 +53,16 @@ describe('usage history', () => {
     const csv = await admin('/admin/usage?group_by=model', 'text/csv');
     expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
     const lines = (await csv.text()).trim().split('\r\n');
-    expect(lines[0]).toBe('start,group,requests,input_tokens,cached_input_tokens,output_tokens,total_tokens,errors_rate_limited,errors_client_error,errors_server_error');
+    expect(lines[0]).toBe('start,group,requests,input_tokens,cached_input_tokens,output_tokens,total_tokens,cost_usd,errors_rate_limited,errors_client_error,errors_server_error');
     expect(lines.slice(1).some((line) => line.split(',')[1] === 'o3' && line.endsWith(',0,1,0'))).toBe(true);
 
     const own = await fetch(`${gw.url}/v1/usage/history?group_by=model`, { headers: { authorization: `Bearer ${bob.secret}` } });
     const ownBody = await own.json();
     expect(ownBody.data.map((p: { group: string; total_tokens: number }) => [p.group, p.total_tokens])).toEqual([['gpt-5', total(third)]]);
+    // the cost rides the same entry as the usage: history and /v1/usage agree (gpt-5 has a shipped price)
+    const usage = await (await fetch(`${gw.url}/v1/usage`, { headers: { authorization: `Bearer ${bob.secret}` } })).json();
+    expect(usage.cost_usd).toBeGreaterThan(0);
+    expect(ownBody.data[0].cost_usd).toBe(usage.cost_usd);
   });
 
   it('a bridged turn and a WebSocket turn are in the history with the model each named (both recorded by the metered call)', async () => {

@@ -37,7 +37,7 @@ export async function api<T>(path: string, options: RequestOptions = {}): Promis
 }
 
 export interface Limit {
-  limit_type: 'requests' | 'input_tokens' | 'output_tokens' | 'total_tokens';
+  limit_type: 'requests' | 'input_tokens' | 'output_tokens' | 'total_tokens' | 'cost_usd';
   limit_window: '5h' | 'daily' | 'weekly' | 'monthly';
   max_value: number;
 }
@@ -59,6 +59,7 @@ export interface UsageReport {
   output_tokens: number;
   cached_input_tokens: number;
   total_tokens: number;
+  cost_usd: number;
   limits: (Limit & { current_value: number; remaining_value: number; reset_at: string })[];
 }
 
@@ -70,6 +71,7 @@ export interface HistoryPoint {
   cached_input_tokens: number;
   output_tokens: number;
   total_tokens: number;
+  cost_usd: number;
   errors: Record<'rate_limited' | 'client_error' | 'server_error', number>;
 }
 

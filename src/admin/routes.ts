@@ -17,6 +17,9 @@ const keyFields = {
   allowed_models: z.array(z.string().min(1)).nullable().optional(),
   expires_at: z.iso.datetime({ offset: true }).nullable().optional(),
   limits: limitsSchema.optional(),
+  accounts: z.array(z.string().min(1)).min(1).nullable().optional(),
+  pool: z.string().min(1).nullable().optional(),
+  webhook_url: z.url().nullable().optional(),
 };
 const createKeySchema = z.object({ name: z.string().min(1).max(200), ...keyFields }).strict();
 const patchKeySchema = z.object({ disabled: z.boolean().optional(), ...keyFields }).strict();
@@ -45,6 +48,14 @@ function loginView(login: StoredCredential | undefined, state: AccountState) {
   };
 }
 
+/** A key's account scope must name what exists: an unknown id or pool would silently serve nothing. */
+function checkScope(gateway: Gateway, scope: { accounts?: string[] | null; pool?: string | null }): void {
+  if (scope.accounts && scope.pool) throw new GatewayError('invalid_request', 'accounts, pool: a key names accounts or a pool, not both', { param: 'pool' });
+  if (scope.pool && !gateway.config.pools[scope.pool]) throw new GatewayError('invalid_request', `pool: no pool named ${scope.pool}`, { param: 'pool' });
+  const unknown = scope.accounts?.find((id) => !gateway.hasAccount(id));
+  if (unknown !== undefined) throw new GatewayError('invalid_request', `accounts: no account with id ${unknown}`, { param: 'accounts' });
+}
+
 /** The record as the admin API shows it: everything but the hash. */
 export function publicKey(record: KeyRecord) {
   const { sha256: _hash, origin: _origin, ...rest } = record;
@@ -68,8 +79,8 @@ export function adminTokenId(token: string): string {
 
 /** A key as the audit log shows it: the fields an admin sets, never the secret or its hash. */
 function auditedKey(record: KeyRecord) {
-  const { name, disabled, allowed_models, expires_at, limits } = record;
-  return { name, disabled, allowed_models, expires_at, limits };
+  const { name, disabled, allowed_models, expires_at, limits, accounts = null, pool = null, webhook_url = null } = record;
+  return { name, disabled, allowed_models, expires_at, limits, accounts, pool, webhook_url };
 }
 
 /** The fields that differ between two audited records, as { before, after }. */
@@ -126,6 +137,7 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
 
     admin.post('/admin/keys', async (request, reply) => {
       const body = parseBody(createKeySchema, request);
+      checkScope(gateway, body);
       const { id, secret, sha256 } = generateKey();
       const record: KeyRecord = {
         id,
@@ -135,6 +147,9 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
         expires_at: body.expires_at ?? null,
         limits: body.limits ?? [],
         disabled: false,
+        accounts: body.accounts ?? null,
+        pool: body.pool ?? null,
+        webhook_url: body.webhook_url ?? null,
         created_at: new Date().toISOString(),
         origin: 'admin',
       };
@@ -157,7 +172,11 @@ export function registerAdminRoutes(app: FastifyInstance, gateway: Gateway, sess
         ...(changes.allowed_models !== undefined && { allowed_models: changes.allowed_models }),
         ...(changes.expires_at !== undefined && { expires_at: changes.expires_at }),
         ...(changes.limits !== undefined && { limits: changes.limits }),
+        ...(changes.accounts !== undefined && { accounts: changes.accounts }),
+        ...(changes.pool !== undefined && { pool: changes.pool }),
+        ...(changes.webhook_url !== undefined && { webhook_url: changes.webhook_url }),
       };
+      checkScope(gateway, updated);
       await store.putKey(updated);
       gateway.keys.forget(record);
       audited(request, { keyId: record.id, ...changedFields(auditedKey(record), auditedKey(updated)) });

@@ -71,7 +71,7 @@ export class Bridge implements Dispatcher {
   /** Who owns the call's session, claiming it for this replica (on a fresh account) if nobody does. */
   private decide(call: ModelCall) {
     const { store } = this.deps;
-    return decideOwnership(store, call.session!.key, this.identity.instanceId, async () => (await call.pool.choose()).id, this.registry.bounds);
+    return decideOwnership(store, call.session!.key, this.identity.instanceId, async () => (await call.pool.choose(new Set(), Date.now(), undefined, call.scope)).id, this.registry.bounds);
   }
 
   private async forward(call: ModelCall, owner: ReplicaInfo, retried = false): Promise<unknown> {

@@ -59,7 +59,8 @@ export function registerInternalRoutes(internal: FastifyInstance, gateway: Gatew
       if (!route) throw new GatewayError('context_malformed', `Internal context names a route that is not bridged: ${context.route}.`);
       const pool = gateway.poolFor(route.providers);
       request.facts.provider = pool.provider;
-      return bridge.serveForwarded({ request, reply, route, pool, body, session, metered: gateway.meteredCall(request) });
+      // the scope is the key's as this replica reads it now, like every other check of the key
+      return bridge.serveForwarded({ request, reply, route, pool, body, session, metered: gateway.meteredCall(request), scope: gateway.scopeOf(request, body) });
     },
   });
 }

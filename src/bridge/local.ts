@@ -42,9 +42,11 @@ export class BridgeLocal {
     }
     // one pool per session: the one it was opened with, whichever route a later turn came by
     const { pool } = session;
+    // the key's pool changed under a live session: its account must not serve it any more
+    if (!pool.find(session.lease.accountId, call.scope)) session.close();
     if (!session.connected) {
       // a new upstream connection either way: it may as well go to an account that can serve
-      session.lease = await usableLease(this.deps.store, sessionKey, session.lease, pool, this.registry.identity.instanceId, leaseMs);
+      session.lease = await usableLease(this.deps.store, sessionKey, session.lease, pool, this.registry.identity.instanceId, leaseMs, call.scope);
     }
     request.facts.provider = pool.provider;
     request.facts.accountId = session.lease.accountId;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isReservedHeader } from './reserved-headers.js';
 import { LIMIT_TYPES } from '../usage/counters.js';
+import { priceTableSchema } from '../usage/pricing.js';
 import { BadEncryptionKey, parseEncryptionKey } from './encryption-key.js';
 import { LIMIT_WINDOWS } from '../usage/windows.js';
 
@@ -28,6 +29,8 @@ export const DEFAULTS = {
   contextTtlSec: 30,
   sessionIdleMs: 300_000,
   keyCacheTtlMs: 1_000,
+  /** how long a request waits for a concurrency slot when every account is full */
+  queueTimeoutMs: 10_000,
   /** ChatGPT logins: OpenAI's auth server and the public client id Codex CLI logs in with */
   oauthIssuer: 'https://auth.openai.com',
   oauthClientId: 'app_EMoamEEZ73f0CkXaXp7hrann',
@@ -57,11 +60,14 @@ const section = <Shape extends z.ZodRawShape>(shape: Shape) => z.object(shape).s
 
 const hostPortSchema = z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict();
 
-const limitSchema = z.object({
-  limit_type: z.enum(LIMIT_TYPES),
-  limit_window: z.enum(LIMIT_WINDOWS),
-  max_value: z.number().int().positive(),
-});
+const limitSchema = z
+  .object({
+    limit_type: z.enum(LIMIT_TYPES),
+    limit_window: z.enum(LIMIT_WINDOWS),
+    max_value: z.number().positive(),
+  })
+  // USD budgets may have cents; counts are whole
+  .refine((l) => l.limit_type === 'cost_usd' || Number.isInteger(l.max_value), { message: 'must be a whole number', path: ['max_value'] });
 export const limitsSchema = z.array(limitSchema);
 
 const accountSchema = z
@@ -89,6 +95,8 @@ const accountSchema = z
       .optional(),
     /** this account's own base URL; the provider's by default */
     baseUrl: z.url().optional(),
+    /** streams in flight at once on this account, cluster-wide; absent = no cap */
+    maxConcurrent: z.number().int().positive().optional(),
   })
   .strict()
   .refine((a) => [a.apiKey, a.apiKeyFile, a.authFile].filter(Boolean).length === 1, {
@@ -102,6 +110,8 @@ const providerSchema = z
     strategy: z.enum(STRATEGIES).default('round_robin'),
     /** whether the upstream accepts the Responses API over WebSocket */
     websocket: z.boolean().default(true),
+    /** prompt-cache affinity: calls of one conversation go to one account (rendezvous hashing) */
+    affinity: z.boolean().default(true),
     accounts: z.array(accountSchema).min(1),
   })
   .strict();
@@ -149,8 +159,12 @@ const staticKeySchema = z
     expires_at: z.iso.datetime({ offset: true }).nullable().default(null),
     limits: limitsSchema.default([]),
     disabled: z.boolean().default(false),
+    accounts: z.array(z.string().min(1)).min(1).nullable().default(null),
+    pool: z.string().min(1).nullable().default(null),
+    webhook_url: z.url().nullable().default(null),
   })
-  .strict();
+  .strict()
+  .refine((k) => !(k.accounts && k.pool), { message: 'a key names accounts or a pool, not both', path: ['pool'] });
 
 export const configSchema = z
   .object({
@@ -183,6 +197,8 @@ export const configSchema = z
        * bridged turn in zlib round trips (measured on loopback) and saves little on event frames.
        */
       websocketCompression: z.boolean().default(false),
+      /** a request that finds every account at its maxConcurrent waits this long for a slot, then 503 */
+      queueTimeoutMs: z.number().int().min(0).default(DEFAULTS.queueTimeoutMs),
     }),
     redis: section({
       url: z.string().min(1).optional(),
@@ -236,6 +252,12 @@ export const configSchema = z
           });
         }
       }),
+    /** POSTed to when a key's usage crosses 80 % and 100 % of a limit, signed with `secret` */
+    webhook: z.object({ url: z.url().optional(), secret: z.string().min(16, 'must be at least 16 characters') }).strict().optional(),
+    /** USD per 1 M tokens by model name or glob, over the shipped table */
+    pricing: priceTableSchema.default({}),
+    /** named groups of account ids that keys may be limited to (`pool:`) */
+    pools: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).default({}),
     /** seals ChatGPT logins in the store (AES-256-GCM); `previousKey` still opens them while rotating */
     encryption: section({
       key: encryptionKey.optional(),
@@ -244,6 +266,20 @@ export const configSchema = z
     keys: z.array(staticKeySchema).default([]),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    const known = new Set(Object.values(c.providers).flatMap((p) => p?.accounts.map((a) => a.id) ?? []));
+    for (const [name, ids] of Object.entries(c.pools)) {
+      ids.forEach((id, i) => {
+        if (!known.has(id)) ctx.addIssue({ code: 'custom', message: `no account with id ${id}`, path: ['pools', name, i] });
+      });
+    }
+    c.keys.forEach((key, i) => {
+      if (key.pool && !c.pools[key.pool]) ctx.addIssue({ code: 'custom', message: `no pool named ${key.pool}`, path: ['keys', i, 'pool'] });
+      key.accounts?.forEach((id, j) => {
+        if (!known.has(id)) ctx.addIssue({ code: 'custom', message: `no account with id ${id}`, path: ['keys', i, 'accounts', j] });
+      });
+    });
+  })
   .refine((c) => !c.redis.url || c.internalSecret, {
     message: 'required when REDIS_URL is set (TOLLGATE_INTERNAL_SECRET)',
     path: ['internalSecret'],

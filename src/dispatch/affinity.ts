@@ -11,7 +11,7 @@ export function withSessionAffinity(inner: Dispatcher, store: Store, leaseMs: nu
   return {
     async dispatch(call: ModelCall) {
       if (!call.session) return inner.dispatch(call);
-      const accountId = await affinityAccount(store, call.session.key, call.pool, leaseMs);
+      const accountId = await affinityAccount(store, call.session.key, call.pool, leaseMs, call.scope);
       call.reply.header(TURN_STATE_HEADER, call.session.turnState);
       return inner.dispatch({ ...call, accountId });
     },

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { SessionIdentity } from '../http/session-key.js';
 import type { MeteredCall } from '../metering/metered-call.js';
 import type { ParsedBody } from '../server/types.js';
-import type { ProviderPool } from '../upstream/pool.js';
+import type { ProviderPool, Scope } from '../upstream/pool.js';
 import type { ModelRoute } from '../upstream/routes.js';
 
 /** One authenticated model call, as every dispatcher sees it. */
@@ -19,6 +19,8 @@ export interface ModelCall {
   metered: MeteredCall | null;
   /** bind the upstream call to this account (session affinity) instead of choosing one */
   accountId?: string;
+  /** the key's account pool and the call's prompt-cache affinity key: selection stays inside it */
+  scope: Scope;
 }
 
 /**

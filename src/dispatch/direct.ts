@@ -56,6 +56,7 @@ export class DirectDispatcher implements Dispatcher {
         body: upstreamBody(route, call.body),
         signal,
         accountId: call.accountId,
+        scope: call.scope,
       });
     } catch (err) {
       admitted?.refund();

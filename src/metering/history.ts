@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { GatewayError } from '../errors.js';
-import { emptyCounters, type UsageCounters } from '../usage/counters.js';
+import { MICROUSD_PER_USD, emptyCounters, type UsageCounters } from '../usage/counters.js';
 import { HOUR_MS } from '../store/history.js';
 import { ERROR_CLASSES, type ErrorClass, type HistoryRow, type Store } from '../store/types.js';
 
@@ -42,7 +42,9 @@ export function parseHistoryQuery(request: FastifyRequest, now = Date.now()): Hi
   return { from, to, bucket: result.data.bucket, groupBy: result.data.group_by };
 }
 
-export interface HistoryPoint extends UsageCounters {
+export interface HistoryPoint extends Omit<UsageCounters, 'cost_microusd'> {
+  /** the bucket's cost at its models' prices when the calls were made */
+  cost_usd: number;
   /** ISO 8601: the bucket's start (UTC hour or day) */
   start: string;
   /** the key id, model or account id the row is about ('' for requests no account served) */
@@ -56,7 +58,8 @@ export interface HistoryPoint extends UsageCounters {
  */
 export async function usageHistory(store: Store, keyIds: string[], query: HistoryQuery): Promise<HistoryPoint[]> {
   const size = query.bucket === 'day' ? DAY_MS : HOUR_MS;
-  const points = new Map<string, HistoryPoint>();
+  // summed in whole micro-dollars, as stored: no float noise
+  const points = new Map<string, Omit<HistoryPoint, 'cost_usd'> & UsageCounters>();
   const perKey = await Promise.all(keyIds.map(async (keyId) => ({ keyId, rows: await store.getUsageHistory(keyId, query.from, query.to) })));
   const groupOf = (keyId: string, row: HistoryRow) => (query.groupBy === 'key' ? keyId : query.groupBy === 'model' ? row.model : row.account);
   for (const { keyId, rows } of perKey) {
@@ -70,10 +73,12 @@ export async function usageHistory(store: Store, keyIds: string[], query: Histor
       for (const errorClass of ERROR_CLASSES) point.errors[errorClass] += row.errors[errorClass];
     }
   }
-  return [...points.values()].sort((a, b) => a.start.localeCompare(b.start) || a.group.localeCompare(b.group));
+  return [...points.values()]
+    .sort((a, b) => a.start.localeCompare(b.start) || a.group.localeCompare(b.group))
+    .map(({ cost_microusd, ...point }) => ({ ...point, cost_usd: cost_microusd / MICROUSD_PER_USD }));
 }
 
-const CSV_COLUMNS = ['start', 'group', 'requests', 'input_tokens', 'cached_input_tokens', 'output_tokens', 'total_tokens'] as const;
+const CSV_COLUMNS = ['start', 'group', 'requests', 'input_tokens', 'cached_input_tokens', 'output_tokens', 'total_tokens', 'cost_usd'] as const;
 
 /** RFC 4180: quote a field that holds a comma, quote or line break. */
 const csvField = (value: string | number): string => {
@@ -87,7 +92,7 @@ function toCsv(points: HistoryPoint[]): string {
   return [header.join(','), ...lines].join('\r\n') + '\r\n';
 }
 
-/** JSON, or CSV when the client asks for `text/csv`. Cost is absent: no pricing exists yet. */
+/** JSON, or CSV when the client asks for `text/csv`. */
 export function sendHistory(request: FastifyRequest, reply: FastifyReply, query: HistoryQuery, points: HistoryPoint[]) {
   if ((request.headers.accept ?? '').includes('text/csv')) return reply.type('text/csv; charset=utf-8').send(toCsv(points));
   return {

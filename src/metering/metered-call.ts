@@ -8,7 +8,7 @@ import type { UsageRecorder } from './recorder.js';
 export interface Served {
   provider: ProviderName;
   accountId: string;
-  /** the model the turn named, when it is not the request body's (a WebSocket turn) */
+  /** the model the call or turn named, when known where it was served; else the request body's (see `MeteredCallDeps.model`) */
   model?: string;
 }
 
@@ -27,6 +27,8 @@ export interface MeteredCallDeps {
   model(): string | undefined;
   /** what else recording usage means to the creator: pool view, metrics, the access log */
   onRecorded(usage: TokenUsage, served: Served): void;
+  /** the call's cost in USD, from the price of its model (0 when it has none) */
+  costOf(usage: TokenUsage, model: string | undefined): number;
   /** runs the admission inside a span of the request's trace; absent when tracing is off */
   traceAdmission?: (admit: () => Promise<Admitted>) => Promise<Admitted>;
 }
@@ -77,7 +79,8 @@ export class MeteredCall {
   record(usage: TokenUsage | null, served: Served): void {
     if (!usage) return;
     this.deps.onRecorded(usage, served);
-    const model = served.model ?? this.deps.model() ?? 'unknown';
-    this.deps.recorder.record(this.deps.key().id, usage, { model, account: served.accountId });
+    const model = served.model ?? this.deps.model();
+    const costUsd = this.deps.costOf(usage, model);
+    this.deps.recorder.record(this.deps.key().id, usage, costUsd, { model: model ?? 'unknown', account: served.accountId });
   }
 }

@@ -22,6 +22,8 @@ export interface UsageRecorderEvents {
   onDrop?(): void;
   /** the backlog changed: records not yet acknowledged by the store */
   onBacklog?(backlog: number): void;
+  /** a batch of the key's usage reached the store: its counters moved */
+  onWritten?(keyId: string): void;
 }
 
 /**
@@ -88,9 +90,12 @@ export class UsageRecorder {
     this.enqueue(keyId, { at, deltas: { requests: 1 } });
   }
 
-  /** The usage of a completed request; with `history`, also one request in the usage history. */
-  record(keyId: string, usage: TokenUsage, history?: HistoryTag, at = Date.now()): void {
-    this.enqueue(keyId, { at, deltas: usageDeltas(usage), ...(history && { history }) });
+  /**
+   * The usage of a completed request and its cost in USD: one entry, so both count exactly once;
+   * with `history`, also one request (and its cost) in the usage history.
+   */
+  record(keyId: string, usage: TokenUsage, costUsd = 0, history?: HistoryTag, at = Date.now()): void {
+    this.enqueue(keyId, { at, deltas: usageDeltas(usage, costUsd), ...(history && { history }) });
   }
 
   /** A request that failed without usage: one request and its error class in the usage history. */
@@ -169,6 +174,7 @@ export class UsageRecorder {
       this.inFlight.delete(keyId);
       this.inFlightCount -= batch.entries.length;
       this.events.onBacklog?.(this.backlog);
+      this.events.onWritten?.(keyId);
     }
     this.writers.delete(keyId);
   }

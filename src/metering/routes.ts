@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { counterFor } from '../usage/counters.js';
+import { MICROUSD_PER_USD, counterFor } from '../usage/counters.js';
 import type { KeyRecord, Store } from '../store/types.js';
 import { windowBounds } from '../usage/windows.js';
 import { parseHistoryQuery, sendHistory, usageHistory } from './history.js';
@@ -14,12 +14,14 @@ export async function usageReport(store: Store, key: KeyRecord, now = Date.now()
     output_tokens: usage.allTime.output_tokens,
     cached_input_tokens: usage.allTime.cached_input_tokens,
     total_tokens: usage.allTime.total_tokens,
+    cost_usd: counterFor(usage.allTime, 'cost_usd'),
     limits: key.limits.map((limit) => {
       const current = counterFor(usage.windows[limit.limit_window], limit.limit_type);
       return {
         ...limit,
         current_value: current,
-        remaining_value: Math.max(0, limit.max_value - current),
+        // USD values are whole micro-dollars: no float noise in what is left
+        remaining_value: Math.max(0, Math.round((limit.max_value - current) * MICROUSD_PER_USD) / MICROUSD_PER_USD),
         reset_at: new Date(windowBounds(limit.limit_window, now).end).toISOString().replace('.000Z', 'Z'),
       };
     }),

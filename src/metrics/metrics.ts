@@ -60,6 +60,9 @@ function buildSeries(registers: Registry[]) {
     bridgeSessions: new Gauge({ name: 'tollgate_bridge_owned_sessions', help: 'Bridge sessions owned by this replica', registers }),
     bridgeForwards: new Counter({ name: 'tollgate_bridge_forwards_total', help: 'Owner forwards by outcome', labelNames: ['outcome'], registers }),
     bridgeForwardLatency: new Histogram({ name: 'tollgate_bridge_forward_seconds', help: 'Time to the owner response headers', buckets: LATENCY_BUCKETS, registers }),
+    unpricedTokens: new Counter({ name: 'tollgate_unpriced_tokens_total', help: 'Tokens of models without a price, counted as costing 0', labelNames: ['model'], registers }),
+    queueDepth: new Gauge({ name: 'tollgate_queue_depth', help: 'Requests waiting for a concurrency slot on this replica', labelNames: ['provider'], registers }),
+    queueWait: new Histogram({ name: 'tollgate_queue_wait_seconds', help: 'Time queued for a concurrency slot, by outcome (served, timeout, gone)', labelNames: ['provider', 'outcome'], buckets: LATENCY_BUCKETS, registers }),
     usageBacklog: new Gauge({ name: 'tollgate_usage_backlog', help: 'Usage records not yet acknowledged by the store', registers }),
     usageDropped: new Counter({ name: 'tollgate_usage_dropped_total', help: 'Usage records dropped while the store was unreachable', registers }),
   };

@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import { conversationOf } from '../upstream/cache-affinity.js';
 import { createOAuthMock, type OAuthMock } from './oauth.js';
 
 export interface RecordedRequest {
@@ -38,6 +39,10 @@ export interface ServedCall {
   transport: 'http' | 'ws';
   stream: boolean;
   usage: TokenUsageReport;
+  /** the conversation the call named (prompt_cache_key, session header, Claude Code session), if any */
+  conversation?: string;
+  /** whether its account served the conversation's previous call, i.e. the prompt cache hit */
+  cacheHit?: boolean;
 }
 export interface WsConnectionRecord {
   path: string;
@@ -95,6 +100,8 @@ export interface MockUpstream {
   revokeCredential(secret: string): void;
   /** bytes the mock has queued on its open WebSockets that the peer has not read yet */
   unsentWsBytes(): number;
+  /** per credential, the most HTTP requests it had open at once (since the last reset) */
+  peakInFlight: Map<string, number>;
   /** the auth server (`POST /oauth/token`) and the ChatGPT login checks of `/backend-api/codex/*` */
   oauth: OAuthMock;
   reset(): void;
@@ -179,6 +186,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   let wsErrorNext: { status: number; error: object } | null = null;
   let refusal: RefusalRule | null = null;
   const revoked = new Set<string>();
+  /**
+   * Per conversation, the credential (account) that served its last call. A provider caches the
+   * prompt prefix in one account, and a conversation's newest prefix only where its last turn ran.
+   */
+  const promptCaches = new Map<string, string>();
+  /** per credential, HTTP requests open now, and the most at once */
+  const inFlight = new Map<string, number>();
+  const peakInFlight = new Map<string, number>();
   const oauth = createOAuthMock();
   let counter = 0; // shared by all ids so they are unique across connections
   let wsCounter = 0;
@@ -200,6 +215,21 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   const serve = (call: ServedCall) => {
     if (record) served.push(call);
   };
+
+  /**
+   * `usageFor`, with prompt caching like a provider's: a call naming a conversation reports
+   * cached input only when the same account (credential) served that conversation's previous
+   * call. Calls naming none keep the deterministic share.
+   */
+  function usageOf(headers: IncomingMessage['headers'], json: unknown, bytes: number, generate = true): Pick<ServedCall, 'usage' | 'conversation' | 'cacheHit'> {
+    const usage = usageFor(bytes, generate);
+    const conversation = conversationOf(headers, json);
+    if (conversation === undefined) return { usage };
+    const account = credentialOf(headers) ?? '';
+    const cacheHit = promptCaches.get(conversation) === account;
+    promptCaches.set(conversation, account);
+    return { usage: cacheHit ? usage : { ...usage, cached_input_tokens: 0 }, conversation, cacheHit };
+  }
 
   /** Sends events[0], waits for a hold if any, then the rest. Returns false if the peer went away. */
   async function emit<T>(events: T[], first: (e: T) => void, rest: (es: T[]) => void, alive: () => boolean) {
@@ -260,7 +290,8 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   }
 
   async function handleResponses(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
-    const usage = usageFor(bytes);
+    const cache = usageOf(req.headers, body, bytes);
+    const { usage } = cache;
     const { events } = responseEvents(body, usage, true);
     const stream = body.stream === true;
     if (stream) {
@@ -268,13 +299,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     } else {
       sendJson(res, 200, (events.at(-1) as { response: Json }).response);
     }
-    serve({ path: req.url ?? '', transport: 'http', stream, usage });
+    serve({ path: req.url ?? '', transport: 'http', stream, ...cache });
   }
 
   // ---- OpenAI Chat Completions ----
 
   async function handleChat(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
-    const usage = usageFor(bytes);
+    const cache = usageOf(req.headers, body, bytes);
+    const { usage } = cache;
     const id = `chatcmpl-${++counter}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: str(body.model, 'gpt-5'), system_fingerprint: 'fp_mock' };
     if (body.stream !== true) {
@@ -283,7 +315,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
         choices: [{ index: 0, message: { role: 'assistant', content: TEXT, refusal: null }, finish_reason: 'stop', logprobs: null }],
         usage: chatUsage(usage),
       });
-      serve({ path: req.url ?? '', transport: 'http', stream: false, usage });
+      serve({ path: req.url ?? '', transport: 'http', stream: false, ...cache });
       return;
     }
     // Like the real API, usage is only streamed when explicitly requested.
@@ -301,13 +333,14 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     const lines = chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`);
     lines.push('data: [DONE]\n\n');
     if (!(await sendSse(res, lines))) return;
-    if (includeUsage) serve({ path: req.url ?? '', transport: 'http', stream: true, usage });
+    if (includeUsage) serve({ path: req.url ?? '', transport: 'http', stream: true, ...cache });
   }
 
   // ---- Anthropic Messages ----
 
   async function handleMessages(req: IncomingMessage, res: ServerResponse, body: Json, bytes: number) {
-    const usage = usageFor(bytes);
+    const cache = usageOf(req.headers, body, bytes);
+    const { usage } = cache;
     const id = `msg_${++counter}`;
     const model = str(body.model, 'claude-sonnet-4-5');
     const stream = body.stream === true;
@@ -331,7 +364,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       ];
       if (!(await sendSse(res, events.map(([t, d]) => sse(t, d))))) return;
     }
-    serve({ path: req.url ?? '', transport: 'http', stream, usage });
+    serve({ path: req.url ?? '', transport: 'http', stream, ...cache });
   }
 
   // ---- HTTP dispatch ----
@@ -349,7 +382,12 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
   function onRequest(req: IncomingMessage, res: ServerResponse) {
     const rec: RecordedRequest = { method: req.method ?? 'GET', path: req.url ?? '', headers: req.headers, body: '', json: undefined };
     if (record) requests.push(rec); // pushed now so the list is in arrival order
+    const credential = credentialOf(req.headers) ?? '';
+    const open = (inFlight.get(credential) ?? 0) + 1;
+    inFlight.set(credential, open);
+    peakInFlight.set(credential, Math.max(open, peakInFlight.get(credential) ?? 0));
     res.once('close', () => {
+      inFlight.set(credential, inFlight.get(credential)! - 1);
       if (!res.writableFinished) events.emit('abandoned', rec);
     });
     const chunks: Buffer[] = [];
@@ -525,12 +563,12 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
         return sendError('previous_response_not_found', `Previous response with id '${prev}' not found.`, 'previous_response_id');
       }
       const generate = params.generate !== false;
-      const usage = usageFor(Buffer.byteLength(text), generate);
-      const { id, events } = responseEvents(params, usage, generate);
+      const cache = usageOf(req.headers, params, Buffer.byteLength(text), generate);
+      const { id, events } = responseEvents(params, cache.usage, generate);
       ownIds.add(id);
       const alive = () => ws.readyState === WebSocket.OPEN;
       void emit(events, send, (rest) => rest.forEach(send), alive).then((ok) => {
-        if (ok) serve({ path: conn.path, transport: 'ws', stream: true, usage });
+        if (ok) serve({ path: conn.path, transport: 'ws', stream: true, ...cache });
       });
     });
   }
@@ -557,6 +595,7 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
     wsConnections,
     enqueue: (...r) => void scripted.push(...r),
     holdStreams,
+    peakInFlight,
     closeWsNext: (code, reason) => void (wsCloseNext = { code, reason }),
     breakWsNext: () => void (wsBreakNext = true),
     rejectWsUpgrades: (status, reply) => {
@@ -574,6 +613,8 @@ export async function startMockUpstream(opts: MockUpstreamOptions = {}): Promise
       requests.length = 0;
       served.length = 0;
       wsConnections.length = 0;
+      promptCaches.clear();
+      peakInFlight.clear();
       scripted = [];
       wsCloseNext = null;
       wsBreakNext = false;

@@ -20,7 +20,7 @@ function proxyModelCall(gateway: Gateway, dispatchers: Dispatchers, route: Model
   request.facts.provider = pool.provider;
   const session = route.format === 'openai-responses' && body.top.object ? sessionOf(request.headers, key.id) : null;
   const metered = route.format ? gateway.meteredCall(request) : null;
-  const call: ModelCall = { request, reply, route, pool, body, session, metered };
+  const call: ModelCall = { request, reply, route, pool, body, session, metered, scope: gateway.scopeOf(request, body) };
   return chooseDispatcher(call, dispatchers).dispatch(call);
 }
 

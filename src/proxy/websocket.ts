@@ -88,6 +88,8 @@ export async function registerResponsesWebSocket(app: FastifyInstance, gateway: 
       upstream = await gateway.upstream.openSocket(pool, {
         path: route.upstreamPath + queryOf(request.url),
         headers: upstreamRequestHeaders(pool.provider, request.headers),
+        // one upstream socket per client socket: its handshake headers name the conversation
+        scope: gateway.scopeOf(request, undefined),
       });
     } catch (err) {
       if (!(err instanceof HandshakeRefused)) throw err;

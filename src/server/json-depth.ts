@@ -18,7 +18,12 @@ export interface TopLevel {
   object: boolean;
   model?: string;
   stream?: boolean;
+  /** OpenAI's conversation id for prompt caching, which cache affinity routes on */
+  prompt_cache_key?: string;
 }
+
+/** The top-level keys whose string value is read. */
+type StringKey = 'model' | 'prompt_cache_key';
 
 export interface JsonScan {
   /** nests arrays/objects deeper than the given maximum */
@@ -48,15 +53,15 @@ function stringAt(bytes: Buffer, open: number, close: number): string {
 /**
  * One linear pass over JSON bytes that builds nothing: whether it nests deeper than `maxDepth`
  * (run before JSON.parse, so `[[[[…` of many megabytes is refused without building it), and the
- * top-level `model` and `stream` (the last of duplicates, as JSON.parse takes). Strings, most of
+ * top-level `model`, `stream` and `prompt_cache_key` (the last of duplicates, as JSON.parse takes). Strings, most of
  * an agent's request, are skipped with `indexOf`.
  */
 export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
   const top: TopLevel = { object: false };
   let depth = 0;
   let expectKey = false;
-  /** 'model' or 'stream' when that top-level key's value comes next */
-  let key: 'model' | 'stream' | undefined;
+  /** the top-level key that matters whose value comes next */
+  let key: StringKey | 'stream' | undefined;
   let first = true;
   for (let i = 0; i < bytes.length; i++) {
     const byte = bytes[i]!;
@@ -67,16 +72,16 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
     }
     if (key !== undefined && byte !== COLON) {
       // the value of a key that matters starts here
-      if (key === 'model') {
+      if (key !== 'stream') {
         if (byte === QUOTE) {
           const close = stringEnd(bytes, i);
           if (close < 0) break;
-          top.model = stringAt(bytes, i, close);
+          top[key] = stringAt(bytes, i, close);
           i = close;
           key = undefined;
           continue;
         }
-        delete top.model; // not a string
+        delete top[key]; // not a string
       } else if (byte === LETTER_T || byte === LETTER_F) top.stream = byte === LETTER_T;
       else delete top.stream; // not a boolean
       key = undefined;
@@ -87,10 +92,10 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
       if (expectKey && depth === 1) {
         expectKey = false;
         const length = close - i - 1;
-        // only two keys matter: the others are not decoded
-        if (length === 5 || length === 6 || bytes.subarray(i, close).includes(BACKSLASH)) {
+        // only three keys matter: the others are not decoded
+        if (length === 5 || length === 6 || length === 16 || bytes.subarray(i, close).includes(BACKSLASH)) {
           const name = stringAt(bytes, i, close);
-          if (name === 'model' || name === 'stream') key = name;
+          if (name === 'model' || name === 'stream' || name === 'prompt_cache_key') key = name;
         }
       }
       i = close;
@@ -109,10 +114,11 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
 /** The same facts read from a document JSON.parse built. */
 export function topLevelOf(json: unknown): TopLevel {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) return { object: false };
-  const { model, stream } = json as { model?: unknown; stream?: unknown };
+  const { model, stream, prompt_cache_key } = json as { model?: unknown; stream?: unknown; prompt_cache_key?: unknown };
   return {
     object: true,
     ...(typeof model === 'string' && { model }),
     ...(typeof stream === 'boolean' && { stream }),
+    ...(typeof prompt_cache_key === 'string' && { prompt_cache_key }),
   };
 }

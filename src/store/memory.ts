@@ -68,6 +68,8 @@ export class MemoryStore implements Store {
   private readonly replicas = new Map<string, ReplicaInfo>();
   private readonly leases = new Map<string, HeldLease>();
   private readonly probes = new Map<string, { record: ProbeRecord; expiresAt: number }>();
+  /** accountId → holder → expiresAt */
+  private readonly slots = new Map<string, Map<string, number>>();
   private readonly credentials = new Map<string, StoredCredential>();
   /** account id → refresh lock: the fence that holds it */
   private readonly refreshLocks = new Map<string, { fence: number; expiresAt: number }>();
@@ -191,6 +193,24 @@ export class MemoryStore implements Store {
     this.probes.set(accountId, { record: verdict, expiresAt: Date.now() + ttlMs });
   }
 
+  async acquireAccountSlot(accountId: string, holder: string, max: number, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const slots = this.liveSlots(accountId, now);
+    if (!slots.has(holder) && slots.size >= max) return false;
+    slots.set(holder, now + ttlMs);
+    return true;
+  }
+
+  async renewAccountSlots(accountId: string, holders: string[], ttlMs: number): Promise<void> {
+    const now = Date.now();
+    const slots = this.liveSlots(accountId, now);
+    for (const holder of holders) if (slots.has(holder)) slots.set(holder, now + ttlMs);
+  }
+
+  async releaseAccountSlot(accountId: string, holder: string): Promise<void> {
+    this.slots.get(accountId)?.delete(holder);
+  }
+
   async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
     this.accounts.set(accountId, { ...this.accounts.get(accountId), quota: structuredClone(quota) });
   }
@@ -303,6 +323,14 @@ export class MemoryStore implements Store {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {}
+
+  /** An account's slots (holder → expiresAt), the expired ones dropped. */
+  private liveSlots(accountId: string, now: number): Map<string, number> {
+    let slots = this.slots.get(accountId);
+    if (!slots) this.slots.set(accountId, (slots = new Map()));
+    for (const [holder, expiresAt] of slots) if (expiresAt <= now) slots.delete(holder);
+    return slots;
+  }
 
   private releaseRefreshLock(accountId: string, fence: number): void {
     if (this.refreshLocks.get(accountId)?.fence === fence) this.refreshLocks.delete(accountId);

@@ -2,7 +2,7 @@ import { Cluster, Redis, type ChainableCommander, type RedisOptions } from 'iore
 import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
-import { emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
+import { MICROUSD_PER_USD, emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
 import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
 import type {
   AccountState,
@@ -71,6 +71,7 @@ const REPLICA_FORGET_MS = 24 * 3_600_000;
  *                                 (these three PX WRITER_MARK_TTL_MS: per key and live replica process)
  *   tg:{acct}:<accountId>         hash: cooldownUntil, disabled, reauthRequired, quota (QuotaSnapshot JSON); every change published, see below
  *   tg:{acct}probe:<accountId>    last probe: "pending" or its verdict, PX ttl
+ *   tg:{slot:<accountId>}         sorted set: concurrency slot holders by expiry (ms, Redis clock)
  *   tg:{acct}cred:<accountId>     hash: record (StoredCredential JSON without generation), generation
  *   tg:{acct}credlock:<accountId> refresh lock: the fence (generation) of its holder, PX ttl
  *   tg:{acct}creds                set of account ids with a stored credential
@@ -207,6 +208,27 @@ const SCRIPTS = {
     if current then return current end
     redis.call('SET', KEYS[1], 'pending', 'PX', ARGV[1])
     return false`,
+  /*
+   * Concurrency slots of one account (KEYS[1], sorted set holder → expiry). Times come from the
+   * Redis clock, so replicas' clock skew cannot cut another's slot short.
+   *   tgAcquireSlot ARGV: holder, max, ttlMs → 1 taken (or renewed), 0 all held
+   *   tgRenewSlots  ARGV: ttlMs, holder... → extends the holders still present
+   */
+  tgAcquireSlot: `
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    return 1`,
+  tgRenewSlots: `
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+    if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+    return 1`,
   /*
    * Stores an imported login unless the stored one is newer and fine (see Store.importCredential).
    * KEYS: credential hash, credential id set, account hash. ARGV: record JSON, its lastRefresh, id.
@@ -518,7 +540,9 @@ export class RedisStore implements Store {
       const args: (string | number)[] = buckets.windows.map((b) => b.expireAt);
       args.push(ticket.number, ADMISSION_MEMORY, WRITER_MARK_TTL_MS);
       for (const limit of limits) {
-        args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, limit.limit_type, limit.max_value);
+        // a cost limit is checked against the integer micro-USD counter
+        const [field, max] = limit.limit_type === 'cost_usd' ? ['cost_microusd', Math.round(limit.max_value * MICROUSD_PER_USD)] : [limit.limit_type, limit.max_value];
+        args.push(LIMIT_WINDOWS.indexOf(limit.limit_window) + 1, field, max);
       }
       const keys = [...buckets.windows.map((b) => b.key), buckets.allTime, ...this.admissionKeys(keyId, ticket.writer)];
       const [index, current] = (await this.script('tgAdmit', keys, args)) as [number, string?];
@@ -527,7 +551,11 @@ export class RedisStore implements Store {
       const limit = limits[index];
       return {
         admitted: false,
-        denial: { limit, current: Number(current), resetAt: windowBounds(limit.limit_window, now).end },
+        denial: {
+          limit,
+          current: limit.limit_type === 'cost_usd' ? Number(current) / MICROUSD_PER_USD : Number(current),
+          resetAt: windowBounds(limit.limit_window, now).end,
+        },
       };
     });
   }
@@ -699,6 +727,21 @@ export class RedisStore implements Store {
 
   async setAccountProbeVerdict(accountId: string, verdict: ProbeVerdict, ttlMs: number): Promise<void> {
     await this.run(() => this.client.set(this.probeKey(accountId), verdict, 'PX', ttlMs));
+  }
+
+  // --- concurrency slots ------------------------------------------------------
+
+  async acquireAccountSlot(accountId: string, holder: string, max: number, ttlMs: number): Promise<boolean> {
+    return this.run(async () => (await this.script('tgAcquireSlot', [this.slotKey(accountId)], [holder, max, ttlMs])) === 1);
+  }
+
+  async renewAccountSlots(accountId: string, holders: string[], ttlMs: number): Promise<void> {
+    if (holders.length === 0) return;
+    await this.run(() => this.script('tgRenewSlots', [this.slotKey(accountId)], [ttlMs, ...holders]));
+  }
+
+  async releaseAccountSlot(accountId: string, holder: string): Promise<void> {
+    await this.run(() => this.client.zrem(this.slotKey(accountId), holder));
   }
 
   async setAccountQuota(accountId: string, quota: QuotaSnapshot): Promise<void> {
@@ -907,6 +950,10 @@ export class RedisStore implements Store {
 
   private keyIdsKey(): string {
     return `${this.prefix}{keys}:ids`;
+  }
+
+  private slotKey(accountId: string): string {
+    return `${this.prefix}{slot:${accountId}}`;
   }
 
   private accountChannel(): string {

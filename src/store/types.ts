@@ -10,6 +10,11 @@ export interface KeyRecord {
   expires_at: string | null;
   limits: Limit[];
   disabled: boolean;
+  /** the upstream accounts this key may use (ids), or a named `pool` of the config; absent = any */
+  accounts?: string[] | null;
+  pool?: string | null;
+  /** where this key's limit crossings are POSTed, instead of the config's `webhook.url` */
+  webhook_url?: string | null;
   created_at: string;
   /** `config` keys come from the config file and are re-seeded at every start. */
   origin: 'config' | 'admin';
@@ -240,6 +245,16 @@ export interface Store {
   markCredentialReauth(accountId: string, fence: number, reason: string): Promise<boolean>;
   /** A transient refresh failure: keeps the lock held by `fence` for `ms` more, so nobody retries before. */
   backOffCredentialRefresh(accountId: string, fence: number, ms: number): Promise<void>;
+
+  /**
+   * Takes one of an account's `max` concurrency slots for `holder` (unique per request) for
+   * `ttlMs`, atomically and cluster-wide; false when all are held. A holder that has one keeps
+   * it (renewed). Slots expire unless renewed, so a dead replica's slots free themselves.
+   */
+  acquireAccountSlot(accountId: string, holder: string, max: number, ttlMs: number): Promise<boolean>;
+  /** Extends the slots these holders still have for another `ttlMs`; an expired one is not revived. */
+  renewAccountSlots(accountId: string, holders: string[], ttlMs: number): Promise<void>;
+  releaseAccountSlot(accountId: string, holder: string): Promise<void>;
 
   /** Heartbeat: records this replica as alive now. */
   heartbeat(replica: Omit<ReplicaInfo, 'lastSeen'>, now: number): Promise<void>;

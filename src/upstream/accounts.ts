@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ProviderConfig, ProviderName, Strategy } from '../config/schema.js';
 import type { AccountState } from '../store/types.js';
@@ -17,6 +18,8 @@ export interface Account {
   project?: string;
   /** extra upstream headers from config, lowercase names */
   headers: Record<string, string>;
+  /** streams in flight at once, cluster-wide; absent = no cap */
+  maxConcurrent?: number;
 }
 
 /** What selection may look at: shared state from the store plus this replica's own counters. */
@@ -46,10 +49,13 @@ export function unavailability(state: AccountState, now: number): Unavailability
 
 /**
  * Account selection as a pure function of the candidates (in config order, already filtered to
- * usable ones) and a rotating cursor for round robin.
+ * usable ones) and a rotating cursor for round robin. A request with an affinity key goes to the
+ * rendezvous winner instead, whatever the strategy: the same account on every replica with no
+ * store round trip, and only the conversations of an account that drops out move.
  */
-export function pickAccount(strategy: Strategy, candidates: Candidate[], cursor: number): Candidate | undefined {
+export function pickAccount(strategy: Strategy, candidates: Candidate[], cursor: number, affinityKey?: string): Candidate | undefined {
   if (candidates.length === 0) return undefined;
+  if (affinityKey !== undefined) return rendezvousOrder(affinityKey, candidates)[0];
   switch (strategy) {
     case 'round_robin':
       return candidates[cursor % candidates.length];
@@ -63,6 +69,22 @@ export function pickAccount(strategy: Strategy, candidates: Candidate[], cursor:
       // most room in the tightest window; among equals, the least busy here
       return candidates.reduce((best, c) => (c.headroom > best.headroom || (c.headroom === best.headroom && c.inFlight < best.inFlight) ? c : best));
   }
+}
+
+/**
+ * Highest-random-weight (rendezvous) hashing: the candidates ordered by a hash of the key and the
+ * account id, best first. Each account's weight depends only on the pair, so removing an account
+ * changes the winner only for the keys it had won. Ties (48-bit collisions) fall back to id order.
+ */
+export function rendezvousOrder<T extends { account: { id: string } }>(affinityKey: string, candidates: readonly T[]): T[] {
+  return candidates
+    .map((candidate) => ({ candidate, weight: rendezvousWeight(affinityKey, candidate.account.id) }))
+    .sort((a, b) => b.weight - a.weight || (a.candidate.account.id < b.candidate.account.id ? -1 : 1))
+    .map((scored) => scored.candidate);
+}
+
+function rendezvousWeight(affinityKey: string, accountId: string): number {
+  return createHash('sha256').update(affinityKey).update('\0').update(accountId).digest().readUIntBE(0, 6);
 }
 
 function minBy<T>(items: T[], score: (item: T) => number): T {
@@ -86,5 +108,6 @@ export function accountsOf(provider: ProviderName, config: ProviderConfig): Acco
     organization: a.organization,
     project: a.project,
     headers: Object.fromEntries(Object.entries(a.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value])),
+    maxConcurrent: a.maxConcurrent,
   }));
 }

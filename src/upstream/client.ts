@@ -10,7 +10,7 @@ import { upstreamUrl, type Account } from './accounts.js';
 import type { ChatgptLogins } from './chatgpt/logins.js';
 import { exhaustedUntil, quotaFromHeaders } from './chatgpt/quota.js';
 import { withAccountCredential, type OAuthBearer } from './credentials.js';
-import type { ProviderPool } from './pool.js';
+import type { ProviderPool, Scope } from './pool.js';
 import { AccountProbe, type ProbeEvents } from './probe.js';
 
 export interface UpstreamTarget {
@@ -20,6 +20,8 @@ export interface UpstreamTarget {
   headers: HeaderMap;
   /** bind to this account (bridge affinity) instead of choosing one */
   accountId?: string;
+  /** the caller's affinity key and account pool */
+  scope?: Scope;
 }
 
 export interface UpstreamRequest extends UpstreamTarget {
@@ -186,8 +188,14 @@ export class UpstreamClient {
     };
     for (;;) {
       let account: Account;
+      let release: () => void;
       try {
-        account = target.accountId ? this.boundAccount(pool, target.accountId, tried) : await pool.choose(tried);
+        if (target.accountId) {
+          account = this.boundAccount(pool, target.accountId, tried, target.scope);
+          release = pool.begin(account.id);
+        } else {
+          ({ account, release } = await pool.take(tried, target.scope, signal));
+        }
       } catch (noneLeft) {
         if (last) return last;
         // a login that could not be refreshed says so; a connection error becomes 502/504
@@ -195,7 +203,6 @@ export class UpstreamClient {
         throw noneLeft;
       }
       tried.add(account.id);
-      const release = pool.begin(account.id);
       let attempt: Attempt<T>;
       let bearer: OAuthBearer | undefined;
       try {
@@ -240,8 +247,8 @@ export class UpstreamClient {
   }
 
   /** A session bound to an account gets that account or nothing: affinity over availability. */
-  private boundAccount(pool: ProviderPool, accountId: string, tried: ReadonlySet<string>): Account {
-    const account = pool.find(accountId);
+  private boundAccount(pool: ProviderPool, accountId: string, tried: ReadonlySet<string>, scope?: Scope): Account {
+    const account = pool.find(accountId, scope);
     if (!account || tried.has(accountId)) {
       throw new GatewayError('no_accounts', `Account ${accountId} of this session is not available.`, { retryAfter: 5 });
     }
