@@ -123,13 +123,7 @@ export class BenchEnv {
       nodeArgs,
       START_TIMEOUT_MS,
     );
-    return {
-      url: ready.publicUrl,
-      internalUrl: ready.internalUrl,
-      headers: { authorization: `Bearer ${this.key.secret}` },
-      pid: child.proc.pid,
-      stop: () => child.stop(),
-    };
+    return this.gatewayTarget(ready, child);
   }
 
   /**
@@ -151,6 +145,14 @@ export class BenchEnv {
         return { publicUrl, internalUrl };
       },
     });
+    return this.gatewayTarget(ready, child);
+  }
+
+  /** A started gateway or replica as the scenarios address it: with the bench key, stoppable. */
+  private gatewayTarget(
+    ready: { publicUrl: string; internalUrl: string },
+    child: { proc: { pid?: number }; stop(): Promise<void> },
+  ): HttpTarget {
     return {
       url: ready.publicUrl,
       internalUrl: ready.internalUrl,
