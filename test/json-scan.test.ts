@@ -4,18 +4,26 @@ import { LAZY_PARSE_BYTES } from '../src/server/http.js';
 import { scanJson, topLevelOf } from '../src/server/json-depth.js';
 import { useTestGateway } from './support/gateway.js';
 
-/** What a top-level model/stream/prompt_cache_key may look like, alongside anything else. */
+/** What a top-level model/stream/prompt_cache_key (or metadata.user_id) may look like, alongside anything else. */
 const topValue = fc.oneof(fc.string(), fc.boolean(), fc.constant(null), fc.integer(), fc.jsonValue({ maxDepth: 2 }));
+const metadata = fc.oneof(topValue, fc.record({ user_id: topValue, other: fc.jsonValue({ maxDepth: 3 }) }, { requiredKeys: [] }));
 const document = fc.oneof(
   fc.jsonValue({ maxDepth: 4 }),
   fc.record(
-    { model: topValue, stream: topValue, prompt_cache_key: topValue, input: fc.jsonValue({ maxDepth: 4 }), 'mod\\u0065l': fc.string() },
+    {
+      model: topValue,
+      stream: topValue,
+      prompt_cache_key: topValue,
+      metadata,
+      input: fc.jsonValue({ maxDepth: 4 }),
+      'mod\\u0065l': fc.string(),
+    },
     { requiredKeys: [] },
   ),
 );
 
 describe('scanJson reads what JSON.parse would, without building the document', () => {
-  it('the same object-ness, model, stream and prompt_cache_key as the parsed document, for any JSON', () => {
+  it('the same object-ness, model, stream, prompt_cache_key and metadata.user_id as the parsed document, for any JSON', () => {
     fc.assert(
       fc.property(document, fc.boolean(), (doc, spaced) => {
         const text = spaced ? JSON.stringify(doc, null, 1) : JSON.stringify(doc);
@@ -31,6 +39,9 @@ describe('scanJson reads what JSON.parse would, without building the document', 
   it('escaped keys and quotes, duplicate keys (the last wins), brackets inside strings', () => {
     const text = '{"x":"\\\\","mod\\u0065l":"a\\"b","input":"[[{{","stream":true,"stream":false,"prompt_cache_key":"c-1"}';
     expect(scanJson(Buffer.from(text), 512).top).toEqual({ object: true, model: 'a"b', stream: false, prompt_cache_key: 'c-1' });
+    const metadata = '{"metadata":{"user_id":"u-1"},"input":{"metadata":{"user_id":"nested"}},"meta\\u0064ata":{"user_id":"u-2","x":[{"user_id":3}]}}';
+    expect(scanJson(Buffer.from(metadata), 512).top).toEqual({ object: true, metadataUserId: 'u-2' });
+    expect(scanJson(Buffer.from('{"metadata":{"user_id":"u-1"},"metadata":null}'), 512).top).toEqual({ object: true });
   });
 
   it('nesting deeper than the maximum, not counting brackets inside strings', () => {

@@ -20,6 +20,8 @@ export interface TopLevel {
   stream?: boolean;
   /** OpenAI's conversation id for prompt caching, which cache affinity routes on */
   prompt_cache_key?: string;
+  /** `metadata.user_id` (Anthropic Messages), where Claude Code names its session for cache affinity */
+  metadataUserId?: string;
 }
 
 /** The top-level keys whose string value is read. */
@@ -50,18 +52,30 @@ function stringAt(bytes: Buffer, open: number, close: number): string {
   return text.includes('\\') ? (JSON.parse(bytes.toString('utf8', open, close + 1)) as string) : text;
 }
 
+/** `metadata.user_id` of a top-level `metadata` value (its text only: it is small), else undefined. */
+function userIdIn(metadataText: string): string | undefined {
+  try {
+    const metadata = JSON.parse(metadataText) as { user_id?: unknown } | null;
+    return typeof metadata?.user_id === 'string' ? metadata.user_id : undefined;
+  } catch {
+    return undefined; // the document is not valid JSON: the upstream refuses it
+  }
+}
+
 /**
  * One linear pass over JSON bytes that builds nothing: whether it nests deeper than `maxDepth`
  * (run before JSON.parse, so `[[[[…` of many megabytes is refused without building it), and the
- * top-level `model`, `stream` and `prompt_cache_key` (the last of duplicates, as JSON.parse takes). Strings, most of
- * an agent's request, are skipped with `indexOf`.
+ * top-level `model`, `stream`, `prompt_cache_key` and `metadata.user_id` (the last of duplicates, as JSON.parse
+ * takes). Strings, most of an agent's request, are skipped with `indexOf`.
  */
 export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
   const top: TopLevel = { object: false };
   let depth = 0;
   let expectKey = false;
   /** the top-level key that matters whose value comes next */
-  let key: StringKey | 'stream' | undefined;
+  let key: StringKey | 'stream' | 'metadata' | undefined;
+  /** where the top-level `metadata` object being read opened */
+  let metadataStart = -1;
   let first = true;
   for (let i = 0; i < bytes.length; i++) {
     const byte = bytes[i]!;
@@ -72,7 +86,10 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
     }
     if (key !== undefined && byte !== COLON) {
       // the value of a key that matters starts here
-      if (key !== 'stream') {
+      if (key === 'metadata') {
+        delete top.metadataUserId;
+        if (byte === OPEN_OBJECT) metadataStart = i;
+      } else if (key !== 'stream') {
         if (byte === QUOTE) {
           const close = stringEnd(bytes, i);
           if (close < 0) break;
@@ -92,10 +109,10 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
       if (expectKey && depth === 1) {
         expectKey = false;
         const length = close - i - 1;
-        // only three keys matter: the others are not decoded
-        if (length === 5 || length === 6 || length === 16 || bytes.subarray(i, close).includes(BACKSLASH)) {
+        // only four keys matter: the others are not decoded
+        if (length === 5 || length === 6 || length === 8 || length === 16 || bytes.subarray(i, close).includes(BACKSLASH)) {
           const name = stringAt(bytes, i, close);
-          if (name === 'model' || name === 'stream' || name === 'prompt_cache_key') key = name;
+          if (name === 'model' || name === 'stream' || name === 'prompt_cache_key' || name === 'metadata') key = name;
         }
       }
       i = close;
@@ -104,6 +121,11 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
       if (depth === 1 && top.object) expectKey = true;
     } else if (byte === CLOSE_ARRAY || byte === CLOSE_OBJECT) {
       depth--;
+      if (depth === 1 && metadataStart >= 0) {
+        const userId = userIdIn(bytes.toString('utf8', metadataStart, i + 1));
+        if (userId !== undefined) top.metadataUserId = userId;
+        metadataStart = -1;
+      }
     } else if (byte === COMMA && depth === 1 && top.object) {
       expectKey = true;
     }
@@ -114,11 +136,13 @@ export function scanJson(bytes: Buffer, maxDepth: number): JsonScan {
 /** The same facts read from a document JSON.parse built. */
 export function topLevelOf(json: unknown): TopLevel {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) return { object: false };
-  const { model, stream, prompt_cache_key } = json as { model?: unknown; stream?: unknown; prompt_cache_key?: unknown };
+  const { model, stream, prompt_cache_key, metadata } = json as { model?: unknown; stream?: unknown; prompt_cache_key?: unknown; metadata?: unknown };
+  const userId = typeof metadata === 'object' && metadata !== null ? (metadata as { user_id?: unknown }).user_id : undefined;
   return {
     object: true,
     ...(typeof model === 'string' && { model }),
     ...(typeof stream === 'boolean' && { stream }),
     ...(typeof prompt_cache_key === 'string' && { prompt_cache_key }),
+    ...(typeof userId === 'string' && { metadataUserId: userId }),
   };
 }

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { topLevelOf, type TopLevel } from '../server/json-depth.js';
 import type { ParsedBody } from '../server/types.js';
 
 /** Codex names its conversation in these headers (the first present wins). */
@@ -35,11 +36,11 @@ function claudeCodeSession(userId: string): string {
 /**
  * The conversation a model call belongs to, as the client names it, for prompt-cache affinity.
  * First found: `prompt_cache_key` (OpenAI Responses / Chat body), Codex's session headers, Claude
- * Code's session (`x-claude-code-session-id`, else `metadata.user_id`). Undefined when none.
- * `document` is called only for `metadata.user_id`, the last resort: large bodies stay unparsed.
+ * Code's session (`x-claude-code-session-id`, else `metadata.user_id`). Undefined when none. The
+ * body fields come from the top-level scan, so a large body is never parsed for them.
  */
-function conversationIn(headers: IncomingHttpHeaders, promptCacheKey: unknown, document: () => unknown): string | undefined {
-  const fromBody = nonEmptyString(promptCacheKey);
+function conversationIn(headers: IncomingHttpHeaders, top: Pick<TopLevel, 'prompt_cache_key' | 'metadataUserId'> | undefined): string | undefined {
+  const fromBody = nonEmptyString(top?.prompt_cache_key);
   if (fromBody) return `prompt_cache_key:${fromBody}`;
   for (const name of CODEX_SESSION_HEADERS) {
     const session = header(headers, name);
@@ -47,20 +48,17 @@ function conversationIn(headers: IncomingHttpHeaders, promptCacheKey: unknown, d
   }
   const claudeSession = header(headers, CLAUDE_CODE_SESSION_HEADER);
   if (claudeSession) return `claude_code:${claudeSession}`;
-  const json = document();
-  const metadata = typeof json === 'object' && json !== null ? (json as { metadata?: unknown }).metadata : undefined;
-  const userId = nonEmptyString(typeof metadata === 'object' && metadata !== null ? (metadata as { user_id?: unknown }).user_id : undefined);
+  const userId = nonEmptyString(top?.metadataUserId);
   return userId ? `claude_code:${claudeCodeSession(userId)}` : undefined;
 }
 
 /** `conversationIn` of a parsed JSON document (undefined or anything else: no body fields). */
 export function conversationOf(headers: IncomingHttpHeaders, json: unknown): string | undefined {
-  const promptCacheKey = typeof json === 'object' && json !== null ? (json as { prompt_cache_key?: unknown }).prompt_cache_key : undefined;
-  return conversationIn(headers, promptCacheKey, () => json);
+  return conversationIn(headers, topLevelOf(json));
 }
 
 /** The affinity key of a call: its conversation scoped by the proxy key, so callers never share one. */
-export function affinityKeyOf(headers: IncomingHttpHeaders, body: Pick<ParsedBody, 'top' | 'json'> | undefined, keyId: string): string | undefined {
-  const conversation = conversationIn(headers, body?.top.prompt_cache_key, () => body?.json());
+export function affinityKeyOf(headers: IncomingHttpHeaders, body: Pick<ParsedBody, 'top'> | undefined, keyId: string): string | undefined {
+  const conversation = conversationIn(headers, body?.top);
   return conversation === undefined ? undefined : `${keyId}\0${conversation}`;
 }
