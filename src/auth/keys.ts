@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors.js';
 import type { KeyRecord, Store } from '../store/types.js';
@@ -6,7 +6,8 @@ import type { KeyRecord, Store } from '../store/types.js';
 export const KEY_PREFIX = 'sk-tg-';
 
 export function hashSecret(secret: string): string {
-  return createHash('sha256').update(secret).digest('hex');
+  // one-shot: no Hash object per request
+  return hash('sha256', secret, 'hex');
 }
 
 /** A new proxy key: the secret is shown once; only its hash is stored. */

@@ -63,13 +63,17 @@ const ALLOWED: Record<ProviderName, ReadonlySet<string>> = {
   anthropic: new Set(ANTHROPIC),
 };
 
-function namedInConnection(headers: IncomingHttpHeaders | HeaderMap): Set<string> {
+const NONE: ReadonlySet<string> = new Set();
+
+/** The headers `Connection` names, which end at this hop (the usual `keep-alive` is hop-by-hop anyway). */
+function namedInConnection(headers: IncomingHttpHeaders | HeaderMap): ReadonlySet<string> {
   const value = headers.connection;
-  const list = Array.isArray(value) ? value.join(',') : value ?? '';
+  if (value === undefined || value === 'keep-alive') return NONE;
+  const list = Array.isArray(value) ? value.join(',') : value;
   return new Set(list.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
 }
 
-function isStripped(name: string, connectionNamed: Set<string>): boolean {
+function isStripped(name: string, connectionNamed: ReadonlySet<string>): boolean {
   return (
     HOP_BY_HOP.has(name) ||
     connectionNamed.has(name) ||

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
@@ -248,20 +248,22 @@ function answerWrongMethods(app: FastifyInstance): void {
  * then closes the connection); a response, streamed or not, is not bounded by it.
  */
 function withBodyDeadline(request: FastifyRequest, body: Readable, timeoutMs: number, remainingMs: number): Readable {
-  // the request itself must stay intact to be answered: a stream of its own is what fails
-  const guarded = body === request.raw ? body.pipe(new PassThrough()) : body;
-  const timer = setTimeout(
-    () => guarded.destroy(new GatewayError('request_timeout', `The request body did not arrive within ${timeoutMs} ms.`)),
-    Math.max(0, remainingMs),
-  );
+  const timer = setTimeout(() => {
+    if (request.raw.complete) return;
+    const late = new GatewayError('request_timeout', `The request body did not arrive within ${timeoutMs} ms.`);
+    // A decoding stream of our own can simply fail. The request itself must stay intact to be
+    // answered: its reader gets the error as an event (no stream piped in between, per request).
+    if (body !== request.raw) body.destroy(late);
+    else request.raw.emit('error', late);
+  }, Math.max(0, remainingMs));
   const stop = () => clearTimeout(timer);
   request.raw.once('end', stop);
   request.raw.once('close', stop);
-  guarded.once('close', stop);
-  // the parser that reads `guarded` gets the timeout as its error; one that already stopped reading
-  // (the request was answered, or handed to the WebSocket upgrade) must not leave it uncaught
-  guarded.on('error', () => {});
-  return guarded;
+  body.once('close', stop);
+  // a reader that already stopped (the request was answered, or handed to the WebSocket upgrade)
+  // must not leave the timeout uncaught
+  body.on('error', () => {});
+  return body;
 }
 
 declare module 'fastify' {
