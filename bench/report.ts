@@ -22,7 +22,7 @@ export interface ProbeRow {
   label: string;
   outcome: Outcome<{
     baseline: { label: string; result: LatencyResult };
-    subjects: { label: string; result: LatencyResult; goal?: ProbeGoal }[];
+    subjects: { label: string; result: LatencyResult; goal?: ProbeGoal; floor?: boolean }[];
   }>;
 }
 
@@ -195,14 +195,18 @@ export function targetLines(
       lines.push(`  ${row.label}: not measured (failed)`);
       continue;
     }
-    const { baseline } = row.outcome.value;
-    for (const subject of row.outcome.value.subjects) {
+    const { baseline, subjects } = row.outcome.value;
+    const floor = subjects.find((s) => s.floor);
+    for (const subject of subjects) {
       if (!subject.goal) continue;
       const addedP50 = subject.result.p50 - baseline.result.p50;
       const addedP99 = subject.result.p99 - baseline.result.p99;
+      const overFloor = floor
+        ? `; the bare proxy itself adds ${signedMs(floor.result.p50 - baseline.result.p50)} ms p50, the gateway ${signedMs(subject.result.p50 - floor.result.p50)} ms over it`
+        : '';
       lines.push(
         `  ${subject.goal.label} <= ${subject.goal.maxAddedP50Ms} ms p50: ${mark(addedP50 <= subject.goal.maxAddedP50Ms)} ` +
-          `(measured ${signedMs(addedP50)} ms p50, ${signedMs(addedP99)} ms p99; p50 ${ms(subject.result.p50)} vs ${ms(baseline.result.p50)} ms, sequential, no load)`,
+          `(measured ${signedMs(addedP50)} ms p50, ${signedMs(addedP99)} ms p99; p50 ${ms(subject.result.p50)} vs ${ms(baseline.result.p50)} ms, sequential, no load${overFloor})`,
       );
     }
   }

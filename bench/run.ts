@@ -136,7 +136,7 @@ async function runProbes(env: BenchEnv): Promise<ProbeRow[]> {
       );
       return {
         baseline: { label: p.baseline.label, result: base },
-        subjects: p.subjects.map((s, i) => ({ label: s.label, result: rest[i], goal: s.goal })),
+        subjects: p.subjects.map((s, i) => ({ label: s.label, result: rest[i], goal: s.goal, floor: s.floor })),
       };
     });
     rows.push({ label: p.label, outcome });

@@ -173,6 +173,8 @@ export interface ProbeSubject {
   label: string;
   target(env: BenchEnv): Promise<HttpTarget>;
   goal?: ProbeTarget;
+  /** the bare proxy: what any proxy in this stack adds, which the goals' lines quote beside theirs */
+  floor?: boolean;
 }
 
 /**
@@ -193,6 +195,7 @@ export interface LatencyProbe {
 }
 
 const direct: ProbeSubject = { label: 'Direct (mock upstream)', target: (env) => env.mock() };
+const bareProxy: ProbeSubject = { label: FLOOR, target: (env) => env.floor(), floor: true };
 
 /** A bridged turn: `POST /v1/responses` naming a session, served over the owner's upstream WebSocket. */
 export const BRIDGE_SESSION_ID = 'bench-bridge';
@@ -239,6 +242,7 @@ export const LATENCY_PROBES: LatencyProbe[] = [
     spec: { path: RESPONSES_PATH, body: { ...SMALL_BODY, stream: true }, until: 'first-byte', contentType: 'text/event-stream' },
     baseline: direct,
     subjects: [
+      bareProxy,
       { label: 'Gateway, memory store', target: gateway.memory, goal: { label: 'SSE TTFB, memory store, adds', maxAddedP50Ms: 0.3 } },
       { label: 'Gateway, Redis store', target: gateway.redis, goal: { label: 'SSE TTFB, Redis store, adds', maxAddedP50Ms: 0.5 } },
     ],
@@ -247,7 +251,7 @@ export const LATENCY_PROBES: LatencyProbe[] = [
     label: 'Non-streamed JSON, whole response, no concurrent load',
     spec: { path: RESPONSES_PATH, body: SMALL_BODY, until: 'end', contentType: 'application/json' },
     baseline: direct,
-    subjects: [{ label: 'Gateway, memory store', target: gateway.memory }],
+    subjects: [bareProxy, { label: 'Gateway, memory store', target: gateway.memory }],
   },
   {
     label: 'Bridged turn (session-id), non-streamed JSON, whole response',

@@ -123,6 +123,12 @@ export function upstreamResponseHeaders(headers: IncomingHttpHeaders | HeaderMap
   return out;
 }
 
+/** A request target's path, without its query string. */
+export function pathOf(url: string): string {
+  const at = url.indexOf('?');
+  return at === -1 ? url : url.slice(0, at);
+}
+
 export function queryOf(url: string): string {
   const at = url.indexOf('?');
   return at === -1 ? '' : url.slice(at);

@@ -9,6 +9,7 @@ import type { KeyRecord } from '../store/types.js';
 import type { UpstreamSocket } from '../upstream/client.js';
 import type { Admitted } from '../metering/metered-call.js';
 import { modelOf } from '../http/body.js';
+import { pathOf } from '../http/headers.js';
 import { HAS_USAGE, usageFromResponsesEvent } from '../usage/responses-events.js';
 import { ZERO_USAGE, addUsage, type TokenUsage } from '../usage/tokens.js';
 
@@ -240,7 +241,7 @@ export function relay(gateway: Gateway, request: FastifyRequest, client: WebSock
       {
         reqId: request.id,
         method: 'GET',
-        url: request.url.split('?')[0],
+        url: pathOf(request.url),
         status: 101,
         durationMs: Date.now() - startedAt,
         keyId: request.principal?.key.id,

@@ -4,7 +4,8 @@ import Fastify, { LogController, type FastifyError, type FastifyInstance, type F
 import type { Logger } from 'pino';
 import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
 import { endRequestSpan } from '../telemetry/spans.js';
-import { traceIdsOf } from '../telemetry/tracing.js';
+import type { SpanContext } from '@opentelemetry/api';
+import { pathOf } from '../http/headers.js';
 import { decodedBody, requestEncoding } from './body-decoding.js';
 import { MAX_JSON_DEPTH, scanJson, topLevelOf } from './json-depth.js';
 import type { TopLevel } from './json-depth.js';
@@ -150,28 +151,34 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     // With an 'upgrade' listener (WebSocket routes) Node detaches its HTTP parser from such a
     // connection: nothing more can be read on it, and left open it would hold off server.close().
     if (handedToUpgradeListener(request)) request.raw.socket.end(() => request.raw.socket.destroy());
-    const facts = request.facts ?? {};
     const span = request.span;
     if (span) endRequestSpan(span, request, reply);
-    request.log.info(
-      {
-        reqId: request.id,
-        ...(span && traceIdsOf(span)),
-        method: request.method,
-        url: request.url.split('?')[0],
-        status: reply.statusCode,
-        durationMs: Math.round(reply.elapsedTime),
-        keyId: facts.keyId,
-        provider: facts.provider,
-        accountId: facts.accountId,
-        tokens: facts.tokens,
-      },
-      'request',
-    );
+    request.log.info(accessLine(request, reply, span?.spanContext()), 'request');
     opts.onAnswered?.(request, reply);
     done();
   });
   return app;
+}
+
+/**
+ * The fields of a request's access line, in one object of one shape (pino leaves out the
+ * undefined ones); the trace ids lead from the line to its trace when tracing is on.
+ */
+function accessLine(request: FastifyRequest, reply: FastifyReply, trace: SpanContext | undefined) {
+  const facts = request.facts ?? {};
+  return {
+    reqId: request.id,
+    trace_id: trace?.traceId,
+    span_id: trace?.spanId,
+    method: request.method,
+    url: pathOf(request.url),
+    status: reply.statusCode,
+    durationMs: Math.round(reply.elapsedTime),
+    keyId: facts.keyId,
+    provider: facts.provider,
+    accountId: facts.accountId,
+    tokens: facts.tokens,
+  };
 }
 
 /** From this size on a body is parsed only if someone needs more than its model and stream. */
@@ -209,7 +216,7 @@ interface WrongMethodConfig {
 
 /** 404 for an unknown path, 405 (with `Allow`) for a known path's other methods; null when a route serves it. */
 function unservedRequest(request: FastifyRequest, reply: FastifyReply): GatewayError | null {
-  const path = request.url.split('?')[0];
+  const path = pathOf(request.url);
   if (request.is404) return new GatewayError('not_found', `No route ${request.method} ${path}.`);
   const allowed = (request.routeOptions.config as WrongMethodConfig).allowedMethods;
   if (allowed === undefined) return null;

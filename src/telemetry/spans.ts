@@ -8,6 +8,7 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ProviderName } from '../config/schema.js';
+import { pathOf } from '../http/headers.js';
 import {
   FIRST_BYTE_EVENT,
   GEN_AI_OPERATION_NAME,
@@ -29,7 +30,7 @@ export function startRequestSpan(tracing: Tracing, request: FastifyRequest, pare
   const route = request.routeOptions.url;
   const span = tracing.startServerSpan(route ? `${request.method} ${route}` : request.method, parent, {
     [ATTR_HTTP_REQUEST_METHOD]: request.method,
-    [ATTR_URL_PATH]: request.url.split('?')[0],
+    [ATTR_URL_PATH]: pathOf(request.url),
     [TOLLGATE_REQUEST_ID]: request.id,
   });
   if (route) span.setAttribute(ATTR_HTTP_ROUTE, route);

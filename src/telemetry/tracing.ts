@@ -139,8 +139,3 @@ export function endFailed(span: Span, errorType: string, message?: string): void
   span.end();
 }
 
-/** The ids the access log line carries, so a log line leads to its trace. */
-export function traceIdsOf(span: Span): { trace_id: string; span_id: string } {
-  const { traceId, spanId } = span.spanContext();
-  return { trace_id: traceId, span_id: spanId };
-}
