@@ -256,17 +256,15 @@ function answerWrongMethods(app: FastifyInstance): void {
  */
 function withBodyDeadline(request: FastifyRequest, body: Readable, timeoutMs: number, remainingMs: number): Readable {
   const timer = setTimeout(() => {
-    if (request.raw.complete) return;
+    if (request.raw.complete || request.raw.destroyed) return;
     const late = new GatewayError('request_timeout', `The request body did not arrive within ${timeoutMs} ms.`);
     // A decoding stream of our own can simply fail. The request itself must stay intact to be
     // answered: its reader gets the error as an event (no stream piped in between, per request).
     if (body !== request.raw) body.destroy(late);
     else request.raw.emit('error', late);
   }, Math.max(0, remainingMs));
-  const stop = () => clearTimeout(timer);
-  request.raw.once('end', stop);
-  request.raw.once('close', stop);
-  body.once('close', stop);
+  // a request cut off before its end leaves the timer to fire into nothing (its reader is gone)
+  request.raw.once('end', () => clearTimeout(timer));
   // a reader that already stopped (the request was answered, or handed to the WebSocket upgrade)
   // must not leave the timeout uncaught
   body.on('error', () => {});

@@ -206,7 +206,8 @@ export class UpstreamClient {
       let attempt: Attempt<T>;
       let bearer: OAuthBearer | undefined;
       try {
-        bearer = await this.bearerFor(account);
+        // an API-key account has no login to wait for
+        bearer = account.oauth ? await this.bearerFor(account) : undefined;
         attempt = await attemptOn(account, bearer);
       } catch (err) {
         release();
