@@ -20,6 +20,7 @@ import { Gateway } from './gateway.js';
 import { registerModelRoutes } from './proxy/routes.js';
 import { registerResponsesWebSocket } from './proxy/websocket.js';
 import { buildHttpServer, sendError } from './server/http.js';
+import { pacedStarts } from './server/paced-starts.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
 import { prepareLogins } from './upstream/chatgpt/import.js';
@@ -48,6 +49,11 @@ export interface BuildOptions {
 }
 
 const READY_TIMEOUT_MS = 1_000;
+/**
+ * Requests that start their work in one turn of the event loop; more wait for the next turns.
+ * A start costs a few hundred µs of CPU, so one turn stays within tens of milliseconds.
+ */
+const REQUEST_STARTS_PER_TURN = 64;
 
 /** Config keys are seeded at every start; the file is their source of truth. */
 async function seedConfigKeys(config: Config, store: Store): Promise<void> {
@@ -143,6 +149,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   registerAdminRoutes(app, gateway, sessions);
   if (dashboard.enabled) registerDashboard(app, gateway, sessions);
   app.register(async (proxied) => {
+    // first: a burst of streams starts over several turns of the loop, health probes in between
+    proxied.addHook('onRequest', pacedStarts(REQUEST_STARTS_PER_TURN));
     // model traffic is traced (refusals included); health probes and admin calls are not
     if (tracing) proxied.addHook('onRequest', traceRequests(tracing));
     // before the body is read: an unauthenticated caller cannot make us read 16 MiB
