@@ -64,7 +64,7 @@ export class BenchEnv {
   /** The bare Fastify + undici pass-through proxy in front of the mock: the stack's floor. */
   floor(): Promise<HttpTarget> {
     this.floorTarget ??= this.mock().then(async (mock) => {
-      const { child, ready } = await spawnTsChild<{ publicUrl: string }>('floor proxy', './floor-process.ts', { BENCH_MOCK_URL: mock.url });
+      const { child, ready } = await spawnTsChild<{ publicUrl: string }>('floor proxy', './floor-process.ts', { BENCH_MOCK_URL: mock.url }, profileArgs('floor'));
       return { url: ready.publicUrl, headers: {}, pid: child.proc.pid };
     });
     return this.floorTarget;
@@ -112,10 +112,7 @@ export class BenchEnv {
 
   private async startGateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
     const raw = await this.gatewayConfig(patch);
-    // BENCH_CPU_PROFILE_DIR: each gateway writes V8 CPU profiles (one per thread; the main
-    // thread's is the big one) to <dir>/gateway-<name>/ when it stops
-    const profileDir = process.env.BENCH_CPU_PROFILE_DIR;
-    const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `gateway-${name}`)}`] : [];
+    const nodeArgs = profileArgs(`gateway-${name}`);
     const { child, ready } = await spawnTsChild<{ publicUrl: string; internalUrl: string }>(
       `gateway (${name})`,
       './gateway-process.ts',
@@ -161,6 +158,15 @@ export class BenchEnv {
       stop: () => child.stop(),
     };
   }
+}
+
+/**
+ * BENCH_CPU_PROFILE_DIR: the bare proxy and each gateway write V8 CPU profiles (one per thread;
+ * the main thread's is the big one) to <dir>/<name>/ when they stop.
+ */
+export function profileArgs(name: string): string[] {
+  const profileDir = process.env.BENCH_CPU_PROFILE_DIR;
+  return profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, name)}`] : [];
 }
 
 const isPlainObject = (value: unknown): value is Record<string, unknown> =>
