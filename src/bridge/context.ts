@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { AuthSource } from '../auth/authenticate.js';
 import { GatewayError } from '../errors.js';
 import type { TraceCarrier } from '../telemetry/tracing.js';
@@ -64,7 +64,8 @@ export function signContext(
     ...(fields.route !== undefined && { route: fields.route }),
     issuedAt,
     expiresAt: issuedAt + fields.ttlSec,
-    nonce: randomBytes(16).toString('base64url'),
+    // 122 random bits from Node's batched entropy: randomBytes would cost a getrandom call per hop
+    nonce: randomUUID(),
     bodySha256: bodyDigest(fields.body),
     traceparent: fields.trace?.traceparent,
     tracestate: fields.trace?.tracestate,
