@@ -145,6 +145,16 @@ describe('signed re-auth context on the internal route', () => {
     expect(gw.mock.wsConnections[0]!.frames.length).toBe(requestsBefore);
   });
 
+  it('spends the nonce of a verified header while the body is read: a context refused for its body is not usable again', async () => {
+    const header = context();
+    const tampered = await forward(header, Buffer.from(JSON.stringify({ model: 'gpt-5', input: 'changed' })));
+    expect(tampered.body.error.code).toBe('context_body_mismatch');
+    const retried = await forward(header);
+    expect(retried.status).toBe(401);
+    expect(retried.body.error.code).toBe('context_replayed');
+    expectNothingUpstream();
+  });
+
   it('refuses a revoked, disabled or expired key and a disallowed model on the owner', async () => {
     const revoked = await gw.createKey();
     await gw.store.deleteKey(revoked.id);
