@@ -70,6 +70,18 @@ export class BenchEnv {
     return this.floorTarget;
   }
 
+  /**
+   * A bare proxy (the floor's process) in front of `target`, passing `headers` on: what one extra
+   * hop costs in this stack, without anything a gateway does. Started per call.
+   */
+  async bareHopTo(name: string, target: HttpTarget, headers: string[]): Promise<HttpTarget> {
+    const { child, ready } = await spawnTsChild<{ publicUrl: string }>(name, './floor-process.ts', {
+      BENCH_MOCK_URL: target.url,
+      BENCH_PASS_HEADERS: ['content-type', ...headers].join(','),
+    });
+    return { url: ready.publicUrl, headers: target.headers, pid: child.proc.pid };
+  }
+
   /** A throwaway redis-server (the tests' helper), stopped with the children at the end. */
   redis(): Promise<string> {
     this.redisUrl ??= startTracked(startRedis, (redis) => redis.stop()).then((redis) => redis.url);

@@ -209,7 +209,7 @@ const OWNED = 'tollgate_bridge_owned_sessions';
  * itself and B forwarded every one of its turns to A: checked with each replica's own bridge
  * metrics (forwards by outcome, owned sessions), before and after the measured requests.
  */
-const checkOwnerForwarding: ProbeWatch = async ([owner, forwarder]) => {
+const checkOwnerForwarding: ProbeWatch = async ([owner, , forwarder]) => {
   const before = {
     ownerForwards: await metricValue(owner, FORWARDS),
     forwarderOk: await metricValue(forwarder, FORWARDS, { outcome: 'ok' }),
@@ -264,12 +264,18 @@ export const LATENCY_PROBES: LatencyProbe[] = [
     },
     baseline: { label: 'Replica A, session owner: served locally', target: gateway.redis },
     subjects: [
+      {
+        label: 'Bare proxy hop to A (the floor of a hop)',
+        target: async (env) => env.bareHopTo('bare hop to replica A', await gateway.redis(env), ['authorization', 'session-id']),
+        floor: true,
+      },
       { label: 'Replica B: owner-forward hop to A', target: gateway.redisB, goal: { label: 'owner-forward hop adds', maxAddedP50Ms: 1 } },
     ],
     note: [
       `Bridged turn: POST ${RESPONSES_PATH} ${JSON.stringify(BRIDGE_BODY)}, session-id: ${BRIDGE_SESSION_ID}; two Redis-store`,
       'replicas (same Redis and internal secret, own instance ids). A got the first turn and owns the session (one upstream',
-      "WebSocket); B forwards each of its turns to A's internal port with a signed context. Checked with the replicas'",
+      "WebSocket); B forwards each of its turns to A's internal port with a signed context; the bare hop is the floor's",
+      "Fastify+undici pass-through in front of A's public port (passing authorization and session-id). Checked with the replicas'",
       'bridge metrics: A forwarded none of its turns, B forwarded every one of its turns (outcome ok).',
     ].join('\n'),
     watch: checkOwnerForwarding,
