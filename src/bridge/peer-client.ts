@@ -7,7 +7,7 @@ import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../http/
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReplicaInfo } from '../store/types.js';
 import { OWNER_FORWARD_SPAN, TOLLGATE_OWNER_INSTANCE_ID } from '../telemetry/attributes.js';
-import { SpanKind, carrierOf, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
+import { SpanKind, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 
 export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
@@ -53,7 +53,7 @@ export class PeerClient {
         route: call.route.url,
         body: call.body.raw,
         ttlSec: this.deps.contextTtlSec,
-        trace: span && carrierOf(span),
+        trace: span && this.deps.tracing?.carrierOf(span),
       },
       secret,
     );

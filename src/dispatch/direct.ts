@@ -7,7 +7,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { ParsedBody } from '../server/types.js';
 import { TOLLGATE_ACCOUNT_ID, usageAttributes } from '../telemetry/attributes.js';
 import { noteFirstByte, startModelCallSpan } from '../telemetry/spans.js';
-import { carrierOf, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
+import { endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { ModelRoute } from '../upstream/routes.js';
 import type { Dispatcher, ModelCall } from './call.js';
@@ -51,7 +51,7 @@ export class DirectDispatcher implements Dispatcher {
           ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)),
           'accept-encoding': 'identity',
           // the upstream sees this call's span as its parent, not the caller's
-          ...(span && carrierOf(span)),
+          ...(span && tracing?.carrierOf(span)),
         },
         body: upstreamBody(route, call.body),
         signal,
