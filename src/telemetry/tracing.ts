@@ -1,7 +1,7 @@
 import { SpanStatusCode, type Span } from '@opentelemetry/api';
-import { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
 import { ConfigError } from '../config/load.js';
 import { GatewayError } from '../errors.js';
+import { ERROR_TYPE } from './attributes.js';
 import type { Tracing, TracingOptions } from './tracer.js';
 
 export { SpanKind } from '@opentelemetry/api';
@@ -66,7 +66,7 @@ export function errorTypeOf(err: unknown): string {
 
 /** Ends `span` as failed with `errorType` (a gateway error code or an exception's name). */
 export function endFailed(span: Span, errorType: string, message?: string): void {
-  span.setAttribute(ATTR_ERROR_TYPE, errorType);
+  span.setAttribute(ERROR_TYPE, errorType);
   span.setStatus({ code: SpanStatusCode.ERROR, message });
   span.end();
 }
