@@ -1,10 +1,7 @@
 // The OpenTelemetry SDK is loaded only when tracing is on (it would otherwise be a large part of
 // an idle replica's memory), and a replica that wants it but cannot load it does not start.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { runReplicaProcess } from './support/replica-process.js';
 
 // a module-resolution hook in the replica process: the SDK's packages are not installed, as far
 // as this replica can tell
@@ -14,41 +11,15 @@ const HOOK = `export async function resolve(specifier, context, next) {
 }`;
 const REGISTER = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(HOOK)}`)});`;
 
-interface Run {
-  listening: boolean;
-  code: number | null;
-  stderr: string;
-}
-
-/** Starts `src/main.ts` without the SDK; stops it once it listens (or reports how it ended). */
-function runReplica(tracing: boolean): Promise<Run> {
-  const configPath = join(mkdtempSync(join(tmpdir(), 'tollgate-tracing-lazy-')), 'tollgate.json');
-  writeFileSync(
-    configPath,
-    JSON.stringify({
+const runReplica = (tracing: boolean) =>
+  runReplicaProcess({
+    config: {
       server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
       providers: { openai: { baseUrl: 'http://127.0.0.1:9', accounts: [{ id: 'oa-1', apiKey: 'sk-unused' }] } },
       telemetry: { tracing },
-    }),
-  );
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('OTEL_')));
-  const child = spawn(process.execPath, ['--import', 'tsx', '--import', `data:text/javascript,${encodeURIComponent(REGISTER)}`, 'src/main.ts'], {
-    env: { ...env, TOLLGATE_CONFIG: configPath },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    },
+    imports: [`data:text/javascript,${encodeURIComponent(REGISTER)}`],
   });
-  let stdout = '';
-  let stderr = '';
-  let listening = false;
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk;
-    if (!listening && stdout.includes('"tollgate listening"')) {
-      listening = true;
-      child.kill('SIGTERM');
-    }
-  });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ listening, code, stderr })));
-}
 
 describe('tracing is loaded only when on', () => {
   it('an untraced replica starts without the SDK installed', async () => {
