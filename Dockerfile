@@ -32,5 +32,6 @@ EXPOSE 8080 8081
 ENV TOLLGATE_CONFIG=/etc/tollgate/tollgate.yaml
 HEALTHCHECK --interval=10s --timeout=5s CMD node -e "fetch('http://127.0.0.1:'+(process.env.TOLLGATE_PORT||8080)+'/health/live').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 ENTRYPOINT ["/usr/bin/tini", "--"]
-# node directly, not `npm start`: no npm process between tini and node, and nothing compiled at start
+# node directly, not `npm start`: no npm process between tini and node, and nothing compiled at start.
+# dist/main.js sets its own V8 memory options (see the README, Operating Tollgate: Memory)
 CMD ["node", "dist/main.js"]

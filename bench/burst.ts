@@ -7,7 +7,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { spawnTsChild } from './children.js';
 import type { HttpTarget } from './env.js';
-import { percentile, rssBytesOf } from './measure.js';
+import { percentile, rssBytesOf, rssOf } from './measure.js';
 
 export interface BurstResult {
   streams: number;
@@ -93,12 +93,63 @@ export async function burst(target: HttpTarget, path: string, body: object, stre
 
 const MiB = 1024 * 1024;
 
-/** RSS of an idle process, read after `settleMs` without requests. */
-export async function idleRss(target: HttpTarget, settleMs = 1_000): Promise<number> {
+/** Where an idle replica's memory is, MiB. */
+export interface IdleMemory {
+  rss: number;
+  /** file-backed pages: the node binary's code and data, the shared libraries */
+  file: number;
+  /** anonymous pages: the V8 heap, the C allocator's memory, thread stacks */
+  anon: number;
+  /** the V8 heap as the replica's own /metrics reports it (prom-client's default metrics) */
+  heapTotal: number;
+  heapUsed: number;
+  /** memory outside the V8 heap held by JS objects (Buffers) */
+  external: number;
+  /** each heap space's size (committed), by V8's space name: new, old, code, large_object… */
+  spaces: Record<string, number>;
+}
+
+/** The samples of a Prometheus text exposition, by `name` or `name{labels}`. */
+function samplesOf(text: string): Map<string, number> {
+  const samples = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const match = /^(\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (match) samples.set(match[1]!, Number(match[2]));
+  }
+  return samples;
+}
+
+/**
+ * The memory of an idle replica, read after `settleMs` without requests: RSS (and its file-backed
+ * and anonymous parts) from /proc, then the heap from the replica's /metrics (read second: the
+ * scrape allocates).
+ */
+export async function idleMemoryOf(target: HttpTarget, settleMs = 1_000): Promise<IdleMemory> {
   await delay(settleMs);
-  const rss = rssBytesOf(target.pid);
-  if (rss === undefined) throw new Error('RSS not readable (not Linux?)');
-  return rss / MiB;
+  const rss = rssOf(target.pid);
+  if (!rss) throw new Error('RSS not readable (not Linux?)');
+  if (!target.internalUrl) throw new Error('idle memory: the target has no internal listener (/metrics)');
+  const res = await request(target.internalUrl + '/metrics');
+  const samples = samplesOf(await res.body.text());
+  const metric = (name: string) => {
+    const value = samples.get(name);
+    if (value === undefined) throw new Error(`idle memory: /metrics has no ${name}`);
+    return value / MiB;
+  };
+  const spaces: Record<string, number> = {};
+  for (const [name, value] of samples) {
+    const space = /^nodejs_heap_space_size_total_bytes\{space="(\w+)"\}$/.exec(name)?.[1];
+    if (space && value > 0) spaces[space] = value / MiB;
+  }
+  return {
+    rss: rss.rss / MiB,
+    file: rss.file / MiB,
+    anon: rss.anon / MiB,
+    heapTotal: metric('nodejs_heap_size_total_bytes'),
+    heapUsed: metric('nodejs_heap_size_used_bytes'),
+    external: metric('nodejs_external_memory_bytes'),
+    spaces,
+  };
 }
 
 export interface HeldResult {

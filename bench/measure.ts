@@ -57,14 +57,22 @@ export function cpuSecondsOf(pid: number | undefined): number | undefined {
   }
 }
 /** Linux: resident set size of a process in bytes, from /proc; undefined elsewhere. */
-export function rssBytesOf(pid: number | undefined): number | undefined {
+/** `VmRSS`, `RssFile` and `RssAnon` of `/proc/<pid>/status`, bytes (Linux); undefined when unreadable. */
+export function rssOf(pid: number | undefined): { rss: number; file: number; anon: number } | undefined {
   if (pid === undefined) return undefined;
+  let status: string;
   try {
-    const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) * 1024 : undefined;
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
   } catch {
     return undefined;
   }
+  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  const rss = kib('VmRSS');
+  return Number.isNaN(rss) ? undefined : { rss, file: kib('RssFile'), anon: kib('RssAnon') };
+}
+
+export function rssBytesOf(pid: number | undefined): number | undefined {
+  return rssOf(pid)?.rss;
 }
 
 /** USER_HZ: 100 on every mainstream Linux build */

@@ -1,5 +1,5 @@
 /** Plain-text tables for the bench's results. */
-import type { BurstResult, HeldResult } from './burst.js';
+import type { BurstResult, HeldResult, IdleMemory } from './burst.js';
 import type { LatencyResult, LoadResult } from './measure.js';
 
 /** The issue's targets for a gateway scenario, against direct in the same run. */
@@ -35,8 +35,8 @@ export interface BurstRow {
 }
 
 export interface MemoryRows {
-  idleMemory: Outcome<number>;
-  idleRedis: Outcome<number>;
+  idleMemory: Outcome<IdleMemory>;
+  idleRedis: Outcome<IdleMemory>;
   held: Outcome<HeldResult>;
 }
 
@@ -105,10 +105,23 @@ export function burstTable(rows: BurstRow[]): string {
 
 const mib = (value: number) => value.toFixed(1) + ' MiB';
 
+/** RSS and where it is: file-backed (binary, libraries) vs anonymous, the V8 heap's spaces, external. */
+function idleText(m: IdleMemory): string {
+  const spaces = Object.entries(m.spaces)
+    .map(([space, size]) => `${space} ${size.toFixed(1)}`)
+    .join(', ');
+  return (
+    `RSS ${mib(m.rss)} = file-backed ${mib(m.file)} (node binary, libraries) + anonymous ${mib(m.anon)}; ` +
+    `V8 heap ${mib(m.heapTotal)} committed, ${mib(m.heapUsed)} used (spaces, MiB: ${spaces}); external ${mib(m.external)}`
+  );
+}
+
 export function memoryLines(rows: MemoryRows): string {
   const show = <T>(o: Outcome<T>, text: (v: T) => string) => (o.ok ? text(o.value) : `FAILED: ${o.error.split('\n')[0]}`);
   return [
-    `Idle RSS of a fresh replica (after one request): memory store ${show(rows.idleMemory, mib)}; Redis store ${show(rows.idleRedis, mib)}`,
+    'Idle memory of a fresh replica (after one request):',
+    `  memory store: ${show(rows.idleMemory, idleText)}`,
+    `  Redis store:  ${show(rows.idleRedis, idleText)}`,
     `Held streams (fresh memory-store replica, mock holds each stream after its first event): ${show(
       rows.held,
       (h) => `${h.streams} streams, RSS ${mib(h.rssBeforeMiB)} -> ${mib(h.rssHeldMiB)}, ${h.kibPerStream.toFixed(1)} KiB per stream`,
@@ -229,8 +242,8 @@ export function targetLines(
       `${head}: ${ratioText}; /health/live worst ${ms(r.healthWorstMs)} ms (< ${goals.healthMaxMs}) -> ${mark(r.healthWorstMs < goals.healthMaxMs)}`,
     );
   }
-  const idle = (label: string, o: Outcome<number>) =>
-    o.ok ? `${mib(o.value)} (< ${goals.idleRssMaxMiB} MiB) -> ${mark(o.value < goals.idleRssMaxMiB)}` : `not measured (${label} failed)`;
+  const idle = (label: string, o: Outcome<IdleMemory>) =>
+    o.ok ? `${mib(o.value.rss)} (< ${goals.idleRssMaxMiB} MiB) -> ${mark(o.value.rss < goals.idleRssMaxMiB)}` : `not measured (${label} failed)`;
   lines.push(`  idle RSS, memory store: ${idle('idle memory', memory.idleMemory)}; Redis store: ${idle('idle Redis', memory.idleRedis)}`);
   lines.push(
     `  RSS per held stream: ${

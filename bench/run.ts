@@ -13,7 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { availableParallelism, loadavg } from 'node:os';
-import { burst, heldStreams, idleRss } from './burst.js';
+import { burst, heldStreams, idleMemoryOf } from './burst.js';
 import { CONVERSATIONS, TURNS, runCacheAffinity, type CacheRun } from './cache-affinity.js';
 import { installCleanup, stopAllChildren } from './children.js';
 import { BenchEnv, type HttpTarget } from './env.js';
@@ -177,8 +177,8 @@ async function withFresh<T>(start: () => Promise<HttpTarget>, fn: (target: HttpT
 
 async function runMemory(env: BenchEnv): Promise<MemoryRows> {
   progress('memory: idle RSS of fresh replicas');
-  const idleMemory = await attempt('idle RSS (memory)', () => withFresh(() => freshGateways.memory(env), (t) => idleRss(t)));
-  const idleRedis = await attempt('idle RSS (Redis)', () => withFresh(() => freshGateways.redis(env), (t) => idleRss(t)));
+  const idleMemory = await attempt('idle RSS (memory)', () => withFresh(() => freshGateways.memory(env), (t) => idleMemoryOf(t)));
+  const idleRedis = await attempt('idle RSS (Redis)', () => withFresh(() => freshGateways.redis(env), (t) => idleMemoryOf(t)));
   progress(`memory: ${HELD_STREAMS} held streams through a fresh replica`);
   const held = await attempt('held streams', () =>
     withFresh(

@@ -119,7 +119,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     instanceId: config.server.instanceId ?? `${hostname()}-${randomBytes(3).toString('hex')}`,
     advertiseUrl: config.server.advertiseUrl ?? '', // known once the internal port listens
   };
-  const tracing = tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId });
+  const tracing = await tracingFor(config.telemetry.tracing, { instanceId: identity.instanceId });
   const gateway = new Gateway(config, store, logger, tracing);
   await prepareLogins(config, store, gateway.vault).catch(async (err) => {
     await gateway.close();

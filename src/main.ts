@@ -1,3 +1,5 @@
+// first: V8 settings that must precede the loading of every other module
+import { startupFinished } from './v8-tuning.js';
 import { buildApp, type App } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 
@@ -42,6 +44,7 @@ async function main(): Promise<void> {
   const built = await buildApp(config);
   app = built;
   const { publicUrl, internalUrl } = await built.listen();
+  startupFinished();
   built.gateway.log.info({ publicUrl, internalUrl, store: built.gateway.store.kind }, 'tollgate listening');
 }
 

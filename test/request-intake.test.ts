@@ -1,9 +1,11 @@
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CONTEXT_HEADER, signContext } from '../src/bridge/context.js';
 import { sessionOf } from '../src/http/session-key.js';
+import { buildHttpServer } from '../src/server/http.js';
 import { MAX_JSON_DEPTH } from '../src/server/json-depth.js';
 import { INTERNAL_SECRET } from './support/cluster.js';
 import { startTestGateway, type TestGateway } from './support/gateway.js';
@@ -279,5 +281,14 @@ describe('/metrics', () => {
     } finally {
       await open.close();
     }
+  });
+});
+
+describe('route input is checked with zod, not JSON schemas', () => {
+  it('a route given a JSON schema fails to register, so Fastify never loads its schema compilers', async () => {
+    const app = buildHttpServer({ logger: pino({ level: 'silent' }), bodyLimit: 1024, requestBodyTimeoutMs: 1_000 });
+    app.post('/with-schema', { schema: { body: { type: 'object' } } }, async () => ({}));
+    await expect(app.ready()).rejects.toThrow(/no JSON schemas/);
+    await app.close();
   });
 });

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config/load.js';
-import { SpanKind, Tracing, carrierOf, tracingFor, tracingWanted } from '../src/telemetry/tracing.js';
+import { SpanKind, tracingFor, tracingWanted } from '../src/telemetry/tracing.js';
 import { OPENAI_SECRET, startTestGateway, type TestGateway } from './support/gateway.js';
 import { startOtlpReceiver, type OtlpReceiver } from './support/otlp-receiver.js';
 
@@ -11,28 +11,23 @@ const CALLER_SPAN = '00f067aa0ba902b7';
 const OTHER_TRACE = '0af7651916cd43dd8448eb211c80319c';
 
 describe('tracingWanted', () => {
-  it('is on with an OTLP endpoint or the config switch, and off when the SDK or exporter is disabled', () => {
+  it('is on with an OTLP endpoint or the config switch, and off when the SDK or exporter is disabled', async () => {
     expect(tracingWanted(false, {})).toBe(false);
     expect(tracingWanted(true, {})).toBe(true);
     expect(tracingWanted(false, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' })).toBe(true);
     expect(tracingWanted(false, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://127.0.0.1:4318/v1/traces' })).toBe(true);
     expect(tracingWanted(true, { OTEL_SDK_DISABLED: 'true' })).toBe(false);
     expect(tracingWanted(false, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_TRACES_EXPORTER: 'none' })).toBe(false);
-    expect(tracingFor(false, { instanceId: 'x' }, {})).toBeUndefined();
+    await expect(tracingFor(false, { instanceId: 'x' }, {})).resolves.toBeUndefined();
   });
 
-  it('refuses an exporter or protocol it cannot honour with a message naming the variable', () => {
+  it('refuses an exporter or protocol it cannot honour with a message naming the variable', async () => {
     expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'zipkin' })).toThrow(ConfigError);
     expect(() => tracingWanted(true, { OTEL_TRACES_EXPORTER: 'otlp,zipkin' })).toThrow(/OTEL_TRACES_EXPORTER: "zipkin"/);
     expect(tracingWanted(false, { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' })).toBe(true);
-    const saved = process.env.OTEL_EXPORTER_OTLP_PROTOCOL;
-    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'grpc';
-    try {
-      expect(() => new Tracing({ instanceId: 'x' })).toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" is not supported/);
-    } finally {
-      if (saved === undefined) delete process.env.OTEL_EXPORTER_OTLP_PROTOCOL;
-      else process.env.OTEL_EXPORTER_OTLP_PROTOCOL = saved;
-    }
+    const grpc = tracingFor(true, { instanceId: 'x' }, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+    await expect(grpc).rejects.toThrow(ConfigError);
+    await expect(grpc).rejects.toThrow(/OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" is not supported/);
   });
 });
 
@@ -53,10 +48,10 @@ describe.each(['http/protobuf', 'http/json'])('OTLP export over %s', (protocol) 
   });
 
   it('exports a server span continuing the caller and its child, with the replica as resource', async () => {
-    const tracing = new Tracing({ instanceId: 'replica-t' });
+    const tracing = (await tracingFor(true, { instanceId: 'replica-t' }))!;
     const server = tracing.startServerSpan('POST /v1/responses', { traceparent: `00-${CALLER_TRACE}-${CALLER_SPAN}-01`, tracestate: 'vendor=1' }, { 'http.route': '/v1/responses' });
     const child = tracing.startSpan('tollgate.admission', server, SpanKind.INTERNAL)!;
-    const next = carrierOf(child);
+    const next = tracing.carrierOf(child);
     child.end();
     server.end();
     await tracing.shutdown();
@@ -77,7 +72,7 @@ describe.each(['http/protobuf', 'http/json'])('OTLP export over %s', (protocol) 
   });
 
   it('starts a new trace when the caller sends no valid traceparent', async () => {
-    const tracing = new Tracing({ instanceId: 'replica-t' });
+    const tracing = (await tracingFor(true, { instanceId: 'replica-t' }))!;
     tracing.startServerSpan('GET /v1/models', { traceparent: 'not-a-traceparent' }, {}).end();
     await tracing.shutdown();
     const [span] = receiver.spans;

@@ -1,4 +1,3 @@
-import { ATTR_HTTP_RESPONSE_STATUS_CODE } from '@opentelemetry/semantic-conventions';
 import { request as undiciRequest, type Dispatcher as UndiciDispatcher } from 'undici';
 import type { ModelCall } from '../dispatch/call.js';
 import { GatewayError } from '../errors.js';
@@ -6,8 +5,8 @@ import { clientGoneSignal } from '../http/client-gone.js';
 import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../http/headers.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReplicaInfo } from '../store/types.js';
-import { OWNER_FORWARD_SPAN, TOLLGATE_OWNER_INSTANCE_ID } from '../telemetry/attributes.js';
-import { SpanKind, carrierOf, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
+import { HTTP_RESPONSE_STATUS_CODE, OWNER_FORWARD_SPAN, TOLLGATE_OWNER_INSTANCE_ID } from '../telemetry/attributes.js';
+import { SpanKind, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import { CONTEXT_HEADER, signContext } from './context.js';
 
 export const INTERNAL_BRIDGE_PATH = '/internal/bridge/responses';
@@ -53,7 +52,7 @@ export class PeerClient {
         route: call.route.url,
         body: call.body.raw,
         ttlSec: this.deps.contextTtlSec,
-        trace: span && carrierOf(span),
+        trace: span && this.deps.tracing?.carrierOf(span),
       },
       secret,
     );
@@ -77,7 +76,7 @@ export class PeerClient {
     metrics.bridgeForwardLatency.observe((performance.now() - started) / 1000);
     metrics.bridgeForwards.inc({ outcome: res.statusCode < 400 ? 'ok' : `status_${res.statusCode}` });
     request.facts.provider = call.pool.provider;
-    span?.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, res.statusCode);
+    span?.setAttribute(HTTP_RESPONSE_STATUS_CODE, res.statusCode);
     try {
       await reply.code(res.statusCode).headers(clientResponseHeaders(res.headers)).send(res.body);
     } finally {

@@ -1,13 +1,12 @@
-import { ATTR_HTTP_RESPONSE_STATUS_CODE } from '@opentelemetry/semantic-conventions';
 import { clientGoneSignal } from '../http/client-gone.js';
 import { queryOf, upstreamRequestHeaders } from '../http/headers.js';
 import type { SecretScrubber } from '../http/scrubber.js';
 import { withoutGatewayTurnState } from '../http/session-key.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ParsedBody } from '../server/types.js';
-import { TOLLGATE_ACCOUNT_ID, usageAttributes } from '../telemetry/attributes.js';
+import { HTTP_RESPONSE_STATUS_CODE, TOLLGATE_ACCOUNT_ID, usageAttributes } from '../telemetry/attributes.js';
 import { noteFirstByte, startModelCallSpan } from '../telemetry/spans.js';
-import { carrierOf, endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
+import { endFailed, errorTypeOf, type Tracing } from '../telemetry/tracing.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import type { ModelRoute } from '../upstream/routes.js';
 import type { Dispatcher, ModelCall } from './call.js';
@@ -51,7 +50,7 @@ export class DirectDispatcher implements Dispatcher {
           ...withoutGatewayTurnState(upstreamRequestHeaders(pool.provider, request.headers)),
           'accept-encoding': 'identity',
           // the upstream sees this call's span as its parent, not the caller's
-          ...(span && carrierOf(span)),
+          ...(span && tracing?.carrierOf(span)),
         },
         body: upstreamBody(route, call.body),
         signal,
@@ -67,7 +66,7 @@ export class DirectDispatcher implements Dispatcher {
     metrics.per.ttfb(pool.provider).observe((performance.now() - sentAt) / 1000);
     if (span) {
       noteFirstByte(span, sentAt);
-      span.setAttributes({ [TOLLGATE_ACCOUNT_ID]: upstream.account.id, [ATTR_HTTP_RESPONSE_STATUS_CODE]: upstream.statusCode });
+      span.setAttributes({ [TOLLGATE_ACCOUNT_ID]: upstream.account.id, [HTTP_RESPONSE_STATUS_CODE]: upstream.statusCode });
     }
     const inFlight = metrics.per.inFlightStreams(pool.provider);
     inFlight.inc();

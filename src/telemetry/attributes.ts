@@ -12,6 +12,15 @@ export const GEN_AI_USAGE_OUTPUT_TOKENS = 'gen_ai.usage.output_tokens';
 export const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = 'gen_ai.usage.cache_read.input_tokens';
 export const GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = 'gen_ai.response.time_to_first_chunk';
 
+// Stable names (HTTP, URL, error), written out too: the semantic-conventions package's entry
+// point loads every stable and deprecated name (~1 MB of heap) into a replica that, by default,
+// does not trace
+export const HTTP_REQUEST_METHOD = 'http.request.method';
+export const HTTP_RESPONSE_STATUS_CODE = 'http.response.status_code';
+export const HTTP_ROUTE = 'http.route';
+export const URL_PATH = 'url.path';
+export const ERROR_TYPE = 'error.type';
+
 // Tollgate's own, for what no convention names. Ids only: never a key, credential or hash.
 export const TOLLGATE_REQUEST_ID = 'tollgate.request.id';
 export const TOLLGATE_KEY_ID = 'tollgate.key.id';

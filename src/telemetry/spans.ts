@@ -1,22 +1,20 @@
 import { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
-import {
-  ATTR_ERROR_TYPE,
-  ATTR_HTTP_REQUEST_METHOD,
-  ATTR_HTTP_RESPONSE_STATUS_CODE,
-  ATTR_HTTP_ROUTE,
-  ATTR_URL_PATH,
-} from '@opentelemetry/semantic-conventions';
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { ProviderName } from '../config/schema.js';
 import { pathOf } from '../http/headers.js';
 import {
+  ERROR_TYPE,
   FIRST_BYTE_EVENT,
   GEN_AI_OPERATION_NAME,
   GEN_AI_REQUEST_MODEL,
   GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
+  HTTP_REQUEST_METHOD,
+  HTTP_RESPONSE_STATUS_CODE,
+  HTTP_ROUTE,
   TOLLGATE_ACCOUNT_ID,
   TOLLGATE_KEY_ID,
   TOLLGATE_REQUEST_ID,
+  URL_PATH,
   providerAttributes,
   usageAttributes,
 } from './attributes.js';
@@ -29,11 +27,11 @@ import type { TraceCarrier, Tracing } from './tracing.js';
 export function startRequestSpan(tracing: Tracing, request: FastifyRequest, parent: TraceCarrier | FastifyRequest['headers'] = request.headers): Span {
   const route = request.routeOptions.url;
   const span = tracing.startServerSpan(route ? `${request.method} ${route}` : request.method, parent, {
-    [ATTR_HTTP_REQUEST_METHOD]: request.method,
-    [ATTR_URL_PATH]: pathOf(request.url),
+    [HTTP_REQUEST_METHOD]: request.method,
+    [URL_PATH]: pathOf(request.url),
     [TOLLGATE_REQUEST_ID]: request.id,
   });
-  if (route) span.setAttribute(ATTR_HTTP_ROUTE, route);
+  if (route) span.setAttribute(HTTP_ROUTE, route);
   request.span = span;
   return span;
 }
@@ -53,13 +51,13 @@ export function traceRequests(tracing: Tracing): onRequestHookHandler {
  */
 export function endRequestSpan(span: Span, request: FastifyRequest, reply: FastifyReply): void {
   const facts = request.facts ?? {};
-  span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, reply.statusCode);
+  span.setAttribute(HTTP_RESPONSE_STATUS_CODE, reply.statusCode);
   if (facts.keyId) span.setAttribute(TOLLGATE_KEY_ID, facts.keyId);
   if (facts.provider) span.setAttributes(providerAttributes(facts.provider));
   if (facts.accountId) span.setAttribute(TOLLGATE_ACCOUNT_ID, facts.accountId);
   if (facts.model) span.setAttribute(GEN_AI_REQUEST_MODEL, facts.model);
   if (facts.tokens) span.setAttributes(usageAttributes(facts.tokens));
-  if (facts.errorCode) span.setAttribute(ATTR_ERROR_TYPE, facts.errorCode);
+  if (facts.errorCode) span.setAttribute(ERROR_TYPE, facts.errorCode);
   if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
   span.end();
 }

@@ -1,14 +1,11 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
-import { OTLPTraceExporter as OTLPJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as OTLPProtobufTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
-import { detectResources, envDetector, hostDetector, resourceFromAttributes } from '@opentelemetry/resources';
-import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { ATTR_ERROR_TYPE, ATTR_SERVICE_INSTANCE_ID, ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { SpanStatusCode, type Span } from '@opentelemetry/api';
 import { ConfigError } from '../config/load.js';
 import { GatewayError } from '../errors.js';
+import { ERROR_TYPE } from './attributes.js';
+import type { Tracing, TracingOptions } from './tracer.js';
 
 export { SpanKind } from '@opentelemetry/api';
+export type { Tracing, TracingOptions } from './tracer.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -19,16 +16,7 @@ export interface TraceCarrier {
 }
 
 const PROTOCOLS = ['http/protobuf', 'http/json'] as const;
-const propagator = new W3CTraceContextPropagator();
-
-/** `span`'s context for the next hop: the headers (or the signed fields) that make the callee its child. */
-export function carrierOf(span: Span): TraceCarrier {
-  const carrier: TraceCarrier = {};
-  propagator.inject(trace.setSpan(ROOT_CONTEXT, span), carrier, {
-    set: (c, key, value) => void ((c as Record<string, string>)[key] = value),
-  });
-  return carrier;
-}
+export type OtlpProtocol = (typeof PROTOCOLS)[number];
 
 /**
  * Whether this replica exports traces: an OTLP endpoint in the environment or `telemetry.tracing`
@@ -43,87 +31,31 @@ export function tracingWanted(configured: boolean, env: Env): boolean {
   return configured || Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
 }
 
-/** The OTLP exporter for `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`; it reads its endpoint, headers, timeout and compression from `OTEL_*` itself. */
-function otlpExporter(env: Env): SpanExporter {
+/** `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`, checked before anything is loaded for it. */
+export function otlpProtocol(env: Env): OtlpProtocol {
   const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf').trim();
-  switch (protocol) {
-    case 'http/protobuf':
-      return new OTLPProtobufTraceExporter();
-    case 'http/json':
-      return new OTLPJsonTraceExporter();
-    default:
-      throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL: "${protocol}" is not supported; use ${PROTOCOLS.join(' or ')}`);
+  if (!(PROTOCOLS as readonly string[]).includes(protocol)) {
+    throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL: "${protocol}" is not supported; use ${PROTOCOLS.join(' or ')}`);
   }
-}
-
-export interface TracingOptions {
-  /** the replica's instance id: `service.instance.id`, so one trace tells the replicas apart */
-  instanceId: string;
+  return protocol as OtlpProtocol;
 }
 
 /**
- * This replica's tracer. Spans are handed from parent to child explicitly (a request carries its
- * server span) rather than through an async-context manager: nothing is registered globally, so
- * several gateways in one process each keep their own resource, and no hook runs per async step.
+ * The tracer the config and the environment ask for, or undefined: then no span is ever made.
+ * The OpenTelemetry SDK and the exporter are loaded only here, when tracing is on (they would
+ * otherwise be most of an idle replica's heap); when they cannot be loaded the replica does not
+ * start, rather than run untraced.
  */
-export class Tracing {
-  private readonly provider: BasicTracerProvider;
-  private readonly tracer;
-
-  constructor(options: TracingOptions) {
-    // OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES may add to or rename the service; the
-    // instance id stays the replica's own
-    const resource = resourceFromAttributes({ [ATTR_SERVICE_NAME]: 'tollgate' })
-      .merge(detectResources({ detectors: [envDetector, hostDetector] }))
-      .merge(resourceFromAttributes({ [ATTR_SERVICE_INSTANCE_ID]: options.instanceId }));
-    // sampler, span limits and batch sizes come from OTEL_TRACES_SAMPLER, OTEL_SPAN_*, OTEL_BSP_*
-    this.provider = new BasicTracerProvider({
-      resource,
-      spanProcessors: [new BatchSpanProcessor(otlpExporter(process.env))],
-    });
-    this.tracer = this.provider.getTracer('tollgate');
+export async function tracingFor(configured: boolean, options: TracingOptions, env: Env = process.env): Promise<Tracing | undefined> {
+  if (!tracingWanted(configured, env)) return undefined;
+  const protocol = otlpProtocol(env);
+  try {
+    const { Tracing } = await import('./tracer.js');
+    return await Tracing.start(options, protocol);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`tracing is on, but its OpenTelemetry SDK (OTLP ${protocol} exporter) did not start: ${reason}`, { cause: err });
   }
-
-  /** A request's server span, continuing the caller's trace when `parent` carries a valid `traceparent`. */
-  startServerSpan(name: string, parent: TraceCarrier | Record<string, string | string[] | undefined>, attributes: Attributes): Span {
-    const context = propagator.extract(ROOT_CONTEXT, parent, {
-      get: (carrier, key) => (carrier as Record<string, string | string[] | undefined>)[key],
-      keys: (carrier) => Object.keys(carrier),
-    });
-    return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, context);
-  }
-
-  /** A child of `parent`; none for a request that has no span (one the tracer never saw). */
-  startSpan(name: string, parent: Span | null | undefined, kind: SpanKind = SpanKind.INTERNAL, attributes?: Attributes): Span | undefined {
-    return parent ? this.tracer.startSpan(name, { kind, attributes }, trace.setSpan(ROOT_CONTEXT, parent)) : undefined;
-  }
-
-  /** `fn` inside a child span of `parent`, ended when `fn` settles (failed when it throws). */
-  around<T>(name: string, parent: Span | null | undefined, fn: () => Promise<T>, kind?: SpanKind, attributes?: Attributes): Promise<T> {
-    const span = this.startSpan(name, parent, kind, attributes);
-    if (!span) return fn();
-    return fn().then(
-      (value) => {
-        span.end();
-        return value;
-      },
-      (err: unknown) => {
-        endFailed(span, errorTypeOf(err));
-        throw err;
-      },
-    );
-  }
-
-
-  /** Exports what is still buffered; spans ended afterwards are dropped. */
-  shutdown(): Promise<void> {
-    return this.provider.shutdown();
-  }
-}
-
-/** The tracer the config and the environment ask for, or undefined: then no span is ever made. */
-export function tracingFor(configured: boolean, options: TracingOptions, env: Env = process.env): Tracing | undefined {
-  return tracingWanted(configured, env) ? new Tracing(options) : undefined;
 }
 
 /** `error.type` of a failure: the gateway error's code, else the exception's class. */
@@ -134,7 +66,7 @@ export function errorTypeOf(err: unknown): string {
 
 /** Ends `span` as failed with `errorType` (a gateway error code or an exception's name). */
 export function endFailed(span: Span, errorType: string, message?: string): void {
-  span.setAttribute(ATTR_ERROR_TYPE, errorType);
+  span.setAttribute(ERROR_TYPE, errorType);
   span.setStatus({ code: SpanStatusCode.ERROR, message });
   span.end();
 }
