@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import type { SpanContext } from '@opentelemetry/api';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError, renderError, shapeForPath, type ErrorShape } from '../errors.js';
-import { endRequestSpan } from '../telemetry/spans.js';
-import type { SpanContext } from '@opentelemetry/api';
 import { pathOf } from '../http/headers.js';
+import { endRequestSpan } from '../telemetry/spans.js';
 import { decodedBody, requestEncoding } from './body-decoding.js';
 import { MAX_JSON_DEPTH, scanJson, topLevelOf } from './json-depth.js';
 import type { TopLevel } from './json-depth.js';
