@@ -47,6 +47,7 @@ export class BenchEnv {
   readonly limitedKey = generateKey();
   private mockTarget?: Promise<HttpTarget>;
   private floorTarget?: Promise<HttpTarget>;
+  private rawFloorTarget?: Promise<HttpTarget>;
   private redisUrl?: Promise<string>;
   private readonly gateways = new Map<string, Promise<HttpTarget>>();
 
@@ -80,6 +81,15 @@ export class BenchEnv {
       BENCH_PASS_HEADERS: ['content-type', ...headers].join(','),
     });
     return { url: ready.publicUrl, headers: target.headers, pid: child.proc.pid };
+  }
+
+  /** The framework-free pass-through (`node:http` + undici `dispatch`) in front of the mock; see raw-floor-process.ts. */
+  rawFloor(): Promise<HttpTarget> {
+    this.rawFloorTarget ??= this.mock().then(async (mock) => {
+      const { child, ready } = await spawnTsChild<{ publicUrl: string }>('raw proxy', './raw-floor-process.ts', { BENCH_MOCK_URL: mock.url }, profileArgs('raw-floor'));
+      return { url: ready.publicUrl, headers: {}, pid: child.proc.pid };
+    });
+    return this.rawFloorTarget;
   }
 
   /** A throwaway redis-server (the tests' helper), stopped with the children at the end. */

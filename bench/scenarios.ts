@@ -87,6 +87,8 @@ export const LOAD_SCENARIOS: LoadScenario[] = [
   { label: 'Direct (mock upstream)', baseline: true, target: (env) => env.mock(), path: RESPONSES_PATH, body: SMALL_BODY },
   // not a target: what a bare Fastify + undici pass-through costs, so the gateway's own share shows
   { label: FLOOR, target: (env) => env.floor(), path: RESPONSES_PATH, body: SMALL_BODY },
+  // not a target either: the same pass-through without a framework, what a rewritten core would start from
+  { label: 'Raw node:http+undici dispatch proxy', target: (env) => env.rawFloor(), path: RESPONSES_PATH, body: SMALL_BODY },
   {
     label: 'Gateway, memory store',
     targets: true,
