@@ -1,6 +1,6 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockUpstream, type MockUpstream, type RefusalRule } from '../src/mock/upstream.js';
-import { startTestGateway, type TestGateway } from './support/gateway.js';
+import { describe, expect, it } from 'vitest';
+import type { RefusalRule } from '../src/mock/upstream.js';
+import { startTestGateway, useGatewayPerTest } from './support/gateway.js';
 import { OPENAI_BODY, call } from './support/http.js';
 
 const ADMIN_TOKEN = 'admin-token-for-probe-tests';
@@ -15,24 +15,13 @@ const MISMATCHED_ORGANIZATION: RefusalRule = {
   header: { name: 'x-client-request-id', value: 'trap' },
 };
 
-let mock: MockUpstream;
-let gw: TestGateway | undefined;
-
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(() => mock.close());
-beforeEach(() => mock.reset());
-afterEach(async () => {
-  await gw?.close();
-  gw = undefined;
-});
+const env = useGatewayPerTest();
 
 /** A fresh gateway (fresh account state) with two OpenAI accounts in front of the shared mock. */
 /** `extra` is merged over the config: its `providers` replace the two OpenAI accounts. */
 async function start(extra: (mockUrl: string) => Record<string, unknown> = () => ({})) {
-  gw = await startTestGateway({
-    mock,
+  env.gw = await startTestGateway({
+    mock: env.mock,
     config: (mockUrl) => ({
       adminToken: ADMIN_TOKEN,
       providers: {
@@ -48,26 +37,26 @@ async function start(extra: (mockUrl: string) => Record<string, unknown> = () =>
       ...extra(mockUrl),
     }),
   });
-  return gw;
+  return env.gw;
 }
 
 const ask = (secret: string, headers: Record<string, string> = {}, body: Record<string, unknown> = OPENAI_BODY) =>
-  call(gw!.url, '/v1/responses', { headers: { authorization: `Bearer ${secret}`, ...headers }, body });
+  call(env.gw!.url, '/v1/responses', { headers: { authorization: `Bearer ${secret}`, ...headers }, body });
 
 /** The trap request: a client header the upstream refuses (and a forged organization, which never reaches it). */
 const trap = (secret: string) => ask(secret, { 'x-client-request-id': 'trap', 'openai-organization': 'org-doesnotexist' });
 
 async function accountStates(): Promise<Record<string, string>> {
-  const res = await call(gw!.url, '/admin/accounts', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const res = await call(env.gw!.url, '/admin/accounts', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
   expect(res.status).toBe(200);
   return Object.fromEntries((res.json.data as Array<{ id: string; state: string }>).map((a) => [a.id, a.state]));
 }
 
-const modelCalls = () => mock.requests.filter((r) => r.method === 'POST');
+const modelCalls = () => env.mock.requests.filter((r) => r.method === 'POST');
 /** Probes the mock received, by the account whose credential they carried. */
 const probesByAccount = () => {
   const counts: Record<string, number> = {};
-  for (const r of mock.requests.filter((r) => r.method === 'GET' && r.path.endsWith('/models'))) {
+  for (const r of env.mock.requests.filter((r) => r.method === 'GET' && r.path.endsWith('/models'))) {
     const account = ACCOUNT_OF[String(r.headers.authorization)] ?? 'unknown';
     counts[account] = (counts[account] ?? 0) + 1;
   }
@@ -75,15 +64,15 @@ const probesByAccount = () => {
 };
 
 async function probeOutcomes(): Promise<Record<string, number>> {
-  const metric = await gw!.app.gateway.metrics.accountProbes.get();
+  const metric = await env.gw!.app.gateway.metrics.accountProbes.get();
   return Object.fromEntries(metric.values.map((v) => [`${v.labels.account}:${v.labels.outcome}`, v.value]));
 }
 
 describe('a 401/403 caused by the request', () => {
   it('401 mismatched_organization: the caller gets it, no failover, every account stays active, others are served', async () => {
     await start();
-    const [alice, bob] = [await gw!.createKey(), await gw!.createKey()];
-    mock.refuseMatching(MISMATCHED_ORGANIZATION);
+    const [alice, bob] = [await env.gw!.createKey(), await env.gw!.createKey()];
+    env.mock.refuseMatching(MISMATCHED_ORGANIZATION);
 
     const refused = await trap(alice.secret);
     expect(refused.status, refused.text).toBe(401);
@@ -94,7 +83,7 @@ describe('a 401/403 caused by the request', () => {
     expect(modelCalls()[0]!.headers['openai-organization']).toBeUndefined();
     expect(probesByAccount()).toEqual({ [account]: 1 });
     // the probe carried the account's credential and nothing of the client's
-    const probe = mock.requests.find((r) => r.method === 'GET')!;
+    const probe = env.mock.requests.find((r) => r.method === 'GET')!;
     expect(probe.path).toBe('/v1/models');
     expect(probe.headers['x-client-request-id']).toBeUndefined();
     expect(JSON.stringify(probe.headers)).not.toContain(alice.secret);
@@ -107,8 +96,8 @@ describe('a 401/403 caused by the request', () => {
 
   it('403 for a model the account may not use: passed on, account active', async () => {
     await start();
-    const key = await gw!.createKey();
-    mock.refuseMatching({ status: 403, code: 'model_not_found', message: 'Project does not have access to model gpt-5-pro', model: 'gpt-5-pro' });
+    const key = await env.gw!.createKey();
+    env.mock.refuseMatching({ status: 403, code: 'model_not_found', message: 'Project does not have access to model gpt-5-pro', model: 'gpt-5-pro' });
     const res = await ask(key.secret, {}, { model: 'gpt-5-pro', input: 'hi' });
     expect(res.status, res.text).toBe(403);
     expect(res.json.error.code).toBe('model_not_found');
@@ -120,8 +109,8 @@ describe('a 401/403 caused by the request', () => {
 
   it('concurrent refusals share one probe per account', async () => {
     await start();
-    const key = await gw!.createKey();
-    mock.refuseMatching(MISMATCHED_ORGANIZATION);
+    const key = await env.gw!.createKey();
+    env.mock.refuseMatching(MISMATCHED_ORGANIZATION);
     const results = await Promise.all(Array.from({ length: 12 }, () => trap(key.secret)));
     expect(results.map((r) => r.status)).toEqual(Array(12).fill(401));
     expect(modelCalls()).toHaveLength(12);
@@ -132,9 +121,9 @@ describe('a 401/403 caused by the request', () => {
 
   it('a probe that says nothing (upstream 500) disables nothing and passes the answer on', async () => {
     await start();
-    const key = await gw!.createKey();
+    const key = await env.gw!.createKey();
     const body = { error: { message: 'You do not have access to the organization tied to the API key.', type: 'invalid_request_error', param: null, code: 'no_organization' } };
-    mock.enqueue({ status: 401, body }, { status: 500, body: { error: { message: 'upstream down', type: 'server_error', param: null, code: null } } });
+    env.mock.enqueue({ status: 401, body }, { status: 500, body: { error: { message: 'upstream down', type: 'server_error', param: null, code: null } } });
     const res = await ask(key.secret);
     expect(res.status).toBe(401);
     expect(res.json).toEqual(body);
@@ -147,8 +136,8 @@ describe('a 401/403 caused by the request', () => {
 describe('a 401/403 caused by the account', () => {
   it('a revoked credential: concurrent requests share one refused probe, all fail over, the account is disabled', async () => {
     await start();
-    const key = await gw!.createKey();
-    mock.revokeCredential(SECRET_1);
+    const key = await env.gw!.createKey();
+    env.mock.revokeCredential(SECRET_1);
     const results = await Promise.all(Array.from({ length: 12 }, () => ask(key.secret)));
     expect(results.map((r) => r.status)).toEqual(Array(12).fill(200));
     expect(probesByAccount()).toEqual({ 'oa-1': 1 });
@@ -160,10 +149,10 @@ describe('a 401/403 caused by the account', () => {
 
   it('a 403 on a revoked account is probed and failed over the same way', async () => {
     await start();
-    const key = await gw!.createKey();
-    mock.enqueue({ status: 403, body: { error: { message: 'This key is disabled.', type: 'invalid_request_error', param: null, code: 'account_deactivated' } } });
-    mock.revokeCredential(SECRET_1);
-    mock.revokeCredential(SECRET_2);
+    const key = await env.gw!.createKey();
+    env.mock.enqueue({ status: 403, body: { error: { message: 'This key is disabled.', type: 'invalid_request_error', param: null, code: 'account_deactivated' } } });
+    env.mock.revokeCredential(SECRET_1);
+    env.mock.revokeCredential(SECRET_2);
     const res = await ask(key.secret);
     // both accounts refused and probed as refused: the last answer passes through, both disabled
     expect(res.status).toBe(401);
@@ -181,19 +170,19 @@ describe('a 401/403 caused by the account', () => {
         chatgpt: { baseUrl: `${mockUrl}/backend-api/codex`, accounts: [{ id: 'cg-1', apiKey: 'chatgpt-token-' + 'd'.repeat(24), accountId: 'acct-cg-1' }] },
       },
     }));
-    const key = await gw!.createKey();
-    mock.revokeCredential('sk-ant-probe-' + 'c'.repeat(24));
-    const messages = await call(gw!.url, '/v1/messages', {
+    const key = await env.gw!.createKey();
+    env.mock.revokeCredential('sk-ant-probe-' + 'c'.repeat(24));
+    const messages = await call(env.gw!.url, '/v1/messages', {
       headers: { 'x-api-key': key.secret },
       body: { model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] },
     });
     expect(messages.status).toBe(401);
     expect(messages.json.error.type).toBe('authentication_error');
-    mock.revokeCredential('chatgpt-token-' + 'd'.repeat(24));
-    const codex = await call(gw!.url, '/backend-api/codex/responses', { headers: { authorization: `Bearer ${key.secret}` }, body: OPENAI_BODY });
+    env.mock.revokeCredential('chatgpt-token-' + 'd'.repeat(24));
+    const codex = await call(env.gw!.url, '/backend-api/codex/responses', { headers: { authorization: `Bearer ${key.secret}` }, body: OPENAI_BODY });
     expect(codex.status).toBe(401);
 
-    const probes = mock.requests.filter((r) => r.method === 'GET');
+    const probes = env.mock.requests.filter((r) => r.method === 'GET');
     expect(probes.map((r) => r.path)).toEqual(['/v1/models', '/backend-api/codex/models']);
     expect(probes[0]!.headers).toMatchObject({ 'x-api-key': 'sk-ant-probe-' + 'c'.repeat(24), 'anthropic-version': '2023-06-01' });
     expect(probes[0]!.headers.authorization).toBeUndefined();

@@ -4,38 +4,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { runCli } from '../src/cli.js';
 import { buildConfig } from '../src/config/load.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { parseEncryptionKey } from '../src/config/encryption-key.js';
 import { TokenVault } from '../src/upstream/chatgpt/vault.js';
-import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { startTestGateway, type TestGateway } from './support/gateway.js';
+import { startTestGateway, useGatewayPerTest } from './support/gateway.js';
 import { OPENAI_BODY, call, metricValue } from './support/http.js';
 
 const ADMIN_TOKEN = 'admin-token-for-chatgpt-tests';
 const ENCRYPTION_KEY = randomBytes(32).toString('base64');
 const DAY_SEC = 86_400;
 
-let mock: MockUpstream;
-let gw: TestGateway | undefined;
+const env = useGatewayPerTest();
 let logs: string[];
-
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(() => mock.close());
-beforeEach(() => mock.reset());
-afterEach(async () => {
-  await gw?.close();
-  gw = undefined;
-});
 
 /** Writes a Codex auth.json for a new mock login; returns its path and content. */
 function authFile(chatgptAccountId: string, expiresInSec = 10 * DAY_SEC) {
-  const content = mock.oauth.login({ chatgptAccountId, planType: 'plus' }, expiresInSec) as { tokens: Record<string, string> };
+  const content = env.mock.oauth.login({ chatgptAccountId, planType: 'plus' }, expiresInSec) as { tokens: Record<string, string> };
   const path = join(mkdtempSync(join(tmpdir(), 'tollgate-auth-')), 'auth.json');
   writeFileSync(path, JSON.stringify(content));
   return { path, content };
@@ -45,8 +33,8 @@ function authFile(chatgptAccountId: string, expiresInSec = 10 * DAY_SEC) {
 async function start(files: Record<string, string>, extra: Record<string, unknown> = {}, options: { env?: Record<string, string>; store?: MemoryStore } = {}) {
   logs = [];
   const sink = new Writable({ write: (chunk, _enc, done) => (logs.push(String(chunk)), done()) });
-  gw = await startTestGateway({
-    mock,
+  env.gw = await startTestGateway({
+    mock: env.mock,
     store: options.store,
     env: options.env ?? { TOLLGATE_ENCRYPTION_KEY: ENCRYPTION_KEY },
     logger: pino({ level: 'info' }, sink),
@@ -62,16 +50,16 @@ async function start(files: Record<string, string>, extra: Record<string, unknow
       },
     }),
   });
-  return { gw, key: await gw.createKey() };
+  return { gw: env.gw, key: await env.gw.createKey() };
 }
 
-const codex = (secret: string) => call(gw!.url, '/backend-api/codex/responses', { headers: { authorization: `Bearer ${secret}` }, body: OPENAI_BODY });
-const admin = (method: string, path: string, body?: unknown) => call(gw!.url, path, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, body });
-const served = () => mock.requests.filter((r) => r.path.startsWith('/backend-api/codex/responses'));
+const codex = (secret: string) => call(env.gw!.url, '/backend-api/codex/responses', { headers: { authorization: `Bearer ${secret}` }, body: OPENAI_BODY });
+const admin = (method: string, path: string, body?: unknown) => call(env.gw!.url, path, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, body });
+const served = () => env.mock.requests.filter((r) => r.path.startsWith('/backend-api/codex/responses'));
 const accountsById = async () => Object.fromEntries(((await admin('GET', '/admin/accounts')).json.data as any[]).map((a) => [a.id, a]));
 
 /** Every token the mock ever issued (the auth files' and every refresh's). */
-const allTokens = () => mock.oauth.issued;
+const allTokens = () => env.mock.oauth.issued;
 
 function expectNoToken(text: string, tokens: string[]) {
   for (const token of tokens) expect(text).not.toContain(token);
@@ -81,15 +69,15 @@ describe('ChatGPT accounts', () => {
   it('an authFile login serves with its access token and account id; the client cannot set either', async () => {
     const file = authFile('acct-1');
     const { key } = await start({ 'cg-1': file.path });
-    const res = await call(gw!.url, '/backend-api/codex/responses', {
+    const res = await call(env.gw!.url, '/backend-api/codex/responses', {
       headers: { authorization: `Bearer ${key.secret}`, 'chatgpt-account-id': 'acct-attacker' },
       body: OPENAI_BODY,
     });
     expect(res.status).toBe(200);
     expect(served()[0]!.headers).toMatchObject({ authorization: `Bearer ${file.content.tokens.access_token}`, 'chatgpt-account-id': 'acct-1' });
-    expect(mock.oauth.refreshes).toHaveLength(0);
+    expect(env.mock.oauth.refreshes).toHaveLength(0);
     // tokens are sealed in the store
-    const stored = await gw!.store.getCredential('cg-1');
+    const stored = await env.gw!.store.getCredential('cg-1');
     expect(stored).toMatchObject({ chatgptAccountId: 'acct-1', planType: 'plus', origin: 'config', generation: 1 });
     expectNoToken(JSON.stringify(stored), allTokens());
   });
@@ -99,21 +87,21 @@ describe('ChatGPT accounts', () => {
     const { key } = await start({ 'cg-1': file.path });
     const replies = await Promise.all(Array.from({ length: 5 }, () => codex(key.secret)));
     expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
-    expect(mock.oauth.refreshes).toEqual([
+    expect(env.mock.oauth.refreshes).toEqual([
       { refreshToken: file.content.tokens.refresh_token, clientId: 'app_EMoamEEZ73f0CkXaXp7hrann', grantType: 'refresh_token', scope: 'openid profile email', outcome: 'rotated' },
     ]);
     const used = new Set(served().map((r) => r.headers.authorization));
     expect(used.size).toBe(1);
     expect(used.has(`Bearer ${file.content.tokens.access_token}`)).toBe(false);
-    expect((await gw!.store.getCredential('cg-1'))!.generation).toBe(2);
-    expect(await metricValue(gw!, 'tollgate_account_refreshes_total', { account: 'cg-1', outcome: 'refreshed' })).toBe(1);
+    expect((await env.gw!.store.getCredential('cg-1'))!.generation).toBe(2);
+    expect(await metricValue(env.gw!, 'tollgate_account_refreshes_total', { account: 'cg-1', outcome: 'refreshed' })).toBe(1);
   });
 
   it('a WebSocket turn on an expired login is refreshed first; the handshake carries the new token and reports the quota', async () => {
     const file = authFile('acct-1', -60);
     const { key } = await start({ 'cg-1': file.path });
-    mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '33' });
-    const ws = new WebSocket(`${gw!.url.replace(/^http/, 'ws')}/backend-api/codex/responses`, { headers: { authorization: `Bearer ${key.secret}` } });
+    env.mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '33' });
+    const ws = new WebSocket(`${env.gw!.url.replace(/^http/, 'ws')}/backend-api/codex/responses`, { headers: { authorization: `Bearer ${key.secret}` } });
     const completed = new Promise<unknown>((resolve, reject) => {
       ws.on('message', (data) => JSON.parse(String(data)).type === 'response.completed' && resolve(null));
       ws.once('error', reject);
@@ -122,11 +110,11 @@ describe('ChatGPT accounts', () => {
     ws.send(JSON.stringify({ type: 'response.create', model: 'gpt-5', input: 'hi' }));
     await completed;
     ws.close();
-    const upgrade = mock.wsConnections.at(-1)!;
+    const upgrade = env.mock.wsConnections.at(-1)!;
     expect(upgrade.rejectedStatus).toBeUndefined();
     expect(upgrade.headers.authorization).not.toBe(`Bearer ${file.content.tokens.access_token}`);
-    expect(mock.oauth.accessProblem(upgrade.headers)).toBeNull();
-    expect(mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated']);
+    expect(env.mock.oauth.accessProblem(upgrade.headers)).toBeNull();
+    expect(env.mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated']);
     expect((await accountsById())['cg-1'].quota.primary.used_percent).toBe(33);
   });
 
@@ -135,7 +123,7 @@ describe('ChatGPT accounts', () => {
     const { key } = await start({ 'cg-1': file.path });
     expect((await codex(key.secret)).status).toBe(200);
     const token = String(served()[0]!.headers.authorization).replace(/^Bearer /, '');
-    mock.enqueue({ status: 400, headers: { 'x-echo': token }, body: { error: { message: `Bad request with token ${token}`, type: 'invalid_request_error' } } });
+    env.mock.enqueue({ status: 400, headers: { 'x-echo': token }, body: { error: { message: `Bad request with token ${token}`, type: 'invalid_request_error' } } });
     const res = await codex(key.secret);
     expect(res.status).toBe(400);
     expect(res.text).toContain('[redacted]');
@@ -146,11 +134,11 @@ describe('ChatGPT accounts', () => {
     const file = authFile('acct-1');
     const { key } = await start({ 'cg-1': file.path });
     expect((await codex(key.secret)).status).toBe(200);
-    mock.oauth.revokeAccessTokens('acct-1');
+    env.mock.oauth.revokeAccessTokens('acct-1');
     const res = await codex(key.secret);
     expect(res.status).toBe(200);
-    expect(mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated']);
-    expect(mock.requests.filter((r) => r.path === '/backend-api/codex/models')).toHaveLength(1); // the probe
+    expect(env.mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated']);
+    expect(env.mock.requests.filter((r) => r.path === '/backend-api/codex/models')).toHaveLength(1); // the probe
     expect((await accountsById())['cg-1'].state).toBe('active');
   });
 
@@ -158,19 +146,19 @@ describe('ChatGPT accounts', () => {
     const spent = authFile('acct-1', -60);
     const good = authFile('acct-2');
     // spend acct-1's refresh token elsewhere first (another Codex on the same login)
-    expect((await fetch(`${mock.url}/oauth/token`, { method: 'POST', body: JSON.stringify({ grant_type: 'refresh_token', refresh_token: spent.content.tokens.refresh_token }) })).status).toBe(200);
+    expect((await fetch(`${env.mock.url}/oauth/token`, { method: 'POST', body: JSON.stringify({ grant_type: 'refresh_token', refresh_token: spent.content.tokens.refresh_token }) })).status).toBe(200);
     const { key } = await start({ 'cg-1': spent.path, 'cg-2': good.path }, { strategy: 'fill_first' });
     expect((await codex(key.secret)).status).toBe(200);
     expect((await codex(key.secret)).status).toBe(200);
-    expect(mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated', 'reused']); // never tried twice
+    expect(env.mock.oauth.refreshes.map((r) => r.outcome)).toEqual(['rotated', 'reused']); // never tried twice
     expect(new Set(served().map((r) => r.headers['chatgpt-account-id']))).toEqual(new Set(['acct-2']));
     const accounts = await accountsById();
     expect(accounts['cg-1']).toMatchObject({ state: 'reauth_required', reauth_reason: 'refresh_token_reused' });
-    expect(await metricValue(gw!, 'tollgate_account_refreshes_total', { account: 'cg-1', outcome: 'reauth_required' })).toBe(1);
+    expect(await metricValue(env.gw!, 'tollgate_account_refreshes_total', { account: 'cg-1', outcome: 'reauth_required' })).toBe(1);
     expect(logs.some((line) => line.includes('needs re-authentication') && line.includes('refresh_token_reused'))).toBe(true);
 
     // a fresh login imported through the admin API brings it back
-    const fresh = mock.oauth.login({ chatgptAccountId: 'acct-1' }, 10 * DAY_SEC, new Date());
+    const fresh = env.mock.oauth.login({ chatgptAccountId: 'acct-1' }, 10 * DAY_SEC, new Date());
     const imported = await admin('POST', '/admin/accounts', { ...fresh, id: 'cg-1' });
     expect(imported.status).toBe(201);
     expect((await accountsById())['cg-1'].state).toBe('active');
@@ -180,26 +168,26 @@ describe('ChatGPT accounts', () => {
   it('POST /admin/accounts imports a login every route serves; GET shows plan, expiry, quota, never a token; the CLI wraps both', async () => {
     const file = authFile('acct-1');
     const { key } = await start({ 'cg-1': file.path }, { strategy: 'fill_first' });
-    const second = mock.oauth.login({ chatgptAccountId: 'acct-9', planType: 'pro', email: 'nine@example.com' });
+    const second = env.mock.oauth.login({ chatgptAccountId: 'acct-9', planType: 'pro', email: 'nine@example.com' });
     const res = await admin('POST', '/admin/accounts', { ...second, id: 'cg-9', label: 'team nine' });
     expect(res.status).toBe(201);
     expect(res.json).toMatchObject({ id: 'cg-9', provider: 'chatgpt', state: 'active', plan_type: 'pro', email: 'nine@example.com', label: 'team nine', chatgpt_account_id: 'acct-9' });
     // the same old file again is refused: the stored login is not older
     expect((await admin('POST', '/admin/accounts', { ...second, id: 'cg-9' })).json.error.param).toBe('last_refresh');
 
-    mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '100', 'x-codex-primary-window-minutes': '300', 'x-codex-primary-reset-after-seconds': '3600' });
+    env.mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '100', 'x-codex-primary-window-minutes': '300', 'x-codex-primary-reset-after-seconds': '3600' });
     expect((await codex(key.secret)).status).toBe(200); // served by cg-1, which reports it is full
     expect((await codex(key.secret)).status).toBe(200);
     expect(served().map((r) => r.headers['chatgpt-account-id'])).toEqual(['acct-1', 'acct-9']);
     const cg1 = (await accountsById())['cg-1'];
     expect(cg1).toMatchObject({ state: 'quota_exhausted', plan_type: 'plus', quota: { primary: { used_percent: 100, window_minutes: 300 }, secondary: null } });
     expect(Date.parse(cg1.cooldown_until) - Date.now()).toBeGreaterThan(3_000_000);
-    expect(await metricValue(gw!, 'tollgate_account_quota_used_percent', { account: 'cg-1', window: 'primary' })).toBe(100);
+    expect(await metricValue(env.gw!, 'tollgate_account_quota_used_percent', { account: 'cg-1', window: 'primary' })).toBe(100);
 
-    const env = { TOLLGATE_URL: gw!.url, TOLLGATE_ADMIN_TOKEN: ADMIN_TOKEN };
+    const cliEnv = { TOLLGATE_URL: env.gw!.url, TOLLGATE_ADMIN_TOKEN: ADMIN_TOKEN };
     const third = authFile('acct-3');
-    expect(await runCli(['accounts', 'import', '--id', 'cg-3', third.path], env)).toMatch(/^imported cg-3 \(plus, acct-3@example.com\), token expires 20/);
-    const table = await runCli(['accounts', 'list'], env);
+    expect(await runCli(['accounts', 'import', '--id', 'cg-3', third.path], cliEnv)).toMatch(/^imported cg-3 \(plus, acct-3@example.com\), token expires 20/);
+    const table = await runCli(['accounts', 'list'], cliEnv);
     expect(table.split('\n')[0]).toBe('id\tprovider\tstate\tplan\ttoken_expires_at\tprimary\tsecondary\tin_flight');
     expect(table).toMatch(/^cg-1\tchatgpt\tquota_exhausted\tplus\t\S+\t100%\t-\t0$/m);
     expect(table).toMatch(/^cg-3\tchatgpt\tactive\tplus\t/m);
@@ -208,7 +196,7 @@ describe('ChatGPT accounts', () => {
 
   it('refuses malformed tokens with a clear 400 that does not echo them', async () => {
     await start({ 'cg-1': authFile('acct-1').path });
-    const good = mock.oauth.login({ chatgptAccountId: 'acct-5' }) as { tokens: Record<string, string> };
+    const good = env.mock.oauth.login({ chatgptAccountId: 'acct-5' }) as { tokens: Record<string, string> };
     const res = await admin('POST', '/admin/accounts', { ...good, id: 'cg-5', tokens: { ...good.tokens, access_token: 'not-a-jwt-secret' } });
     expect(res.status).toBe(400);
     expect(res.json.error).toMatchObject({ code: 'invalid_request', param: 'tokens', message: 'access_token is not a JWT (header.payload.signature, base64url)' });
@@ -218,17 +206,17 @@ describe('ChatGPT accounts', () => {
 
   it('a 429 with the reset time cools the account until then; quota_headroom prefers room and never answers 503 while some account has it', async () => {
     const { key } = await start({ 'cg-1': authFile('acct-1').path, 'cg-2': authFile('acct-2').path });
-    mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '20', 'x-codex-secondary-used-percent': '90' });
-    mock.oauth.setQuota('acct-2', { 'x-codex-primary-used-percent': '50', 'x-codex-secondary-used-percent': '50' });
+    env.mock.oauth.setQuota('acct-1', { 'x-codex-primary-used-percent': '20', 'x-codex-secondary-used-percent': '90' });
+    env.mock.oauth.setQuota('acct-2', { 'x-codex-primary-used-percent': '50', 'x-codex-secondary-used-percent': '50' });
     // both unknown at first: each answers once and reports, then the one with more room wins
     await codex(key.secret);
     await codex(key.secret);
     served().length = 0;
-    mock.requests.length = 0;
+    env.mock.requests.length = 0;
     for (let i = 0; i < 4; i++) expect((await codex(key.secret)).status).toBe(200);
     expect(served().map((r) => r.headers['chatgpt-account-id'])).toEqual(['acct-2', 'acct-2', 'acct-2', 'acct-2']);
 
-    mock.enqueue({ status: 429, headers: { 'x-codex-primary-used-percent': '100', 'x-codex-primary-reset-after-seconds': '600' }, body: { error: { type: 'usage_limit_reached', message: 'The usage limit has been reached' } } });
+    env.mock.enqueue({ status: 429, headers: { 'x-codex-primary-used-percent': '100', 'x-codex-primary-reset-after-seconds': '600' }, body: { error: { type: 'usage_limit_reached', message: 'The usage limit has been reached' } } });
     expect((await codex(key.secret)).status).toBe(200); // cg-2 refused, cg-1 served
     const accounts = await accountsById();
     expect(accounts['cg-2'].state).toBe('cooldown');
@@ -243,8 +231,8 @@ describe('encryption key rotation', () => {
     const store = new MemoryStore();
     const file = authFile('acct-1');
     await start({ 'cg-1': file.path }, {}, { store });
-    await gw!.close();
-    gw = undefined;
+    await env.gw!.close();
+    env.gw = undefined;
     const newKey = randomBytes(32).toString('hex');
     const { key } = await start({ 'cg-1': file.path }, {}, { store, env: { TOLLGATE_ENCRYPTION_KEY: newKey, TOLLGATE_ENCRYPTION_KEY_PREVIOUS: ENCRYPTION_KEY } });
     const sealed = (await store.getCredential('cg-1'))!.sealed;
@@ -256,11 +244,11 @@ describe('encryption key rotation', () => {
   it('a replica without the key refuses to start while the store holds logins', async () => {
     const store = new MemoryStore();
     await start({ 'cg-1': authFile('acct-1').path }, {}, { store });
-    await gw!.close();
-    gw = undefined;
+    await env.gw!.close();
+    env.gw = undefined;
     await expect(
       startTestGateway({
-        mock,
+        mock: env.mock,
         store,
         config: (mockUrl) => ({ providers: { chatgpt: { baseUrl: `${mockUrl}/backend-api/codex`, accounts: [{ id: 'cg-static', apiKey: 'static-chatgpt-token' }] } } }),
       }),

@@ -1,6 +1,5 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startMockUpstream, type MockUpstream } from '../src/mock/upstream.js';
-import { startTestGateway, type TestGateway } from './support/gateway.js';
+import { describe, expect, it } from 'vitest';
+import { startTestGateway, useGatewayPerTest } from './support/gateway.js';
 import { OPENAI_BODY, call, closedPort } from './support/http.js';
 
 const ADMIN_TOKEN = 'admin-token-for-failover-tests';
@@ -8,40 +7,29 @@ const SECRET_1 = 'sk-upstream-oa-one-' + '1'.repeat(24);
 const SECRET_2 = 'sk-upstream-oa-two-' + '2'.repeat(24);
 const ACCOUNT_OF: Record<string, string> = { [`Bearer ${SECRET_1}`]: 'oa-1', [`Bearer ${SECRET_2}`]: 'oa-2' };
 
-let mock: MockUpstream;
-let gw: TestGateway | undefined;
+const env = useGatewayPerTest();
 let key: { id: string; secret: string };
-
-beforeAll(async () => {
-  mock = await startMockUpstream();
-});
-afterAll(() => mock.close());
-beforeEach(() => mock.reset());
-afterEach(async () => {
-  await gw?.close();
-  gw = undefined;
-});
 
 /** A fresh gateway (fresh account state) with two OpenAI accounts in front of the shared mock. */
 async function start(accounts: (mockUrl: string) => Array<{ id: string; apiKey: string; baseUrl?: string }> = () => [
   { id: 'oa-1', apiKey: SECRET_1 },
   { id: 'oa-2', apiKey: SECRET_2 },
 ]) {
-  gw = await startTestGateway({
-    mock,
+  env.gw = await startTestGateway({
+    mock: env.mock,
     config: (mockUrl) => ({
       adminToken: ADMIN_TOKEN,
       providers: { openai: { baseUrl: mockUrl, strategy: 'round_robin', accounts: accounts(mockUrl) } },
     }),
   });
-  key = await gw.createKey();
-  return gw;
+  key = await env.gw.createKey();
+  return env.gw;
 }
 
-const ask = () => call(gw!.url, '/v1/responses', { headers: { authorization: `Bearer ${key.secret}` }, body: OPENAI_BODY });
+const ask = () => call(env.gw!.url, '/v1/responses', { headers: { authorization: `Bearer ${key.secret}` }, body: OPENAI_BODY });
 
 /** The account each upstream request was sent with, in arrival order. */
-const accountsSeen = () => mock.requests.map((r) => ACCOUNT_OF[String(r.headers.authorization)] ?? `unknown:${r.headers.authorization}`);
+const accountsSeen = () => env.mock.requests.map((r) => ACCOUNT_OF[String(r.headers.authorization)] ?? `unknown:${r.headers.authorization}`);
 
 interface AccountView {
   id: string;
@@ -51,7 +39,7 @@ interface AccountView {
 }
 
 async function accountStates(): Promise<Record<string, AccountView>> {
-  const res = await call(gw!.url, '/admin/accounts', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const res = await call(env.gw!.url, '/admin/accounts', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
   expect(res.status).toBe(200);
   return Object.fromEntries((res.json.data as AccountView[]).map((a) => [a.id, a]));
 }
@@ -76,13 +64,13 @@ describe('two OpenAI accounts', () => {
     expect(new Set(seen)).toEqual(new Set(['oa-1', 'oa-2']));
     for (let i = 1; i < seen.length; i++) expect(seen[i]).not.toBe(seen[i - 1]);
     // the proxy key never reached the upstream
-    for (const request of mock.requests) expect(JSON.stringify(request.headers)).not.toContain(key.secret);
+    for (const request of env.mock.requests) expect(JSON.stringify(request.headers)).not.toContain(key.secret);
     await expectNothingInFlight();
   });
 
   it('an upstream 500 is retried on the other account before the client sees anything', async () => {
     await start();
-    mock.enqueue({ status: 500, body: { error: { message: 'boom', type: 'server_error', param: null, code: null } } });
+    env.mock.enqueue({ status: 500, body: { error: { message: 'boom', type: 'server_error', param: null, code: null } } });
     const res = await ask();
     expect(res.status, res.text).toBe(200);
     expect(res.json).toMatchObject({ object: 'response', status: 'completed' });
@@ -90,7 +78,7 @@ describe('two OpenAI accounts', () => {
     expect(seen).toHaveLength(2);
     expect(seen[1]).toBe(other(seen[0]!));
     // the same request, byte for byte, went to both
-    expect(mock.requests[1]!.body).toBe(mock.requests[0]!.body);
+    expect(env.mock.requests[1]!.body).toBe(env.mock.requests[0]!.body);
     // a 5xx does not take the account out of rotation
     const states = await accountStates();
     expect(states['oa-1']!.state).toBe('active');
@@ -100,7 +88,7 @@ describe('two OpenAI accounts', () => {
 
   it('an upstream 429 with Retry-After cools that account down; traffic moves to the other', async () => {
     await start();
-    mock.enqueue({
+    env.mock.enqueue({
       status: 429,
       headers: { 'retry-after': '30' },
       body: { error: { message: 'Rate limit reached', type: 'requests', param: null, code: 'rate_limit_exceeded' } },
@@ -126,7 +114,7 @@ describe('two OpenAI accounts', () => {
   it('every account answering 429: the last 429 passes through, then usage_limit_reached without an upstream call', async () => {
     await start();
     const lastBody = '{"error":{"message":"You exceeded your current quota (second account).","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}';
-    mock.enqueue(
+    env.mock.enqueue(
       { status: 429, headers: { 'retry-after': '30' }, body: '{"error":{"message":"first account limited","type":"requests","param":null,"code":null}}' },
       { status: 429, headers: { 'retry-after': '45' }, body: lastBody },
     );
@@ -143,29 +131,29 @@ describe('two OpenAI accounts', () => {
     const retryAfter = Number(refused.headers.get('retry-after'));
     expect(retryAfter).toBeGreaterThan(25);
     expect(retryAfter).toBeLessThanOrEqual(30);
-    expect(mock.requests).toHaveLength(2);
+    expect(env.mock.requests).toHaveLength(2);
 
     const states = await accountStates();
     expect(states['oa-1']!.state).toBe('cooldown');
     expect(states['oa-2']!.state).toBe('cooldown');
     // a refused request is not counted against the key (counts go in the key's next usage batch)
-    await expect.poll(async () => (await call(gw!.url, '/v1/usage', { headers: { 'x-api-key': key.secret } })).json.request_count).toBe(1);
+    await expect.poll(async () => (await call(env.gw!.url, '/v1/usage', { headers: { 'x-api-key': key.secret } })).json.request_count).toBe(1);
     await expectNothingInFlight();
   });
 
   it('a revoked account credential (401, confirmed by its probe) disables the account until an operator re-enables it', async () => {
     await start();
-    mock.revokeCredential(SECRET_1);
+    env.mock.revokeCredential(SECRET_1);
     for (let i = 0; i < 5; i++) expect((await ask()).status).toBe(200);
-    const calls = mock.requests.filter((r) => r.method === 'POST');
+    const calls = env.mock.requests.filter((r) => r.method === 'POST');
     // oa-1 was tried once, refused, probed (GET /v1/models) and dropped; oa-2 served everything
     expect(calls.map((r) => ACCOUNT_OF[String(r.headers.authorization)])).toEqual(['oa-1', 'oa-2', 'oa-2', 'oa-2', 'oa-2', 'oa-2']);
-    expect(mock.requests.filter((r) => r.method === 'GET').map((r) => [r.path, r.headers.authorization])).toEqual([['/v1/models', `Bearer ${SECRET_1}`]]);
+    expect(env.mock.requests.filter((r) => r.method === 'GET').map((r) => [r.path, r.headers.authorization])).toEqual([['/v1/models', `Bearer ${SECRET_1}`]]);
     expect((await accountStates())['oa-1']!.state).toBe('disabled');
 
-    const enabled = await call(gw!.url, `/admin/accounts/oa-1/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const enabled = await call(env.gw!.url, `/admin/accounts/oa-1/enable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(enabled.status).toBe(200);
-    mock.reset();
+    env.mock.reset();
     for (let i = 0; i < 4; i++) expect((await ask()).status).toBe(200);
     expect(new Set(accountsSeen())).toEqual(new Set(['oa-1', 'oa-2']));
     await expectNothingInFlight();
@@ -183,7 +171,7 @@ describe('two OpenAI accounts', () => {
     }
     expect(accountsSeen()).toEqual(['oa-2', 'oa-2', 'oa-2', 'oa-2']);
     // counted in the key's next usage batch (within usage.flushIntervalMs)
-    await expect.poll(async () => (await call(gw!.url, '/v1/usage', { headers: { 'x-api-key': key.secret } })).json.request_count).toBe(4);
+    await expect.poll(async () => (await call(env.gw!.url, '/v1/usage', { headers: { 'x-api-key': key.secret } })).json.request_count).toBe(4);
     await expectNothingInFlight();
   });
 });

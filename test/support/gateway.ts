@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { pino, type Logger } from 'pino';
 import { buildApp, type App } from '../../src/app.js';
 import { generateKey } from '../../src/auth/keys.js';
@@ -114,6 +114,32 @@ export function useTestGateway(options: TestGatewayOptions = {}): TestGatewayEnv
   beforeEach(async () => {
     env.mock.reset();
     env.key = await env.createKey();
+  });
+  return env;
+}
+
+/** A file's shared mock upstream and the current test's own gateway (see `useGatewayPerTest`). */
+export interface GatewayPerTest {
+  mock: MockUpstream;
+  /** the gateway the current test started, if any; closed after the test */
+  gw: TestGateway | undefined;
+}
+
+/**
+ * One mock upstream for a file's tests, cleared before each, and a fresh gateway per test (fresh
+ * account state) that the test starts itself — `env.gw = await startTestGateway({ mock: env.mock, … })`
+ * — and that is closed after it. The returned object is live, like `useTestGateway`'s.
+ */
+export function useGatewayPerTest(): GatewayPerTest {
+  const env = { gw: undefined } as GatewayPerTest;
+  beforeAll(async () => {
+    env.mock = await startMockUpstream();
+  });
+  afterAll(() => env.mock.close());
+  beforeEach(() => env.mock.reset());
+  afterEach(async () => {
+    await env.gw?.close();
+    env.gw = undefined;
   });
   return env;
 }
