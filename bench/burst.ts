@@ -153,25 +153,29 @@ export async function idleMemoryOf(target: HttpTarget, settleMs = 1_000): Promis
 }
 
 export interface HeldResult {
+  /** streams per step: `streams` held first, then `streams` more */
   streams: number;
-  rssBeforeMiB: number;
-  rssHeldMiB: number;
+  /** RSS with the first `streams` held, and with twice as many */
+  rssFirstMiB: number;
+  rssBothMiB: number;
   kibPerStream: number;
 }
 
 /**
- * RSS per held stream: the mock holds every stream after its first event; `streams` of them are
- * opened through the target and the target's RSS is read once every one has its first byte
- * (and again after `settleMs`, the larger of the two counts), against its RSS before.
+ * RSS per held stream: the mock holds every stream after its first event. `streams` are opened
+ * through the target, then `streams` more; each step's RSS is read once every stream has its first
+ * byte (and again after `settleMs`, the larger counts). The cost per stream is the second step's
+ * growth: the first step also pays the process's own warm-up (compiled code, heap growth), which
+ * is not a per-stream cost.
  */
 export async function heldStreams(target: HttpTarget, mock: HttpTarget, path: string, body: object, streams: number, settleMs = 1_000): Promise<HeldResult> {
-  const rssBefore = rssBytesOf(target.pid)!;
   await request(mock.controlUrl + '/hold', { method: 'POST' }).then((res) => res.body.dump());
   const agent = new Agent({ connections: null, connectTimeout: 120_000, headersTimeout: 120_000, bodyTimeout: 120_000 });
   const ends: Promise<void>[] = [];
-  try {
+  /** opens `count` streams; resolves with the target's RSS once all of them are held */
+  const hold = async (count: number): Promise<number> => {
     const firstBytes: Promise<void>[] = [];
-    for (let i = 0; i < streams; i++) {
+    for (let i = 0; i < count; i++) {
       let gotFirst!: () => void;
       let failed!: (err: unknown) => void;
       firstBytes.push(new Promise<void>((resolve, reject) => ((gotFirst = resolve), (failed = reject))));
@@ -192,15 +196,14 @@ export async function heldStreams(target: HttpTarget, mock: HttpTarget, path: st
       );
     }
     await Promise.all(firstBytes);
-    const rssFirst = rssBytesOf(target.pid)!;
+    const rssNow = rssBytesOf(target.pid)!;
     await delay(settleMs);
-    const rssHeld = Math.max(rssFirst, rssBytesOf(target.pid)!);
-    return {
-      streams,
-      rssBeforeMiB: rssBefore / MiB,
-      rssHeldMiB: rssHeld / MiB,
-      kibPerStream: (rssHeld - rssBefore) / 1024 / streams,
-    };
+    return Math.max(rssNow, rssBytesOf(target.pid)!);
+  };
+  try {
+    const rssFirst = await hold(streams);
+    const rssBoth = await hold(streams);
+    return { streams, rssFirstMiB: rssFirst / MiB, rssBothMiB: rssBoth / MiB, kibPerStream: (rssBoth - rssFirst) / 1024 / streams };
   } finally {
     await request(mock.controlUrl + '/release', { method: 'POST' }).then((res) => res.body.dump());
     await Promise.allSettled(ends);

@@ -124,7 +124,7 @@ export function memoryLines(rows: MemoryRows): string {
     `  Redis store:  ${show(rows.idleRedis, idleText)}`,
     `Held streams (fresh memory-store replica, mock holds each stream after its first event): ${show(
       rows.held,
-      (h) => `${h.streams} streams, RSS ${mib(h.rssBeforeMiB)} -> ${mib(h.rssHeldMiB)}, ${h.kibPerStream.toFixed(1)} KiB per stream`,
+      (h) => `RSS ${mib(h.rssFirstMiB)} with ${h.streams} held, ${mib(h.rssBothMiB)} with ${2 * h.streams}: ${h.kibPerStream.toFixed(1)} KiB per stream (the second ${h.streams})`,
     )}`,
   ].join('\n');
 }

@@ -179,7 +179,7 @@ async function runMemory(env: BenchEnv): Promise<MemoryRows> {
   progress('memory: idle RSS of fresh replicas');
   const idleMemory = await attempt('idle RSS (memory)', () => withFresh(() => freshGateways.memory(env), (t) => idleMemoryOf(t)));
   const idleRedis = await attempt('idle RSS (Redis)', () => withFresh(() => freshGateways.redis(env), (t) => idleMemoryOf(t)));
-  progress(`memory: ${HELD_STREAMS} held streams through a fresh replica`);
+  progress(`memory: ${HELD_STREAMS} + ${HELD_STREAMS} held streams through a fresh replica`);
   const held = await attempt('held streams', () =>
     withFresh(
       () => freshGateways.memory(env),
