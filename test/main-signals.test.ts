@@ -1,12 +1,9 @@
 // The replica process (src/main.ts) handles SIGTERM from its first moments: a pod deleted while it
 // is still connecting to Redis exits cleanly instead of dying by the signal's default action.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { INTERNAL_SECRET } from './support/cluster.js';
+import { spawnReplica, writeReplicaConfig } from './support/replica-process.js';
 
 describe('replica process signals', () => {
   const sockets = new Set<import('node:net').Socket>();
@@ -20,19 +17,15 @@ describe('replica process signals', () => {
   it('exits 0 on a SIGTERM received while still starting', async () => {
     await new Promise<void>((resolve) => silentRedis.listen(0, '127.0.0.1', resolve));
     const port = (silentRedis.address() as { port: number }).port;
-    const configPath = join(mkdtempSync(join(tmpdir(), 'tollgate-signals-')), 'tollgate.json');
-    writeFileSync(
-      configPath,
-      JSON.stringify({
-        server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
-        providers: { openai: { baseUrl: 'http://127.0.0.1:9', accounts: [{ id: 'oa-1', apiKey: 'sk-unused' }] } },
-      }),
-    );
-    const connected = new Promise<void>((resolve) => silentRedis.once('connection', () => resolve()));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      env: { ...process.env, TOLLGATE_CONFIG: configPath, REDIS_URL: `redis://127.0.0.1:${port}`, TOLLGATE_INTERNAL_SECRET: INTERNAL_SECRET },
-      stdio: 'ignore',
+    const configPath = writeReplicaConfig({
+      server: { host: '127.0.0.1', port: 0, internalHost: '127.0.0.1', internalPort: 0 },
+      providers: { openai: { baseUrl: 'http://127.0.0.1:9', accounts: [{ id: 'oa-1', apiKey: 'sk-unused' }] } },
     });
+    const connected = new Promise<void>((resolve) => silentRedis.once('connection', () => resolve()));
+    const child = spawnReplica(
+      { TOLLGATE_CONFIG: configPath, REDIS_URL: `redis://127.0.0.1:${port}`, TOLLGATE_INTERNAL_SECRET: INTERNAL_SECRET },
+      { stdio: 'ignore' },
+    );
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
       child.once('exit', (code, signal) => resolve({ code, signal })),
     );

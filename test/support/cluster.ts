@@ -1,13 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { startMockUpstream, type MockUpstream } from '../../src/mock/upstream.js';
 import { RedisStore } from '../../src/store/redis.js';
 import { OPENAI_SECRET, ANTHROPIC_SECRET } from './gateway.js';
 import { startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
+import { listeningUrls, spawnReplica, writeReplicaConfig } from './replica-process.js';
 
 export const ADMIN_TOKEN = 'cluster-admin-token-' + 'z'.repeat(12);
 export const INTERNAL_SECRET = 'cluster-internal-secret-' + 'y'.repeat(12);
@@ -45,29 +43,23 @@ function writeConfig(options: ClusterOptions): string {
     bridge: TEST_BRIDGE,
     ...(typeof options.config === 'function' ? options.config(options.mock.url) : options.config),
   };
-  const path = join(mkdtempSync(join(tmpdir(), 'tollgate-cluster-')), 'tollgate.json');
-  writeFileSync(path, JSON.stringify(config)); // YAML is a superset of JSON
-  return path;
+  return writeReplicaConfig(config);
 }
 
 /** A real replica process (`src/main.ts`) on loopback ports chosen by the OS. */
 export async function startReplica(instanceId: string, options: ClusterOptions, configPath = writeConfig(options)): Promise<Replica> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      TOLLGATE_CONFIG: configPath,
-      TOLLGATE_HOST: '127.0.0.1',
-      TOLLGATE_PORT: '0',
-      TOLLGATE_INTERNAL_HOST: '127.0.0.1',
-      TOLLGATE_INTERNAL_PORT: '0',
-      TOLLGATE_INSTANCE_ID: instanceId,
-      REDIS_URL: options.redisUrl,
-      TOLLGATE_INTERNAL_SECRET: INTERNAL_SECRET,
-      TOLLGATE_ADMIN_TOKEN: ADMIN_TOKEN,
-      LOG_LEVEL: 'info',
-      ...options.env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const child = spawnReplica({
+    TOLLGATE_CONFIG: configPath,
+    TOLLGATE_HOST: '127.0.0.1',
+    TOLLGATE_PORT: '0',
+    TOLLGATE_INTERNAL_HOST: '127.0.0.1',
+    TOLLGATE_INTERNAL_PORT: '0',
+    TOLLGATE_INSTANCE_ID: instanceId,
+    REDIS_URL: options.redisUrl,
+    TOLLGATE_INTERNAL_SECRET: INTERNAL_SECRET,
+    TOLLGATE_ADMIN_TOKEN: ADMIN_TOKEN,
+    LOG_LEVEL: 'info',
+    ...options.env,
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let stderr = '';
@@ -77,15 +69,10 @@ export async function startReplica(instanceId: string, options: ClusterOptions, 
     const timer = setTimeout(() => reject(new Error(`replica ${instanceId} did not start in time: ${stderr}`)), 45_000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (process.env.TEST_LOG_LEVEL) process.stdout.write(`[${instanceId}] ${line}\n`);
-      try {
-        const entry = JSON.parse(line);
-        if (entry.msg === 'tollgate listening') {
-          clearTimeout(timer);
-          resolve(entry);
-        }
-      } catch {
-        // not a log line
-      }
+      const urls = listeningUrls(line);
+      if (!urls) return;
+      clearTimeout(timer);
+      resolve(urls);
     });
     void exited.then((code) => reject(new Error(`replica ${instanceId} exited with ${code}: ${stderr}`)));
   });

@@ -1,7 +1,36 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+/** A replica's config file (JSON is YAML) in a fresh temporary directory; returns its path. */
+export function writeReplicaConfig(config: Record<string, unknown>): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'tollgate-replica-')), 'tollgate.json');
+  writeFileSync(path, JSON.stringify(config));
+  return path;
+}
+
+/**
+ * A replica process as production starts it (`src/main.ts`, through tsx), with `env` over this
+ * process's environment — without its OTEL_* variables: a developer's tracing settings must not
+ * reach the tests' replicas. `imports` are loaded before src/main.ts.
+ */
+export function spawnReplica(env: Record<string, string>, options: { imports?: string[]; stdio?: StdioOptions } = {}): ChildProcess {
+  const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('OTEL_')));
+  const imports = ['tsx', ...(options.imports ?? [])].flatMap((module) => ['--import', module]);
+  return spawn(process.execPath, [...imports, 'src/main.ts'], { env: { ...inherited, ...env }, stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'] });
+}
+
+/** The replica's URLs from its "tollgate listening" log line; undefined for any other line. */
+export function listeningUrls(line: string): { publicUrl: string; internalUrl: string } | undefined {
+  try {
+    const entry = JSON.parse(line) as { msg?: string; publicUrl: string; internalUrl: string };
+    return entry.msg === 'tollgate listening' ? { publicUrl: entry.publicUrl, internalUrl: entry.internalUrl } : undefined;
+  } catch {
+    return undefined; // not a log line
+  }
+}
 
 export interface ReplicaRun {
   /** whether it got as far as listening */
@@ -19,31 +48,18 @@ export interface ReplicaProcessOptions {
   whileListening?: (urls: { publicUrl: string; internalUrl: string }) => Promise<void>;
 }
 
-/**
- * One replica process as production starts it (src/main.ts, a config file, no OTEL_* from this
- * process), run until it has listened (and `whileListening` settled) or until it exits by itself.
- */
+/** One replica process run until it has listened (and `whileListening` settled) or until it exits by itself. */
 export function runReplicaProcess(options: ReplicaProcessOptions): Promise<ReplicaRun> {
-  const configPath = join(mkdtempSync(join(tmpdir(), 'tollgate-replica-')), 'tollgate.json');
-  writeFileSync(configPath, JSON.stringify(options.config));
-  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('OTEL_')));
-  const imports = ['tsx', ...(options.imports ?? [])].flatMap((module) => ['--import', module]);
-  const child = spawn(process.execPath, [...imports, 'src/main.ts'], {
-    env: { ...env, TOLLGATE_CONFIG: configPath },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
+  const child = spawnReplica({ TOLLGATE_CONFIG: writeReplicaConfig(options.config) }, { imports: options.imports });
   let stderr = '';
   let listening = false;
   let failure: unknown;
-  child.stderr.on('data', (chunk) => (stderr += chunk));
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk;
-    const line = !listening && stdout.split('\n').find((l) => l.includes('"tollgate listening"'));
-    if (!line) return;
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const urls = listening ? undefined : listeningUrls(line);
+    if (!urls) return;
     listening = true;
-    const { publicUrl, internalUrl } = JSON.parse(line) as { publicUrl: string; internalUrl: string };
-    void (options.whileListening?.({ publicUrl, internalUrl }) ?? Promise.resolve())
+    void (options.whileListening?.(urls) ?? Promise.resolve())
       .catch((err: unknown) => void (failure = err))
       .finally(() => child.kill('SIGTERM'));
   });
