@@ -1,12 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { RefusalRule } from '../src/mock/upstream.js';
-import { startTestGateway, useGatewayPerTest } from './support/gateway.js';
+import { TWO_ACCOUNT_SECRETS, startWithTwoAccounts, twoAccountOf, useGatewayPerTest, type TwoAccountOptions } from './support/gateway.js';
 import { OPENAI_BODY, call } from './support/http.js';
 
 const ADMIN_TOKEN = 'admin-token-for-probe-tests';
-const SECRET_1 = 'sk-upstream-oa-one-' + '1'.repeat(24);
-const SECRET_2 = 'sk-upstream-oa-two-' + '2'.repeat(24);
-const ACCOUNT_OF: Record<string, string> = { [`Bearer ${SECRET_1}`]: 'oa-1', [`Bearer ${SECRET_2}`]: 'oa-2' };
+const { 'oa-1': SECRET_1, 'oa-2': SECRET_2 } = TWO_ACCOUNT_SECRETS;
 /** A request the upstream refuses for what it asks, not for the account: OpenAI's wording. */
 const MISMATCHED_ORGANIZATION: RefusalRule = {
   status: 401,
@@ -17,28 +15,8 @@ const MISMATCHED_ORGANIZATION: RefusalRule = {
 
 const env = useGatewayPerTest();
 
-/** A fresh gateway (fresh account state) with two OpenAI accounts in front of the shared mock. */
-/** `extra` is merged over the config: its `providers` replace the two OpenAI accounts. */
-async function start(extra: (mockUrl: string) => Record<string, unknown> = () => ({})) {
-  env.gw = await startTestGateway({
-    mock: env.mock,
-    config: (mockUrl) => ({
-      adminToken: ADMIN_TOKEN,
-      providers: {
-        openai: {
-          baseUrl: mockUrl,
-          strategy: 'round_robin',
-          accounts: [
-            { id: 'oa-1', apiKey: SECRET_1 },
-            { id: 'oa-2', apiKey: SECRET_2 },
-          ],
-        },
-      },
-      ...extra(mockUrl),
-    }),
-  });
-  return env.gw;
-}
+/** The test's gateway (two OpenAI accounts); `extra` is merged over its config (its `providers` replace them). */
+const start = (extra?: TwoAccountOptions['extra']) => startWithTwoAccounts(env, { adminToken: ADMIN_TOKEN, extra });
 
 const ask = (secret: string, headers: Record<string, string> = {}, body: Record<string, unknown> = OPENAI_BODY) =>
   call(env.gw!.url, '/v1/responses', { headers: { authorization: `Bearer ${secret}`, ...headers }, body });
@@ -57,7 +35,7 @@ const modelCalls = () => env.mock.requests.filter((r) => r.method === 'POST');
 const probesByAccount = () => {
   const counts: Record<string, number> = {};
   for (const r of env.mock.requests.filter((r) => r.method === 'GET' && r.path.endsWith('/models'))) {
-    const account = ACCOUNT_OF[String(r.headers.authorization)] ?? 'unknown';
+    const account = twoAccountOf(r.headers.authorization) ?? 'unknown';
     counts[account] = (counts[account] ?? 0) + 1;
   }
   return counts;
@@ -79,7 +57,7 @@ describe('a 401/403 caused by the request', () => {
     expect(refused.json.error).toMatchObject({ code: 'mismatched_organization', message: MISMATCHED_ORGANIZATION.message });
     // one upstream call, not one per account: the probe said the account is fine
     expect(modelCalls()).toHaveLength(1);
-    const account = ACCOUNT_OF[String(modelCalls()[0]!.headers.authorization)]!;
+    const account = twoAccountOf(modelCalls()[0]!.headers.authorization)!;
     expect(modelCalls()[0]!.headers['openai-organization']).toBeUndefined();
     expect(probesByAccount()).toEqual({ [account]: 1 });
     // the probe carried the account's credential and nothing of the client's
@@ -91,7 +69,7 @@ describe('a 401/403 caused by the request', () => {
 
     expect(await accountStates()).toEqual({ 'oa-1': 'active', 'oa-2': 'active' });
     for (let i = 0; i < 2; i++) expect((await ask(bob.secret)).status).toBe(200);
-    expect(new Set(modelCalls().slice(1).map((r) => ACCOUNT_OF[String(r.headers.authorization)]))).toEqual(new Set(['oa-1', 'oa-2']));
+    expect(new Set(modelCalls().slice(1).map((r) => twoAccountOf(r.headers.authorization)))).toEqual(new Set(['oa-1', 'oa-2']));
   });
 
   it('403 for a model the account may not use: passed on, account active', async () => {
@@ -114,7 +92,7 @@ describe('a 401/403 caused by the request', () => {
     const results = await Promise.all(Array.from({ length: 12 }, () => trap(key.secret)));
     expect(results.map((r) => r.status)).toEqual(Array(12).fill(401));
     expect(modelCalls()).toHaveLength(12);
-    const hit = new Set(modelCalls().map((r) => ACCOUNT_OF[String(r.headers.authorization)]!));
+    const hit = new Set(modelCalls().map((r) => twoAccountOf(r.headers.authorization)!));
     expect(probesByAccount()).toEqual(Object.fromEntries([...hit].map((account) => [account, 1])));
     expect(await accountStates()).toEqual({ 'oa-1': 'active', 'oa-2': 'active' });
   });

@@ -1,35 +1,24 @@
 import { describe, expect, it } from 'vitest';
-import { startTestGateway, useGatewayPerTest } from './support/gateway.js';
+import { TWO_ACCOUNT_SECRETS, startWithTwoAccounts, twoAccountOf, useGatewayPerTest, type TwoAccountOptions } from './support/gateway.js';
 import { OPENAI_BODY, call, closedPort } from './support/http.js';
 
 const ADMIN_TOKEN = 'admin-token-for-failover-tests';
-const SECRET_1 = 'sk-upstream-oa-one-' + '1'.repeat(24);
-const SECRET_2 = 'sk-upstream-oa-two-' + '2'.repeat(24);
-const ACCOUNT_OF: Record<string, string> = { [`Bearer ${SECRET_1}`]: 'oa-1', [`Bearer ${SECRET_2}`]: 'oa-2' };
+const { 'oa-1': SECRET_1, 'oa-2': SECRET_2 } = TWO_ACCOUNT_SECRETS;
 
 const env = useGatewayPerTest();
 let key: { id: string; secret: string };
 
-/** A fresh gateway (fresh account state) with two OpenAI accounts in front of the shared mock. */
-async function start(accounts: (mockUrl: string) => Array<{ id: string; apiKey: string; baseUrl?: string }> = () => [
-  { id: 'oa-1', apiKey: SECRET_1 },
-  { id: 'oa-2', apiKey: SECRET_2 },
-]) {
-  env.gw = await startTestGateway({
-    mock: env.mock,
-    config: (mockUrl) => ({
-      adminToken: ADMIN_TOKEN,
-      providers: { openai: { baseUrl: mockUrl, strategy: 'round_robin', accounts: accounts(mockUrl) } },
-    }),
-  });
-  key = await env.gw.createKey();
-  return env.gw;
+/** The test's gateway (two OpenAI accounts) and a key for it; `accounts` replaces the two accounts' entries. */
+async function start(accounts?: TwoAccountOptions['accounts']) {
+  const gw = await startWithTwoAccounts(env, { adminToken: ADMIN_TOKEN, accounts });
+  key = await gw.createKey();
+  return gw;
 }
 
 const ask = () => call(env.gw!.url, '/v1/responses', { headers: { authorization: `Bearer ${key.secret}` }, body: OPENAI_BODY });
 
 /** The account each upstream request was sent with, in arrival order. */
-const accountsSeen = () => env.mock.requests.map((r) => ACCOUNT_OF[String(r.headers.authorization)] ?? `unknown:${r.headers.authorization}`);
+const accountsSeen = () => env.mock.requests.map((r) => twoAccountOf(r.headers.authorization) ?? `unknown:${r.headers.authorization}`);
 
 interface AccountView {
   id: string;
@@ -147,7 +136,7 @@ describe('two OpenAI accounts', () => {
     for (let i = 0; i < 5; i++) expect((await ask()).status).toBe(200);
     const calls = env.mock.requests.filter((r) => r.method === 'POST');
     // oa-1 was tried once, refused, probed (GET /v1/models) and dropped; oa-2 served everything
-    expect(calls.map((r) => ACCOUNT_OF[String(r.headers.authorization)])).toEqual(['oa-1', 'oa-2', 'oa-2', 'oa-2', 'oa-2', 'oa-2']);
+    expect(calls.map((r) => twoAccountOf(r.headers.authorization))).toEqual(['oa-1', 'oa-2', 'oa-2', 'oa-2', 'oa-2', 'oa-2']);
     expect(env.mock.requests.filter((r) => r.method === 'GET').map((r) => [r.path, r.headers.authorization])).toEqual([['/v1/models', `Bearer ${SECRET_1}`]]);
     expect((await accountStates())['oa-1']!.state).toBe('disabled');
 

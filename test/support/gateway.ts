@@ -143,3 +143,33 @@ export function useGatewayPerTest(): GatewayPerTest {
   });
   return env;
 }
+
+/** Upstream secrets of the two OpenAI accounts `startWithTwoAccounts` configures. */
+export const TWO_ACCOUNT_SECRETS = { 'oa-1': 'sk-upstream-oa-one-' + '1'.repeat(24), 'oa-2': 'sk-upstream-oa-two-' + '2'.repeat(24) } as const;
+
+/** Which of the two accounts an upstream request's `authorization` header carried; undefined for neither. */
+export function twoAccountOf(authorization: unknown): string | undefined {
+  return Object.entries(TWO_ACCOUNT_SECRETS).find(([, secret]) => authorization === `Bearer ${secret}`)?.[0];
+}
+
+export interface TwoAccountOptions {
+  adminToken: string;
+  /** instead of the two accounts as they are (e.g. one of them at a dead URL) */
+  accounts?: (mockUrl: string) => Array<{ id: string; apiKey: string; baseUrl?: string }>;
+  /** merged over the config: its `providers` replace the OpenAI provider */
+  extra?: (mockUrl: string) => Record<string, unknown>;
+}
+
+/** A fresh gateway (fresh account state) with two OpenAI accounts, round robin, in front of the file's mock; it becomes `env.gw`. */
+export async function startWithTwoAccounts(env: GatewayPerTest, options: TwoAccountOptions): Promise<TestGateway> {
+  const accounts = options.accounts ?? (() => Object.entries(TWO_ACCOUNT_SECRETS).map(([id, apiKey]) => ({ id, apiKey })));
+  env.gw = await startTestGateway({
+    mock: env.mock,
+    config: (mockUrl) => ({
+      adminToken: options.adminToken,
+      providers: { openai: { baseUrl: mockUrl, strategy: 'round_robin', accounts: accounts(mockUrl) } },
+      ...options.extra?.(mockUrl),
+    }),
+  });
+  return env.gw;
+}
