@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api, type Account } from '../api';
-import { ErrorNote } from './common';
+import { ErrorNote, HeadRow } from './common';
 import { useApi } from './hooks';
 
 export function AccountsPage() {
@@ -20,17 +20,7 @@ export function AccountsPage() {
       <ErrorNote error={error || accounts.error} />
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Account</th>
-              <th scope="col">Provider</th>
-              <th scope="col">State</th>
-              <th scope="col">Cooldown until</th>
-              <th scope="col">In flight</th>
-              <th scope="col">Recent tokens</th>
-              <th scope="col">Action</th>
-            </tr>
-          </thead>
+          <HeadRow columns={['Account', 'Provider', 'State', 'Cooldown until', 'In flight', 'Recent tokens', 'Action']} />
           <tbody>
             {accounts.data?.data.map((a) => (
               <tr data-account={a.id}>

@@ -14,6 +14,19 @@ export function RangePicker({ value, onChange }: { value: Range; onChange: (rang
   );
 }
 
+/** A table's header row, one column per label. */
+export function HeadRow({ columns }: { columns: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {columns.map((label) => (
+          <th scope="col">{label}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
 export function ErrorNote({ error }: { error: string }) {
   return error ? (
     <p role="alert" class="error">
@@ -52,18 +65,7 @@ export function HistoryTable({ history, names = {} }: { history: History; names?
     <div class="table-wrap">
       <table>
         <caption class="visually-hidden">Usage by {history.group_by}</caption>
-        <thead>
-          <tr>
-            <th scope="col">Start</th>
-            <th scope="col">{history.group_by}</th>
-            <th scope="col">Requests</th>
-            <th scope="col">Input</th>
-            <th scope="col">Cached</th>
-            <th scope="col">Output</th>
-            <th scope="col">Total</th>
-            <th scope="col">Errors</th>
-          </tr>
-        </thead>
+        <HeadRow columns={['Start', history.group_by, 'Requests', 'Input', 'Cached', 'Output', 'Total', 'Errors']} />
         <tbody>
           {history.data.map((p) => (
             <tr>

@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { api, type Key, type Limit, type Range, type UsageReport } from '../api';
 import { Gauge, StackedChart } from '../chart';
-import { ErrorNote, RangePicker } from './common';
+import { ErrorNote, HeadRow, RangePicker } from './common';
 import { useApi, useHistory } from './hooks';
 
 const LIMIT_TYPES: Limit['limit_type'][] = ['requests', 'input_tokens', 'output_tokens', 'total_tokens'];
@@ -177,15 +177,7 @@ export function KeysPage() {
       <ErrorNote error={keys.error} />
       <div class="table-wrap">
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Id</th>
-              <th scope="col">Models</th>
-              <th scope="col">Limits</th>
-              <th scope="col">State</th>
-            </tr>
-          </thead>
+          <HeadRow columns={['Name', 'Id', 'Models', 'Limits', 'State']} />
           <tbody>
             {shown.map((k) => (
               <tr aria-selected={k.id === selected}>

@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import type { Range, Replica } from '../api';
 import { StackedChart } from '../chart';
-import { ErrorNote, RangePicker, Totals } from './common';
+import { ErrorNote, HeadRow, RangePicker, Totals } from './common';
 import { useApi, useHistory } from './hooks';
 
 export function OverviewPage() {
@@ -26,15 +26,7 @@ export function OverviewPage() {
       {replicas.data && (
         <div class="table-wrap">
           <table>
-            <thead>
-              <tr>
-                <th scope="col">Replica</th>
-                <th scope="col">Last heartbeat</th>
-                <th scope="col">Streams in flight</th>
-                <th scope="col">Bridge sessions</th>
-                <th scope="col">WebSocket sessions</th>
-              </tr>
-            </thead>
+            <HeadRow columns={['Replica', 'Last heartbeat', 'Streams in flight', 'Bridge sessions', 'WebSocket sessions']} />
             <tbody>
               {replicas.data.data.map((r) => (
                 <tr>
