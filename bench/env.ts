@@ -64,10 +64,7 @@ export class BenchEnv {
 
   /** The bare Fastify + undici pass-through proxy in front of the mock: the stack's floor. */
   floor(): Promise<HttpTarget> {
-    this.floorTarget ??= this.mock().then(async (mock) => {
-      const { child, ready } = await spawnTsChild<{ publicUrl: string }>('floor proxy', './floor-process.ts', { BENCH_MOCK_URL: mock.url }, profileArgs('floor'));
-      return { url: ready.publicUrl, headers: {}, pid: child.proc.pid };
-    });
+    this.floorTarget ??= this.mock().then((mock) => passThrough('floor proxy', './floor-process.ts', mock, {}, 'floor'));
     return this.floorTarget;
   }
 
@@ -75,20 +72,13 @@ export class BenchEnv {
    * A bare proxy (the floor's process) in front of `target`, passing `headers` on: what one extra
    * hop costs in this stack, without anything a gateway does. Started per call.
    */
-  async bareHopTo(name: string, target: HttpTarget, headers: string[]): Promise<HttpTarget> {
-    const { child, ready } = await spawnTsChild<{ publicUrl: string }>(name, './floor-process.ts', {
-      BENCH_MOCK_URL: target.url,
-      BENCH_PASS_HEADERS: ['content-type', ...headers].join(','),
-    });
-    return { url: ready.publicUrl, headers: target.headers, pid: child.proc.pid };
+  bareHopTo(name: string, target: HttpTarget, headers: string[]): Promise<HttpTarget> {
+    return passThrough(name, './floor-process.ts', target, { BENCH_PASS_HEADERS: ['content-type', ...headers].join(',') });
   }
 
   /** The framework-free pass-through (`node:http` + undici `dispatch`) in front of the mock; see raw-floor-process.ts. */
   rawFloor(): Promise<HttpTarget> {
-    this.rawFloorTarget ??= this.mock().then(async (mock) => {
-      const { child, ready } = await spawnTsChild<{ publicUrl: string }>('raw proxy', './raw-floor-process.ts', { BENCH_MOCK_URL: mock.url }, profileArgs('raw-floor'));
-      return { url: ready.publicUrl, headers: {}, pid: child.proc.pid };
-    });
+    this.rawFloorTarget ??= this.mock().then((mock) => passThrough('raw proxy', './raw-floor-process.ts', mock, {}, 'raw-floor'));
     return this.rawFloorTarget;
   }
 
@@ -180,6 +170,16 @@ export class BenchEnv {
       stop: () => child.stop(),
     };
   }
+}
+
+/**
+ * A pass-through proxy process (`script`) in front of `upstream`, addressed with `upstream`'s own
+ * headers; profiled under `profileName` when BENCH_CPU_PROFILE_DIR is set.
+ */
+async function passThrough(name: string, script: string, upstream: HttpTarget, env: Record<string, string>, profileName?: string): Promise<HttpTarget> {
+  const nodeArgs = profileName ? profileArgs(profileName) : [];
+  const { child, ready } = await spawnTsChild<{ publicUrl: string }>(name, script, { BENCH_MOCK_URL: upstream.url, ...env }, nodeArgs);
+  return { url: ready.publicUrl, headers: upstream.headers, pid: child.proc.pid };
 }
 
 /**
