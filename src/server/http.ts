@@ -160,7 +160,8 @@ export function buildHttpServer(opts: HttpServerOptions): FastifyInstance {
     if (handedToUpgradeListener(request)) request.raw.socket.end(() => request.raw.socket.destroy());
     const span = request.span;
     if (span) endRequestSpan(span, request, reply);
-    request.log.info(accessLine(request, reply, span?.spanContext()), 'request');
+    // not even built when the level leaves access lines out
+    if (opts.logger.isLevelEnabled('info')) request.log.info(accessLine(request, reply, span?.spanContext()), 'request');
     opts.onAnswered?.(request, reply);
     done();
   });
