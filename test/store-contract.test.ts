@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { RedisStore } from '../src/store/redis.js';
-import type { KeyRecord, Store, UsageBatch } from '../src/store/types.js';
+import type { KeyRecord, Store, UsageBatch, UsageEntry } from '../src/store/types.js';
 import { usageDeltas, type Limit, type LimitType } from '../src/usage/counters.js';
 import type { TokenUsage } from '../src/usage/tokens.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../src/usage/windows.js';
@@ -365,6 +365,37 @@ describe.each(stores)('%s store contract', (kind, create) => {
       expect(byId['gpt-5/'].counters.requests).toBe(1);
       expect(byId['gpt-5/'].errors).toEqual({ ...zeroErrors, rate_limited: 1 });
       expect((await store.getUsage('k', now)).allTime.input_tokens).toBe(1106);
+    });
+
+    it('a batch mixing hours, tags, a refund and a taken-back admission adds what its entries add one by one', async () => {
+      const earlier = hourOf(now) - HOUR + 5;
+      const gpt = { model: 'gpt-5', account: 'oa-1' };
+      const entries: UsageEntry[] = [
+        { at: earlier, deltas: usageDeltas(tokens(3, 4), 0.001), history: gpt },
+        { at: now, deltas: { requests: 1 } },
+        { at: now, deltas: usageDeltas(tokens(10, 1)), history: gpt },
+        { at: now, deltas: {}, history: { ...gpt, error: 'server_error' } },
+        { at: now, deltas: usageDeltas(tokens(7, 7)), history: gpt },
+        { at: earlier, deltas: { requests: -1 } },
+        { at: now, lostAdmission: 1 },
+        { at: earlier, deltas: usageDeltas(tokens(1, 1)), history: { model: 'claude', account: 'an-1' } },
+      ];
+      for (const key of ['whole', 'single']) await store.admitRequest(key, [], now, { writer: 'w1', number: 1 });
+      expect(await store.recordUsage('whole', { writer: 'w1', seq: 1, entries })).toBe(true);
+      for (const [i, entry] of entries.entries()) expect(await store.recordUsage('single', { writer: 'w1', seq: i + 1, entries: [entry] })).toBe(true);
+
+      for (const at of [earlier, now]) expect(await store.getUsage('whole', at)).toEqual(await store.getUsage('single', at));
+      const history = async (key: string) =>
+        (await store.getUsageHistory(key, hourOf(earlier), hourOf(now) + HOUR)).sort((a, b) => a.hour - b.hour || a.model.localeCompare(b.model));
+      const rows = await history('whole');
+      expect(rows).toEqual(await history('single'));
+      expect(rows.map((row) => [row.hour - hourOf(now), row.model, row.counters.requests, row.counters.input_tokens, row.errors.server_error])).toEqual([
+        [-HOUR, 'claude', 1, 1, 0],
+        [-HOUR, 'gpt-5', 1, 3, 0],
+        [0, 'gpt-5', 3, 17, 1],
+      ]);
+      // admitted 1, +1, -1, the admission taken back: 0 requests; tokens 3+4 + 10+1 + 7+7 + 1+1
+      expect((await store.getUsage('whole', now)).allTime).toMatchObject({ requests: 0, total_tokens: 34, cost_microusd: 1_000 });
     });
 
     it('reads the hours starting in [from, to), oldest first, per key', async () => {

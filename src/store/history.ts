@@ -13,13 +13,13 @@ export const hourStart = (at: number): number => Math.floor(at / HOUR_MS) * HOUR
  */
 const fieldOf = (model: string, account: string, counter: string): string => JSON.stringify([model, account, counter]);
 
-/** The history increments of one tagged entry: one request, its tokens, its error class. */
-export function historyIncrements(tag: HistoryTag, deltas: Partial<UsageCounters>): [field: string, delta: number][] {
-  const increments: [string, number][] = [[fieldOf(tag.model, tag.account, 'requests'), 1]];
+/** The history increments of `requests` tagged entries with these summed deltas: requests, tokens, error class. */
+export function historyIncrements(tag: HistoryTag, deltas: Partial<UsageCounters>, requests = 1): [field: string, delta: number][] {
+  const increments: [string, number][] = [[fieldOf(tag.model, tag.account, 'requests'), requests]];
   for (const [counter, delta] of Object.entries(deltas)) {
     if (counter !== 'requests' && delta) increments.push([fieldOf(tag.model, tag.account, counter), delta]);
   }
-  if (tag.error) increments.push([fieldOf(tag.model, tag.account, `error:${tag.error}`), 1]);
+  if (tag.error) increments.push([fieldOf(tag.model, tag.account, `error:${tag.error}`), requests]);
   return increments;
 }
 

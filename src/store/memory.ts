@@ -2,7 +2,8 @@ import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { addCounters, counterFor, emptyCounters, limitDenies, type Limit, type UsageCounters } from '../usage/counters.js';
-import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
+import { HOUR_MS, historyRows, hourStart } from './history.js';
+import { batchTotals } from './usage-batch.js';
 import {
   ADMISSION_MEMORY,
   type AccountState,
@@ -134,14 +135,14 @@ export class MemoryStore implements Store {
     const usage = this.usageOf(keyId);
     if (batch.seq <= (usage.applied.get(batch.writer) ?? 0)) return false;
     usage.applied.set(batch.writer, batch.seq);
-    for (const entry of batch.entries) {
-      if ('lostAdmission' in entry) {
-        if (takeBack(this.ringOf(usage, batch.writer), entry.lostAdmission)) this.countRequest(usage, entry.at, -1);
-        continue;
-      }
-      addCounters(usage.allTime, entry.deltas);
-      for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, entry.at).counters, entry.deltas);
-      if (entry.history) this.addHistory(usage, entry.at, historyIncrements(entry.history, entry.deltas));
+    const { hours, lost } = batchTotals(batch.entries);
+    for (const entry of lost) {
+      if (takeBack(this.ringOf(usage, batch.writer), entry.lostAdmission)) this.countRequest(usage, entry.at, -1);
+    }
+    for (const hour of hours) {
+      addCounters(usage.allTime, hour.deltas);
+      for (const window of LIMIT_WINDOWS) addCounters(this.bucket(usage, window, hour.at).counters, hour.deltas);
+      if (hour.history.size > 0) this.addHistory(usage, hour.at, hour.history);
     }
     return true;
   }
@@ -395,7 +396,7 @@ export class MemoryStore implements Store {
     for (const [nonce, expiresAt] of this.nonces) if (expiresAt <= now) this.nonces.delete(nonce);
   }
 
-  private addHistory(usage: KeyUsage, at: number, increments: [string, number][]): void {
+  private addHistory(usage: KeyUsage, at: number, increments: Iterable<[string, number]>): void {
     this.dropExpiredHistory(usage);
     const hour = hourStart(at);
     if (hour + HOUR_MS + this.historyRetentionMs <= Date.now()) return; // past retention: gone already

@@ -3,7 +3,8 @@ import { DEFAULTS } from '../config/schema.js';
 import { GatewayError } from '../errors.js';
 import { LIMIT_WINDOWS, windowBounds, type LimitWindow } from '../usage/windows.js';
 import { MICROUSD_PER_USD, emptyCounters, type Limit, type UsageCounters } from '../usage/counters.js';
-import { HOUR_MS, historyIncrements, historyRows, hourStart } from './history.js';
+import { HOUR_MS, historyRows, hourStart } from './history.js';
+import { batchTotals } from './usage-batch.js';
 import type {
   AccountState,
   Admission,
@@ -564,52 +565,39 @@ export class RedisStore implements Store {
     return this.run(async () => {
       const keys = [`${this.usageBase(keyId)}:w:${batch.writer}`, `${this.usageBase(keyId)}:all`, ...this.admissionKeys(keyId, batch.writer)];
       const expiries: number[] = [];
-      /** KEYS indexes (1-based) of the all-time hash and the window buckets containing `at` */
-      const hashesAt = (at: number): number[] => [
-        2,
-        ...this.buckets(keyId, at).windows.map((bucket) => {
-          let index = keys.indexOf(bucket.key, 4);
-          if (index < 0) {
-            index = keys.push(bucket.key) - 1;
-            expiries.push(bucket.expireAt);
-          }
-          return index + 1;
-        }),
-      ];
-      /** KEYS index (1-based) of the history hash of the hour containing `at` */
-      const historyIndex = (at: number): number => {
-        const hour = hourStart(at);
-        const key = `${this.usageBase(keyId)}:h:${hour}`;
+      /** KEYS index (1-based) of a bucket's hash, added with its expiry when new */
+      const indexOf = (key: string, expireAt: number): number => {
         let index = keys.indexOf(key, 4);
         if (index < 0) {
           index = keys.push(key) - 1;
-          expiries.push(hour + HOUR_MS + this.historyRetentionMs);
+          expiries.push(expireAt);
         }
         return index + 1;
       };
-      const lost: number[] = [];
-      let lostCount = 0;
-      // one HINCRBY per (hash, field): the batch's deltas summed before they are sent
-      const sums = new Map<string, number>();
-      const add = (hash: number, field: string, delta: number) => {
-        const slot = JSON.stringify([hash, field]);
-        sums.set(slot, (sums.get(slot) ?? 0) + delta);
+      /** KEYS indexes of the all-time hash and the window buckets containing `at` */
+      const hashesAt = (at: number): number[] => [2, ...this.buckets(keyId, at).windows.map((bucket) => indexOf(bucket.key, bucket.expireAt))];
+      /** KEYS index of the history hash of the hour containing `at` */
+      const historyIndex = (at: number): number => {
+        const hour = hourStart(at);
+        return indexOf(`${this.usageBase(keyId)}:h:${hour}`, hour + HOUR_MS + this.historyRetentionMs);
       };
-      for (const entry of batch.entries) {
+      const totals = batchTotals(batch.entries);
+      const lost: number[] = [];
+      for (const entry of totals.lost) {
         const hashes = hashesAt(entry.at);
-        if ('lostAdmission' in entry) {
-          lost.push(entry.lostAdmission, hashes.length, ...hashes);
-          lostCount += 1;
-          continue;
-        }
-        for (const hash of hashes) for (const [field, delta] of Object.entries(entry.deltas)) add(hash, field, delta);
-        if (entry.history) {
-          const hash = historyIndex(entry.at);
-          for (const [field, delta] of historyIncrements(entry.history, entry.deltas)) add(hash, field, delta);
-        }
+        lost.push(entry.lostAdmission, hashes.length, ...hashes);
       }
-      const triples = [...sums].flatMap(([slot, delta]) => [...(JSON.parse(slot) as [number, string]), delta]);
-      const args = [batch.seq, WRITER_MARK_TTL_MS, ADMISSION_MEMORY, lostCount, ...expiries, ...lost, ...triples];
+      // one HINCRBY per (hash, field): the batch's deltas summed per hour before they are sent
+      const triples: (number | string)[] = [];
+      for (const hour of totals.hours) {
+        for (const hash of hashesAt(hour.at)) {
+          for (const [field, delta] of Object.entries(hour.deltas)) triples.push(hash, field, delta);
+        }
+        if (hour.history.size === 0) continue;
+        const hash = historyIndex(hour.at);
+        for (const [field, delta] of hour.history) triples.push(hash, field, delta);
+      }
+      const args = [batch.seq, WRITER_MARK_TTL_MS, ADMISSION_MEMORY, totals.lost.length, ...expiries, ...lost, ...triples];
       return (await this.script('tgAddUsage', keys, args)) === 1;
     });
   }
