@@ -124,7 +124,7 @@ export class BenchEnv {
 
   private async startGateway(name: string, patch?: GatewayConfigPatch): Promise<HttpTarget> {
     const raw = await this.gatewayConfig(patch);
-    const nodeArgs = profileArgs(`gateway-${name}`);
+    const nodeArgs = [...profileArgs(`gateway-${name}`), ...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean)];
     const { child, ready } = await spawnTsChild<{ publicUrl: string; internalUrl: string }>(
       `gateway (${name})`,
       './gateway-process.ts',

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import { destination, pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { Bridge } from './bridge/bridge.js';
 import { registerInternalRoutes } from './bridge/internal-routes.js';
 import { BridgeLocal } from './bridge/local.js';
@@ -25,6 +25,7 @@ import { createStore } from './store/index.js';
 import type { Store } from './store/types.js';
 import { prepareLogins } from './upstream/chatgpt/import.js';
 import { registerUsageRoute } from './metering/routes.js';
+import { replicaLogger } from './telemetry/logger.js';
 import { traceRequests } from './telemetry/spans.js';
 import { tracingFor } from './telemetry/tracing.js';
 
@@ -111,8 +112,7 @@ function buildBridge(gateway: Gateway, identity: ReplicaIdentity): Bridge {
 }
 
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
-  // asynchronous writes: one access line per request must not cost a blocking syscall each
-  const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination({ sync: false }));
+  const logger = options.logger ?? replicaLogger(process.env.LOG_LEVEL ?? 'info');
   const store = options.store ?? (await createStore(config));
   await seedConfigKeys(config, store);
   const identity: ReplicaIdentity = {
