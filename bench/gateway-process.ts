@@ -7,7 +7,6 @@
  * cost is part of the measurement; lines go to /dev/null. `BENCH_LOG_LEVEL=silent` measures
  * without it.
  */
-import { destination, pino } from 'pino';
 import { announceReady, exitWithParent, fromDist } from './child-support.js';
 
 // the compiled gateway (`npm run build`), as production runs it, not src/ through tsx; first the
@@ -15,12 +14,14 @@ import { announceReady, exitWithParent, fromDist } from './child-support.js';
 const { startupFinished } = await fromDist<typeof import('../src/v8-tuning.js')>('v8-tuning.js');
 const { buildApp } = await fromDist<typeof import('../src/app.js')>('app.js');
 const { buildConfig } = await fromDist<typeof import('../src/config/load.js')>('config/load.js');
+const { replicaLogger } = await fromDist<typeof import('../src/telemetry/logger.js')>('telemetry/logger.js');
 
 const rawJson = process.env.BENCH_GATEWAY_CONFIG;
 if (!rawJson) throw new Error('BENCH_GATEWAY_CONFIG is not set');
 
 const config = buildConfig(JSON.parse(rawJson), {});
-const logger = pino({ level: process.env.BENCH_LOG_LEVEL ?? 'info' }, destination({ dest: '/dev/null', sync: false }));
+// a replica's own logger (batched asynchronous writes), into /dev/null
+const logger = replicaLogger(process.env.BENCH_LOG_LEVEL ?? 'info', '/dev/null');
 const app = await buildApp(config, { logger });
 exitWithParent(() => app.close());
 const { publicUrl, internalUrl } = await app.listen();

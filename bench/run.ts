@@ -7,7 +7,8 @@
  * BENCH_CONNECTIONS (20), BENCH_PROBE_SAMPLES (200), BENCH_BURSTS (burst sizes, "1000,2000,5000"),
  * BENCH_HELD_STREAMS (1000), BENCH_ONLY (some of "load,probes,bursts,memory,cache"; all by default),
  * BENCH_LOG_LEVEL (gateway log level, info), BENCH_CPU_PROFILE_DIR (write a V8 CPU profile of
- * the bare proxy and each gateway there).
+ * the bare proxy and each gateway there), BENCH_GATEWAY_NODE_ARGS (extra node flags for each gateway
+ * process, e.g. to measure a V8 setting: `--max-semi-space-size=1`).
  *
  * Exit code: 0 when everything ran (whether or not a target is met), 1 when something failed.
  */
