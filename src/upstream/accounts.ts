@@ -92,8 +92,22 @@ function minBy<T>(items: T[], score: (item: T) => number): T {
 }
 
 export function upstreamUrl(account: Account, path: string): string {
+  const { origin, path: fullPath } = upstreamTarget(account, path);
+  return origin + fullPath;
+}
+
+/** Base URLs split into origin and path prefix, once each: parsing a URL per request is measurable. */
+const splitBaseUrls = new Map<string, { origin: string; prefix: string }>();
+
+/** Where a call to the API path `path` goes on `account`: the origin, and the full path there. */
+export function upstreamTarget(account: Account, path: string): { origin: string; path: string } {
+  let base = splitBaseUrls.get(account.baseUrl);
+  if (!base) {
+    const url = new URL(account.baseUrl);
+    splitBaseUrls.set(account.baseUrl, (base = { origin: url.origin, prefix: url.pathname.replace(/\/+$/, '') }));
+  }
   // ChatGPT's Codex backend has no `/v1` segment: its base URL already ends at `/backend-api/codex`.
-  return account.baseUrl + (account.provider === 'chatgpt' ? path.replace(/^\/v1(?=\/)/, '') : path);
+  return { origin: base.origin, path: base.prefix + (account.provider === 'chatgpt' ? path.replace(/^\/v1(?=\/)/, '') : path) };
 }
 
 export function accountsOf(provider: ProviderName, config: ProviderConfig): Account[] {

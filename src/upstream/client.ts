@@ -1,12 +1,12 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import WebSocket from 'ws';
 import type { Config, ProviderName } from '../config/schema.js';
 import { GatewayError, upstreamFailure } from '../errors.js';
 import type { CancelSignal } from '../http/client-gone.js';
 import type { HeaderMap } from '../http/headers.js';
 import type { QuotaSnapshot, Store } from '../store/types.js';
-import { upstreamUrl, type Account } from './accounts.js';
+import { upstreamTarget, upstreamUrl, type Account } from './accounts.js';
 import type { ChatgptLogins } from './chatgpt/logins.js';
 import { exhaustedUntil, quotaFromHeaders } from './chatgpt/quota.js';
 import { withAccountCredential, type OAuthBearer } from './credentials.js';
@@ -117,8 +117,8 @@ export class UpstreamClient {
 
   async send(pool: ProviderPool, req: UpstreamRequest): Promise<UpstreamReply> {
     const { account, attempt, release } = await this.failover(pool, req, req.signal, async (account, bearer) => {
-      const res = await request(upstreamUrl(account, req.path), {
-        dispatcher: this.dispatcher,
+      const res = await this.dispatcher.request({
+        ...upstreamTarget(account, req.path),
         method: req.method,
         headers: withAccountCredential(account, req.headers, bearer),
         body: req.body,
