@@ -1,8 +1,9 @@
-import { request as undiciRequest, type Dispatcher as UndiciDispatcher } from 'undici';
+import type { Dispatcher as UndiciDispatcher } from 'undici';
 import type { ModelCall } from '../dispatch/call.js';
 import { GatewayError } from '../errors.js';
 import { clientGoneSignal } from '../http/client-gone.js';
 import { clientResponseHeaders, queryOf, upstreamRequestHeaders } from '../http/headers.js';
+import { requestTarget } from '../http/request-target.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ReplicaInfo } from '../store/types.js';
 import { HTTP_RESPONSE_STATUS_CODE, OWNER_FORWARD_SPAN, TOLLGATE_OWNER_INSTANCE_ID } from '../telemetry/attributes.js';
@@ -60,8 +61,8 @@ export class PeerClient {
     const signal = clientGoneSignal(reply);
     let res;
     try {
-      res = await undiciRequest(owner.advertiseUrl + INTERNAL_BRIDGE_PATH + queryOf(request.url), {
-        dispatcher: this.deps.agent,
+      res = await this.deps.agent.request({
+        ...requestTarget(owner.advertiseUrl, INTERNAL_BRIDGE_PATH + queryOf(request.url)),
         method: 'POST',
         // the owner needs the session headers and the allow-listed ones; credentials never travel
         headers: { ...upstreamRequestHeaders(call.pool.provider, request.headers), 'x-request-id': request.id, [CONTEXT_HEADER]: context },

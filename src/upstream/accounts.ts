@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ProviderConfig, ProviderName, Strategy } from '../config/schema.js';
+import { requestTarget } from '../http/request-target.js';
 import type { AccountState } from '../store/types.js';
 import { exhaustedUntil } from './chatgpt/quota.js';
 
@@ -96,18 +97,10 @@ export function upstreamUrl(account: Account, path: string): string {
   return origin + fullPath;
 }
 
-/** Base URLs split into origin and path prefix, once each: parsing a URL per request is measurable. */
-const splitBaseUrls = new Map<string, { origin: string; prefix: string }>();
-
 /** Where a call to the API path `path` goes on `account`: the origin, and the full path there. */
 export function upstreamTarget(account: Account, path: string): { origin: string; path: string } {
-  let base = splitBaseUrls.get(account.baseUrl);
-  if (!base) {
-    const url = new URL(account.baseUrl);
-    splitBaseUrls.set(account.baseUrl, (base = { origin: url.origin, prefix: url.pathname.replace(/\/+$/, '') }));
-  }
   // ChatGPT's Codex backend has no `/v1` segment: its base URL already ends at `/backend-api/codex`.
-  return { origin: base.origin, path: base.prefix + (account.provider === 'chatgpt' ? path.replace(/^\/v1(?=\/)/, '') : path) };
+  return requestTarget(account.baseUrl, account.provider === 'chatgpt' ? path.replace(/^\/v1(?=\/)/, '') : path);
 }
 
 export function accountsOf(provider: ProviderName, config: ProviderConfig): Account[] {
