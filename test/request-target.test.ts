@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { queryOf } from '../src/http/headers.js';
 import { requestTarget } from '../src/http/request-target.js';
 
 describe('requestTarget: a base URL and an API path as undici takes them', () => {
@@ -11,5 +12,17 @@ describe('requestTarget: a base URL and an API path as undici takes them', () =>
     expect(requestTarget(base, path)).toEqual({ origin, path: fullPath });
     // the second time from the parsed base: the same answer
     expect(requestTarget(base, path)).toEqual({ origin, path: fullPath });
+  });
+});
+
+describe('queryOf: the query string a call takes upstream', () => {
+  it.each([
+    ['/v1/responses', ''],
+    ['/v1/responses?', ''],
+    ['/v1/models?limit=5&after=m-1', '?limit=5&after=m-1'],
+    ['/v1/responses?q=a b"<>', '?q=a%20b%22%3C%3E'],
+    ['/v1/responses?x=1#fragment', '?x=1'],
+  ])('%s -> "%s"', (url, query) => {
+    expect(queryOf(url)).toBe(query);
   });
 });

@@ -129,9 +129,13 @@ export function pathOf(url: string): string {
   return at === -1 ? url : url.slice(0, at);
 }
 
+/**
+ * A request target's query string as it goes upstream: '' when there is none (model calls mostly),
+ * else as a URL parser writes it (percent-encoded, without a fragment), as undici would get it
+ * from a whole URL.
+ */
 export function queryOf(url: string): string {
-  const at = url.indexOf('?');
-  return at === -1 ? '' : url.slice(at);
+  return url.includes('?') ? new URL(url, 'http://query.invalid').search : '';
 }
 
 export function firstValue(value: string | string[] | undefined): string | undefined {

@@ -7,7 +7,8 @@ import type { TokenUsage } from '../usage/tokens.js';
 export const USAGE_BUFFER_LIMIT = 10_000;
 /**
  * Records of one key sent in one store call at most. A store sums a batch per hour before applying
- * it (store/usage-batch.ts): its write costs about the same for ten records or a thousand.
+ * it (store/usage-batch.ts): its write costs about the same for ten records or a thousand (taken-back
+ * admissions, left after a store failure, are applied one by one).
  */
 export const USAGE_BATCH_LIMIT = 1_000;
 const RETRY_INTERVAL_MS = 1_000;

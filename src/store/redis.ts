@@ -587,7 +587,7 @@ export class RedisStore implements Store {
         const hashes = hashesAt(entry.at);
         lost.push(entry.lostAdmission, hashes.length, ...hashes);
       }
-      // one HINCRBY per (hash, field): the batch's deltas summed per hour before they are sent
+      // one HINCRBY per (hash, field) of each hour the batch touches: its entries summed before they are sent
       const triples: (number | string)[] = [];
       for (const hour of totals.hours) {
         for (const hash of hashesAt(hour.at)) {

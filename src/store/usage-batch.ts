@@ -38,9 +38,9 @@ function addDeltas(sum: Partial<UsageCounters>, deltas: Partial<UsageCounters>):
 
 /**
  * A batch's entries summed per hour, and per history tag within the hour, before a store applies
- * them: a busy key's batch holds a hundred entries of the same hour, and a store then touches each
- * bucket and history field once instead of once per entry. The totals are what applying the
- * entries one by one adds.
+ * them: a busy key's batch holds hundreds of entries of the same hour, and a store then touches
+ * each bucket and history field once instead of once per entry. The totals are what applying the
+ * entries one by one adds. Taken-back admissions (rare: only after a store failure) stay one by one.
  */
 export function batchTotals(entries: readonly UsageEntry[]): BatchTotals {
   const hours = new Map<number, { at: number; deltas: Partial<UsageCounters>; tags: Map<string, TagTotals> }>();
