@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GatewayError } from '../src/errors.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { StoreNotReached, type Admission, type AdmissionTicket, type UsageBatch } from '../src/store/types.js';
@@ -130,6 +130,66 @@ describe('UsageRecorder', () => {
     expect(store.sent.map((b) => b.entries.length)).toEqual([1, USAGE_BATCH_LIMIT, USAGE_BATCH_LIMIT]);
     expect((await store.getUsage('k', Date.now())).allTime.input_tokens).toBe(USAGE_BATCH_LIMIT * 2 + 1);
     recorder.stop();
+  });
+
+  describe('with a flush interval', () => {
+    afterEach(() => vi.useRealTimers());
+
+    it('what arrives during a write waits for the next interval: one store call per interval, not per round trip; a whole batch or a refund does not wait', async () => {
+      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+      const store = new FlakyStore();
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const original = store.recordUsage.bind(store);
+      /** the records of each store call, as it starts */
+      const calls: number[] = [];
+      store.recordUsage = async (keyId, batch) => {
+        calls.push(batch.entries.length);
+        if (calls.length === 1) await held; // the first write takes a while
+        return original(keyId, batch);
+      };
+      const written: Array<() => void> = [];
+      const nextWrite = () => new Promise<void>((resolve) => written.push(resolve));
+      const recorder = new UsageRecorder(store, { onWritten: () => written.shift()?.() }, { flushIntervalMs: 50 });
+
+      recorder.record('k', usage(1));
+      expect(calls).toEqual([]);
+      await vi.advanceTimersByTimeAsync(50);
+      expect(calls).toEqual([1]);
+      // three more while that write is in flight
+      for (const n of [2, 3, 4]) recorder.record('k', usage(n));
+      const first = nextWrite();
+      release();
+      await first;
+      await vi.advanceTimersByTimeAsync(0);
+      expect(calls).toEqual([1]);
+      await vi.advanceTimersByTimeAsync(50);
+      expect(calls).toEqual([1, 3]);
+
+      // a refund frees room under a limit: it goes at once, as does a whole batch
+      const refunded = nextWrite();
+      recorder.refund('k', Date.now());
+      await refunded;
+      expect(calls).toEqual([1, 3, 1]);
+      const whole = nextWrite();
+      for (let i = 0; i < USAGE_BATCH_LIMIT; i++) recorder.record('k', usage(1));
+      await whole;
+      expect(calls).toEqual([1, 3, 1, USAGE_BATCH_LIMIT]);
+      expect((await store.getUsage('k', Date.now())).allTime).toMatchObject({ requests: -1, input_tokens: 10 + USAGE_BATCH_LIMIT });
+      recorder.stop();
+    });
+
+    it('flush() writes everything, also what arrives while it runs', async () => {
+      const store = new FlakyStore();
+      const recorder = new UsageRecorder(store, {}, { flushIntervalMs: 1_000 });
+      recorder.record('k', usage(1));
+      const flushed = recorder.flush();
+      recorder.record('k', usage(2));
+      await flushed;
+      expect(recorder.backlog).toBe(0);
+      expect((await store.getUsage('k', Date.now())).allTime.input_tokens).toBe(3);
+      recorder.stop();
+    });
   });
 
   it('keeps at most USAGE_BUFFER_LIMIT records, dropping the oldest and reporting each drop', async () => {

@@ -58,6 +58,10 @@ export class UsageRecorder {
   private inFlightCount = 0;
   /** per key, the running loop that writes its batches one after another */
   private readonly writers = new Map<string, Promise<void>>();
+  /** keys whose loop writes until nothing is left (`flush`), not only what is due */
+  private readonly emptying = new Set<string>();
+  /** keys with a record that must not wait for the interval (a taken-back admission) */
+  private readonly urgent = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private readonly flushIntervalMs: number;
@@ -119,8 +123,18 @@ export class UsageRecorder {
 
   /** Writes everything buffered; resolves once all of it is acknowledged or a write failed. */
   async flush(): Promise<void> {
-    const keys = new Set([...this.inFlight.keys(), ...this.unsent.keys()]);
-    await Promise.all([...keys].map((keyId) => this.drain(keyId)));
+    const keys = this.pendingKeys();
+    keys.forEach((keyId) => this.emptying.add(keyId));
+    await Promise.all(keys.map((keyId) => this.drain(keyId)));
+  }
+
+  /** The interval's flush, and the retry after a failed write: what each key has waiting goes. */
+  private flushDue(): void {
+    for (const keyId of this.pendingKeys()) void this.drain(keyId);
+  }
+
+  private pendingKeys(): string[] {
+    return [...new Set([...this.inFlight.keys(), ...this.unsent.keys()])];
   }
 
   stop(): void {
@@ -138,15 +152,23 @@ export class UsageRecorder {
     this.unsentCount += 1;
     if (this.backlog > USAGE_BUFFER_LIMIT) this.dropOldestUnsent();
     this.events.onBacklog?.(this.backlog);
-    if (now || this.flushIntervalMs === 0 || this.unsent.get(keyId)!.length >= USAGE_BATCH_LIMIT) void this.drain(keyId);
+    if (now) this.urgent.add(keyId);
+    if (this.isDue(keyId)) void this.drain(keyId);
     else this.scheduleFlush();
+  }
+
+  /** Whether the key's waiting records go now rather than with the interval's flush. */
+  private isDue(keyId: string): boolean {
+    const waiting = this.unsent.get(keyId)?.length ?? 0;
+    if (waiting === 0) return false;
+    return this.flushIntervalMs === 0 || waiting >= USAGE_BATCH_LIMIT || this.urgent.has(keyId) || this.emptying.has(keyId);
   }
 
   private scheduleFlush(): void {
     if (this.flushTimer) return;
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
-      void this.flush();
+      this.flushDue();
     }, this.flushIntervalMs);
   }
 
@@ -161,18 +183,23 @@ export class UsageRecorder {
   }
 
   /**
-   * Writes the key's batches in order until none is left or the store fails; the loop forgets
-   * itself in the same tick it finds nothing to do, so a record queued later starts a new one.
+   * Writes the key's batches in order: the one in flight or what is waiting, then more only while
+   * more is due (a whole batch, a taken-back admission, or `flush`); what arrived during a write
+   * otherwise waits for the interval, so a busy key costs one store call per interval, not one per
+   * round trip. Stops when the store fails. The loop forgets itself in the same tick it stops, so a
+   * record queued later starts a new one.
    */
   private async writeKey(keyId: string): Promise<void> {
-    for (;;) {
-      const batch = this.inFlight.get(keyId) ?? this.nextBatch(keyId);
+    let failed = false;
+    for (let first = true; ; first = false) {
+      const batch = this.inFlight.get(keyId) ?? (first || this.isDue(keyId) ? this.nextBatch(keyId) : undefined);
       if (!batch) break;
       try {
         await this.store.recordUsage(keyId, batch);
       } catch (err) {
         this.events.onError?.(err);
         this.scheduleRetry();
+        failed = true;
         break;
       }
       this.inFlight.delete(keyId);
@@ -181,6 +208,9 @@ export class UsageRecorder {
       this.events.onWritten?.(keyId);
     }
     this.writers.delete(keyId);
+    this.emptying.delete(keyId);
+    // left for the interval; after a failure the retry takes it
+    if (!failed && this.unsent.has(keyId)) this.scheduleFlush();
   }
 
   private nextBatch(keyId: string): UsageBatch | undefined {
@@ -188,6 +218,7 @@ export class UsageRecorder {
     if (!queue) return undefined;
     const entries = queue.splice(0, USAGE_BATCH_LIMIT);
     if (queue.length === 0) this.unsent.delete(keyId);
+    this.urgent.delete(keyId);
     const batch: UsageBatch = { writer: this.writer, seq: ++this.seq, entries };
     this.unsentCount -= entries.length;
     this.inFlightCount += entries.length;
@@ -211,7 +242,7 @@ export class UsageRecorder {
     if (this.timer) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      void this.flush();
+      this.flushDue();
     }, RETRY_INTERVAL_MS);
     this.timer.unref();
   }
