@@ -1,8 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Config, ProviderName } from '../config/schema.js';
 import type { ProbeVerdict, Store } from '../store/types.js';
-import { upstreamUrl, type Account } from './accounts.js';
+import { upstreamTarget, type Account } from './accounts.js';
 import { withAccountCredential, type OAuthBearer } from './credentials.js';
 
 /**
@@ -74,8 +74,8 @@ export class AccountProbe {
 
   private async ask(account: Account): Promise<ProbeVerdict> {
     try {
-      const res = await request(upstreamUrl(account, PROBE_PATH), {
-        dispatcher: this.dispatcher,
+      const res = await this.dispatcher.request({
+        ...upstreamTarget(account, PROBE_PATH),
         method: 'GET',
         headers: withAccountCredential(account, { accept: 'application/json' }, await this.bearerOf(account)),
         headersTimeout: this.bounds.probeTimeoutMs,
